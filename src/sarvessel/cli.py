@@ -1,0 +1,74 @@
+"""The ``sarvessel`` command: one entry point composed from the subpackages' commands.
+
+Each subpackage that has commands exposes ``cli.register(subparsers)``, which adds its
+sub-commands with ``set_defaults(func=handler)``; a handler takes the parsed arguments and returns
+the exit code, importing heavy modules (torch, finn) only when it runs, so ``--help`` and the
+runtime commands work on the board where the host tools are not installed.
+User errors (:class:`~sarvessel.runtime.errors.SarvesselError`) print one line, no traceback,
+and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from sarvessel import __version__
+from sarvessel.runtime.errors import SarvesselError
+
+log = logging.getLogger(__name__)
+
+#: Subpackages whose ``cli.register`` is called, in help order.
+COMMAND_MODULES = (
+    "sarvessel.runtime.cli",
+    "sarvessel.model.cli",
+    "sarvessel.quantize.cli",
+    "sarvessel.hw.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (sub-commands of every installed subpackage)."""
+    parser = argparse.ArgumentParser(
+        prog="sarvessel",
+        description="Vessel detection in Sentinel-1 SAR scenes, on the CPU or a Kria KV260 FPGA.",
+    )
+    parser.add_argument("--version", action="version", version=f"sarvessel {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # a subpackage without commands yet
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SarvesselError as exc:
+        print(f"sarvessel {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sarvessel {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

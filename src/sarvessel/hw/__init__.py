@@ -1,0 +1,1 @@
+"""Host tool subpackage: hw (may import sarvessel.runtime; never imported by it)."""

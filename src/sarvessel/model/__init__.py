@@ -1,0 +1,1 @@
+"""Host tool subpackage: model (may import sarvessel.runtime; never imported by it)."""

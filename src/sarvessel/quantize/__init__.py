@@ -1,0 +1,1 @@
+"""Host tool subpackage: quantize (may import sarvessel.runtime; never imported by it)."""

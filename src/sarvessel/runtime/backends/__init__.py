@@ -1,0 +1,1 @@
+"""Detector backends: a batch of uint8 tiles in, detections in tile coordinates out."""
