@@ -1,1 +1,57 @@
-"""Detector backends: a batch of uint8 tiles in, detections in tile coordinates out."""
+"""Detector backends: a batch of uint8 tiles in, detections in tile coordinates out.
+
+:func:`make_backend` builds one by name so the CLI, the tile server and benchmarks agree on what
+``--backend`` means. Heavy modules (onnxruntime, pynq) are imported only by the backend that
+needs them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from sarvessel.runtime.backends.base import Backend, NoopBackend
+from sarvessel.runtime.errors import ModelError
+
+#: Folder of the models shipped inside the package.
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+#: The scene model the demo and ``detect`` use by default when it is shipped.
+DEFAULT_SCENE_MODEL = SHIPPED_MODELS / "scene_w4a4.onnx"
+
+
+class BackendKind(str, Enum):
+    """Which detector runs the tiles."""
+
+    NOOP = "noop"  #: no detections: measures the I/O path alone
+    CFAR = "cfar"  #: two-parameter CFAR baseline (no model needed)
+    ONNX = "onnx"  #: the quantised detector on the CPU with onnxruntime
+    AUTO = "auto"  #: the shipped scene model if present, else CFAR
+
+
+def make_backend(
+    kind: BackendKind | str,
+    *,
+    model: Path | None = None,
+    threads: int | None = None,
+    tile_size: int = 512,
+    channels: int = 2,
+) -> Backend:
+    """Build a backend. ``model`` is needed for ONNX (the default is the shipped scene model)."""
+    kind = BackendKind(kind)
+    if kind is BackendKind.AUTO:
+        kind = BackendKind.ONNX if (model or DEFAULT_SCENE_MODEL.is_file()) else BackendKind.CFAR
+    if kind is BackendKind.NOOP:
+        return NoopBackend(channels=channels, tile_size=tile_size)
+    if kind is BackendKind.CFAR:
+        from sarvessel.runtime.backends.cfar import CFARBackend
+
+        return CFARBackend(tile_size=tile_size)
+    path = Path(model) if model else DEFAULT_SCENE_MODEL
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found")
+    from sarvessel.runtime.backends.onnx_backend import OnnxBackend
+
+    return OnnxBackend(path, threads=threads)
+
+
+__all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL"]

@@ -1,0 +1,41 @@
+# The two set-up commands of the README:
+#   make demo  — create .venv, install the runtime, run the demo (generated scene, no data to fetch)
+#   make test  — create .venv, install everything the tests need (torch CPU, Brevitas, finn-plus),
+#                run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PIP    := $(VENV)/bin/pip
+# torch first, pinned, so pip takes the local CPU wheel instead of the CUDA build (NOTES §6).
+TORCH  := torch==2.13.0
+FINN   := finn-plus==1.6.1
+
+.PHONY: demo test lint bench clean
+
+demo: $(VENV)/.runtime
+	$(VENV)/bin/sarvessel demo
+
+test: $(VENV)/.dev
+	$(VENV)/bin/pytest
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check src tests scripts
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# runtime only: what the board and the demo need
+$(VENV)/.runtime: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q -e .
+	touch $@
+
+# everything: host tools (train, quantize, hw) and test tools, with finn-plus's exact pins
+$(VENV)/.dev: pyproject.toml requirements/hw.txt | $(VENV)/bin/python
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -r requirements/hw.txt
+	$(PIP) install -q --no-deps $(FINN)
+	$(PIP) install -q -c requirements/hw.txt -e ".[train,hw,serve,dev]"
+	touch $@ $(VENV)/.runtime
+
+clean:
+	rm -rf $(VENV) out build *.egg-info src/*.egg-info
