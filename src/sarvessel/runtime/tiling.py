@@ -35,7 +35,7 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     at ``length``. A length shorter than the tile gives ``[0]``.
 
     >>> tile_starts(1000, 512, 64)
-    [0, 488]
+    [0, 448, 488]
     >>> tile_starts(512, 512, 0)
     [0]
     >>> tile_starts(300, 512, 0)
@@ -62,7 +62,7 @@ def tile_grid(
     the window is clipped to the scene and the reader pads it.
 
     >>> [[(w.row0, w.col0) for w in r] for r in tile_grid(1000, 700, tile=512, overlap=64)]
-    [[(0, 0), (0, 188)], [(488, 0), (488, 188)]]
+    [[(0, 0), (0, 188)], [(448, 0), (448, 188)], [(488, 0), (488, 188)]]
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"scene size must be positive, got {height} x {width}")
