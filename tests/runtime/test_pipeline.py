@@ -1,0 +1,125 @@
+"""The scene pipeline end to end on real GeoTIFF scenes, with small deterministic backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from sarvessel.runtime.backends.base import Backend, NoopBackend
+from sarvessel.runtime.detections import Detections
+from sarvessel.runtime.errors import SceneError
+from sarvessel.runtime.pipeline import PipelineConfig, run_scene
+from sarvessel.runtime.scene import open_scene
+
+TARGETS = [(40, 50), (300, 700), (505, 260), (770, 1010), (1020, 30)]  # (row, col)
+
+
+def _scene(tmp_path: Path, h: int = 1100, w: int = 1050, *, nodata_rows: int = 0) -> Path:
+    rng = np.random.default_rng(0)
+    vv = (rng.standard_normal((h, w)) - 22).astype(np.float32)
+    for r, c in TARGETS:
+        if r < h and c < w:
+            vv[r, c] = 25.0  # a bright point target (clipped to 20 dB = 255)
+    vv[:nodata_rows] = -32768
+    folder = tmp_path / "scene_v"
+    folder.mkdir()
+    tifffile.imwrite(folder / "VV_dB.tif", vv, tile=(256, 256))
+    tifffile.imwrite(folder / "VH_dB.tif", vv - 8, tile=(256, 256))
+    return folder
+
+
+class BrightestPixel:
+    """Reports every pixel of channel 0 at 255 (a point target), in tile coordinates."""
+
+    name = "brightest"
+    channels = 2
+
+    def __init__(self, tile_size: int = 256, fail_after: int | None = None) -> None:
+        self.tile_size = tile_size
+        self.calls = 0
+        self.fail_after = fail_after
+
+    def detect(self, batch: np.ndarray) -> list[Detections]:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("simulated power loss")
+        out = []
+        for t in batch:
+            r, c = np.nonzero(t[0] == 255)
+            boxes = np.stack([r - 8, c - 8, r + 8, c + 8], 1)
+            out.append(Detections(r + 0.5, c + 0.5, np.full(len(r), 0.9), np.ones(len(r)),
+                                  boxes, np.full(len(r), 3.0)))
+        return out
+
+
+def _positions(d: Detections) -> list[tuple[int, int]]:
+    return sorted(zip(d.rows.astype(int).tolist(), d.cols.astype(int).tolist(), strict=True))
+
+
+def test_backend_protocol_is_met():
+    assert isinstance(BrightestPixel(), Backend) and isinstance(NoopBackend(), Backend)
+
+
+@pytest.mark.parametrize("overlap", [0, 32, 100])
+def test_every_target_found_once_in_scene_coordinates(tmp_path, overlap):
+    with open_scene(_scene(tmp_path)) as sc:
+        res = run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=overlap,
+                                                                   batch_size=3))
+    assert _positions(res.detections) == sorted(TARGETS)
+    assert res.tiles_run == res.tiles_total and res.tiles_skipped_nodata == 0
+    assert res.timings.total > 0 and res.mpx_per_s > 0
+    assert res.thumbnail.shape == (1100, 1050)  # small scene: thumbnail at full resolution
+
+
+def test_nodata_tiles_are_skipped_and_all_nodata_is_an_error(tmp_path):
+    with open_scene(_scene(tmp_path, nodata_rows=600)) as sc:
+        res = run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=0))
+    assert res.tiles_skipped_nodata == 2 * 5  # rows 0-255 and 256-511 of 5 columns
+    assert _positions(res.detections) == sorted(t for t in TARGETS if t[0] >= 600)
+    (tmp_path / "b").mkdir()
+    with open_scene(_scene(tmp_path / "b", nodata_rows=1100)) as sc, pytest.raises(
+        SceneError, match="no valid pixels"
+    ):
+        run_scene(sc, NoopBackend(tile_size=256))
+
+
+def test_scene_smaller_than_a_tile_is_padded(tmp_path):
+    with open_scene(_scene(tmp_path, h=200, w=120)) as sc:
+        res = run_scene(sc, BrightestPixel(tile_size=256))
+    assert _positions(res.detections) == [(40, 50)]
+
+
+def test_interrupted_run_resumes_from_journal_without_losing_rows(tmp_path):
+    scene = _scene(tmp_path)
+    journal = tmp_path / "out" / "job.journal.jsonl"
+    cfg = PipelineConfig(overlap=0, batch_size=5)  # one backend call per tile row
+    with open_scene(scene) as sc, pytest.raises(RuntimeError, match="power loss"):
+        run_scene(sc, BrightestPixel(fail_after=3), config=cfg, journal=journal)
+    assert len(journal.read_text().splitlines()) == 1 + 3  # header + 3 finished tile rows
+    backend = BrightestPixel()
+    with open_scene(scene) as sc:
+        res = run_scene(sc, backend, config=cfg, journal=journal)
+    assert backend.calls == 5 - 3  # only the unfinished rows ran again
+    assert res.tiles_resumed == 3 * 5
+    assert _positions(res.detections) == sorted(TARGETS)
+
+
+def test_journal_of_another_job_is_not_reused(tmp_path):
+    scene = _scene(tmp_path)
+    journal = tmp_path / "j.jsonl"
+    with open_scene(scene) as sc:
+        run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=0), journal=journal)
+        backend = BrightestPixel()
+        res = run_scene(sc, backend, config=PipelineConfig(overlap=16), journal=journal)
+    assert res.tiles_resumed == 0 and backend.calls > 0
+
+
+def test_model_wanting_more_channels_than_the_scene_has(tmp_path):
+    class ThreeChannels(BrightestPixel):
+        channels = 4
+
+    with open_scene(_scene(tmp_path)) as sc, pytest.raises(SceneError, match="takes 4 channels"):
+        run_scene(sc, ThreeChannels())
