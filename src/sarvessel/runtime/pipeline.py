@@ -23,6 +23,7 @@ import numpy as np
 from sarvessel.runtime.backends.base import Backend
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SceneError
+from sarvessel.runtime.nms import SceneMerger
 from sarvessel.runtime.preprocess import BATHYMETRY, DEFAULT_BANDS, NODATA, BandRange, to_uint8
 from sarvessel.runtime.scene import Scene
 from sarvessel.runtime.tiling import tile_starts
@@ -119,7 +120,7 @@ def run_scene(
     f = max(1, -(-max(scene.height, scene.width) // config.thumbnail_max_side))
     thumb_rows: list[np.ndarray] = []
     next_thumb_row = 0
-    kept: list[Detections] = []
+    merger = SceneMerger(radius_px=config.nms_radius_px)
     n_run = n_skip = n_resumed = n_done = 0
 
     for i, (r0, u8, valid) in enumerate(
@@ -130,7 +131,7 @@ def run_scene(
             thumb_rows.append(u8[0, [r - r0 for r in rows_here], ::f])
             next_thumb_row = rows_here[-1] + f
         if i in done_rows:
-            kept.append(done_rows[i])
+            merger.add(done_rows[i], row0=r0)
             n_resumed += len(col_starts)
             n_done += len(col_starts)
             if progress:
@@ -142,7 +143,7 @@ def run_scene(
         t0 = time.perf_counter()
         if config.mask_land:
             row_dets = _drop_on_land(scene, row_dets)
-        kept.append(row_dets)
+        merger.add(row_dets, row0=r0)
         if jr:
             jr.append(i, row_dets)
         timings.merge += time.perf_counter() - t0
@@ -155,7 +156,7 @@ def run_scene(
     if n_skip == n_total:
         raise SceneError(f"{scene.source}: scene holds no valid pixels (all nodata or NaN)")
     t0 = time.perf_counter()
-    merged = _merge(Detections.concat(kept), config.nms_radius_px)
+    merged = merger.finish()
     timings.merge += time.perf_counter() - t0
     timings.total = time.perf_counter() - t_start
     thumb = np.concatenate(thumb_rows, axis=0) if thumb_rows else np.zeros((0, 0), np.uint8)
@@ -271,12 +272,6 @@ def _drop_on_land(scene: Scene, dets: Detections) -> Detections:
     if not len(dets):
         return dets
     return dets.select(~scene.on_land(dets.rows, dets.cols))
-
-
-def _merge(dets: Detections, radius_px: float) -> Detections:
-    from sarvessel.runtime.nms import point_nms
-
-    return point_nms(dets, radius_px=radius_px) if len(dets) else dets
 
 
 def _journal_key(scene: Scene, backend: Backend, tile: int, config: PipelineConfig) -> dict:
