@@ -12,7 +12,7 @@ class SarvesselError(ValueError):
 
 
 class SceneError(SarvesselError):
-    """A scene folder or raster cannot be read (missing band, truncated TIFF, size mismatch, ...)."""
+    """A scene folder or raster cannot be read (missing band, truncated TIFF, size mismatch)."""
 
 
 class LabelsError(SarvesselError):
