@@ -1,0 +1,359 @@
+"""Average precision of box detections (COCO-style), plus precision/recall/F1 at a threshold.
+
+Matching follows COCO (``pycocotools`` ``COCOeval.evaluateImg``): per image and class,
+detections in decreasing score order each take the not-yet-matched ground-truth box of the same
+class with the highest IoU, if that IoU is ``>=`` the threshold; a detection matched to an
+*ignored* ground truth (VOC ``difficult``) counts as neither TP nor FP, and ignored boxes are not
+counted as ground truth. AP is computed per class from all images pooled, then averaged over the
+classes that have ground truth.
+
+Two interpolations (:class:`Interpolation`): ``coco101`` (the default) samples the precision
+envelope at 101 recall points 0, 0.01, ..., 1 as COCO does; ``all_point`` integrates the envelope
+over every recall step (VOC 2010+). AP50-95 is the mean AP over IoU 0.50:0.05:0.95.
+
+Boxes are ``[N, 4]`` corner boxes; any corner order works (x1, y1, x2, y2 or top, left, bottom,
+right) as long as predictions and ground truth use the same one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "APReport",
+    "ImageDetections",
+    "ImageTruth",
+    "Interpolation",
+    "PRCurve",
+    "average_precision",
+    "evaluate_ap",
+    "match_image",
+    "save_pr_curve",
+]
+
+#: COCO IoU thresholds 0.50, 0.55, ..., 0.95.
+COCO_IOUS: tuple[float, ...] = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
+
+
+def evaluate_ap(
+    detections: Sequence[ImageDetections],
+    truths: Sequence[ImageTruth],
+    *,
+    nc: int,
+    conf_threshold: float = 0.25,
+    iou_thresholds: Sequence[float] = COCO_IOUS,
+    interpolation: Interpolation | str = "coco101",
+) -> APReport:
+    """AP50, AP50-95 and P/R/F1 at ``conf_threshold`` over a set of images.
+
+    detections[i], truths[i]: predictions and ground truth of image i. nc: number of classes.
+    conf_threshold: score at or above which a detection counts for precision/recall/F1 (at IoU
+    0.5); the default is 0.25. iou_thresholds: for the AP average; must contain 0.5; the default
+    is COCO's 0.50:0.05:0.95. interpolation: ``coco101`` (default) or ``all_point``.
+    """
+    if len(detections) != len(truths):
+        raise ValueError(f"{len(detections)} detection sets for {len(truths)} images")
+    if not truths:
+        raise ValueError("no images to evaluate")
+    interp = Interpolation(interpolation)
+    ious = np.asarray(iou_thresholds, np.float64)
+    i50 = int(np.argmin(np.abs(ious - 0.5)))
+    if abs(ious[i50] - 0.5) > 1e-9:
+        raise ValueError("iou_thresholds must contain 0.5")
+    per_class_ap = np.full((nc, len(ious)), np.nan)
+    curves: dict[int, PRCurve] = {}
+    tp_conf = fp_conf = 0
+    n_gt_total = 0
+    for c in range(nc):
+        tps, valids, scores, n_gt = [], [], [], 0
+        for det, gt in zip(detections, truths, strict=True):
+            dm, gm = det.classes == c, gt.classes == c
+            tp, valid = match_image(det.boxes[dm], det.scores[dm], gt.boxes[gm],
+                                    gt_ignore=gt.ignore[gm], iou_thresholds=ious)
+            tps.append(tp)
+            valids.append(valid)
+            scores.append(det.scores[dm])
+            n_gt += int((~gt.ignore[gm]).sum())
+        tp_all = np.concatenate(tps)
+        valid_all = np.concatenate(valids)
+        sc_all = np.concatenate(scores)
+        n_gt_total += n_gt
+        sel = (sc_all >= conf_threshold) & valid_all[:, i50]
+        tp_conf += int(tp_all[sel, i50].sum())
+        fp_conf += int((~tp_all[sel, i50]).sum())
+        if n_gt == 0:
+            continue
+        for k in range(len(ious)):
+            v = valid_all[:, k]
+            ap, curve = average_precision(tp_all[v, k], sc_all[v], n_gt, interpolation=interp)
+            per_class_ap[c, k] = ap
+            if k == i50:
+                curves[c] = curve
+    have = ~np.isnan(per_class_ap[:, 0])
+    ap_iou = per_class_ap[have].mean(axis=0) if have.any() else np.full(len(ious), np.nan)
+    fn_conf = n_gt_total - tp_conf
+    precision = tp_conf / (tp_conf + fp_conf) if tp_conf + fp_conf else 0.0
+    recall = tp_conf / n_gt_total if n_gt_total else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return APReport(
+        ap50=float(ap_iou[i50]), ap50_95=float(np.mean(ap_iou)),
+        ap_per_iou={float(t): float(a) for t, a in zip(ious, ap_iou, strict=True)},
+        ap50_per_class={c: float(per_class_ap[c, i50]) for c in range(nc)},
+        precision=float(precision), recall=float(recall), f1=float(f1),
+        tp=tp_conf, fp=fp_conf, fn=fn_conf, n_gt=n_gt_total,
+        n_det=int(sum(len(d.scores) for d in detections)), images=len(truths),
+        conf_threshold=float(conf_threshold), interpolation=interp.value, curves=curves,
+    )
+
+
+def match_image(
+    boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, *,
+    gt_ignore: np.ndarray | None = None, iou_thresholds: Sequence[float] = (0.5,),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy COCO matching of one image and class.
+
+    boxes ``[N, 4]``, scores ``[N]``: detections. gt_boxes ``[G, 4]``; gt_ignore ``[G]`` bool
+    (default none ignored). Returns ``(tp, valid)``, both bool ``[N, T]``: detection n is a
+    true positive at threshold t; ``valid`` is False where it matched an ignored box at that
+    threshold, so it counts neither way.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
+    ious_t = np.asarray(iou_thresholds, np.float64)
+    n, g = len(boxes), len(gt_boxes)
+    ignore = np.zeros(g, bool) if gt_ignore is None else np.asarray(gt_ignore, bool)
+    tp = np.zeros((n, len(ious_t)), bool)
+    ignored_match = np.zeros((n, len(ious_t)), bool)
+    if n == 0 or g == 0:
+        return tp, np.ones((n, len(ious_t)), bool)
+    iou = box_iou(boxes, gt_boxes)
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    # COCO: prefer non-ignored ground truth: sort gt so ignored ones come last
+    gt_order = np.argsort(ignore, kind="stable")
+    iou, ignore = iou[:, gt_order], ignore[gt_order]
+    for k, t in enumerate(ious_t):
+        taken = np.zeros(g, bool)
+        for d in order:
+            best, best_iou = -1, min(t, 1 - 1e-10)
+            for j in range(g):
+                if taken[j]:
+                    continue
+                if best > -1 and not ignore[best] and ignore[j]:
+                    break  # a real match beats any ignored one
+                if iou[d, j] < best_iou:
+                    continue
+                best, best_iou = j, iou[d, j]
+            if best == -1:
+                continue
+            taken[best] = True
+            if ignore[best]:
+                ignored_match[d, k] = True
+            else:
+                tp[d, k] = True
+    return tp, ~ignored_match
+
+
+def average_precision(
+    tp: np.ndarray, scores: np.ndarray, n_gt: int, *,
+    interpolation: Interpolation | str = "coco101",
+) -> tuple[float, PRCurve]:
+    """AP of one class from pooled detections: ``tp`` bool ``[N]``, ``scores`` ``[N]``.
+
+    n_gt: number of (non-ignored) ground-truth boxes. Returns the AP and the raw PR curve
+    (NaN AP when ``n_gt`` is 0).
+
+    >>> ap, _ = average_precision(np.array([True, False, True]), np.array([.9, .8, .7]), 2,
+    ...                           interpolation="all_point")
+    >>> round(ap, 4)
+    0.8333
+    """
+    interp = Interpolation(interpolation)
+    tp = np.asarray(tp, bool).reshape(-1)
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="mergesort")
+    tp, scores = tp[order], scores[order]
+    ctp = np.cumsum(tp)
+    cfp = np.cumsum(~tp)
+    recall = ctp / n_gt if n_gt else np.zeros(len(tp))
+    precision = ctp / np.maximum(ctp + cfp, 1)
+    curve = PRCurve(recall=recall, precision=precision, scores=scores)
+    if n_gt == 0:
+        return float("nan"), curve
+    if len(tp) == 0:
+        return 0.0, curve
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    if interp is Interpolation.COCO101:
+        points = np.linspace(0.0, 1.0, 101)
+        idx = np.searchsorted(recall, points, side="left")
+        sampled = np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0.0)
+        return float(sampled.mean()), curve
+    steps = np.diff(np.concatenate([[0.0], recall]))
+    return float((steps * envelope).sum()), curve
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix ``[N, M]`` of corner boxes ``a [N, 4]`` and ``b [M, 4]``."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def save_pr_curve(report: APReport, path: Path | str, *, title: str = "") -> Path:
+    """Draw the IoU-0.5 precision-recall curve of every class to a PNG.
+
+    Uses matplotlib when installed, else a plain pillow drawing (the runtime must not require
+    matplotlib).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = title or f"AP50 {report.ap50:.3f}  AP50-95 {report.ap50_95:.3f}"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _save_pr_curve_pillow(report, path, label)
+        return path
+    fig, ax = plt.subplots(figsize=(5, 4.5), dpi=120)
+    for c, curve in sorted(report.curves.items()):
+        r = np.concatenate([[0.0], curve.recall])
+        p = np.concatenate([[1.0], np.maximum.accumulate(curve.precision[::-1])[::-1]])
+        ax.plot(r, p, label=f"class {c}: AP50 {report.ap50_per_class[c]:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision", title=label)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+@dataclass
+class ImageDetections:
+    """Predictions of one image: boxes ``[N, 4]`` (corners), scores ``[N]``, classes ``[N]``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, np.float64).reshape(-1)
+        self.classes = np.asarray(self.classes, np.int64).reshape(-1)
+        if not len(self.boxes) == len(self.scores) == len(self.classes):
+            raise ValueError("boxes, scores and classes differ in length")
+
+
+@dataclass
+class ImageTruth:
+    """Ground truth of one image: boxes ``[G, 4]``, classes ``[G]``, ignore ``[G]`` (VOC
+    difficult; default none)."""
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    ignore: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float64).reshape(-1, 4)
+        self.classes = np.asarray(self.classes, np.int64).reshape(-1)
+        self.ignore = (np.zeros(len(self.boxes), bool) if self.ignore is None
+                       else np.asarray(self.ignore, bool).reshape(-1))
+        if not len(self.boxes) == len(self.classes) == len(self.ignore):
+            raise ValueError("boxes, classes and ignore differ in length")
+
+
+@dataclass
+class PRCurve:
+    """Raw precision-recall points of one class, in decreasing score order."""
+
+    recall: np.ndarray
+    precision: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class APReport:
+    """Result of :func:`evaluate_ap`.
+
+    ap50, ap50_95: mean over classes with ground truth. ap_per_iou: mean AP per IoU threshold.
+    ap50_per_class: NaN for classes without ground truth. precision, recall, f1, tp, fp, fn: at
+    ``conf_threshold`` and IoU 0.5. n_gt: ground-truth boxes (ignored ones excluded). n_det: all
+    detections given. curves: IoU-0.5 PR curve per class.
+    """
+
+    ap50: float
+    ap50_95: float
+    ap_per_iou: dict[float, float]
+    ap50_per_class: dict[int, float]
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    n_gt: int
+    n_det: int
+    images: int
+    conf_threshold: float
+    interpolation: str
+    curves: dict[int, PRCurve] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-able summary (no curves)."""
+        return {k: v for k, v in self.__dict__.items() if k != "curves"}
+
+
+class Interpolation(str, Enum):
+    """How the precision envelope is integrated over recall."""
+
+    #: COCO: mean of the envelope at recall 0, 0.01, ..., 1.
+    COCO101 = "coco101"
+    #: VOC 2010+: area under the envelope at every recall step.
+    ALL_POINT = "all_point"
+
+
+def _save_pr_curve_pillow(report: APReport, path: Path, label: str) -> None:
+    """Minimal PR plot with pillow: axes, grid, one polyline per class."""
+    from PIL import Image, ImageDraw
+
+    w, h, m = 600, 540, 60
+    img = Image.new("RGB", (w, h), "white")
+    draw = ImageDraw.Draw(img)
+    x0, y0, x1, y1 = m, m // 2, w - m // 2, h - m
+
+    def xy(r: float, p: float) -> tuple[float, float]:
+        return x0 + r * (x1 - x0), y1 - p * (y1 - y0)
+
+    for t in np.linspace(0, 1, 6):
+        draw.line([xy(t, 0), xy(t, 1)], fill=(225, 225, 225))
+        draw.line([xy(0, t), xy(1, t)], fill=(225, 225, 225))
+        draw.text((xy(t, 0)[0] - 8, y1 + 6), f"{t:.1f}", fill="black")
+        draw.text((x0 - 30, xy(0, t)[1] - 6), f"{t:.1f}", fill="black")
+    draw.rectangle([x0, y0, x1, y1], outline="black")
+    colours = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40)]
+    for i, (c, curve) in enumerate(sorted(report.curves.items())):
+        r = np.concatenate([[0.0], curve.recall])
+        p = np.concatenate([[1.0], np.maximum.accumulate(curve.precision[::-1])[::-1]])
+        colour = colours[i % len(colours)]
+        draw.line([xy(a, b) for a, b in zip(r, p, strict=True)], fill=colour, width=2)
+        draw.text((x0 + 10, y1 - 20 - 14 * i),
+                  f"class {c}: AP50 {report.ap50_per_class[c]:.3f}", fill=colour)
+    draw.text((x0, 8), label, fill="black")
+    draw.text(((x0 + x1) // 2 - 20, h - 24), "recall", fill="black")
+    draw.text((4, y0), "precision", fill="black")
+    img.save(path)

@@ -1,0 +1,266 @@
+"""Evaluate an exported model on a labelled image set (SSDD, a VOC or YOLO folder): AP50,
+AP50-95 and precision/recall/F1, as the ``sarvessel eval`` command.
+
+Each image is read as grey uint8 (repeated to the model's channels, as in training), then cut
+into model tiles exactly as the runtime cuts scenes (:func:`~sarvessel.runtime.tiling.tile_grid`,
+edge tiles shifted inward); an image smaller than a tile sits at the top-left of a zero tile
+(the training letterbox at scale 1). Tile detections are shifted to image coordinates, clipped
+to the image and merged across overlapping tiles with box NMS.
+
+AP is computed from all detections above a low score (``eval_conf``, default 0.001, as
+ultralytics validates); precision/recall/F1 use the model's own ``conf_threshold``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sarvessel.runtime.ap import (
+    APReport,
+    ImageDetections,
+    ImageTruth,
+    Interpolation,
+    evaluate_ap,
+    save_pr_curve,
+)
+from sarvessel.runtime.backends.base import Backend
+from sarvessel.runtime.datasets import (
+    DatasetError,
+    LabeledImage,
+    SsddSplit,
+    load_image_grey,
+    load_ssdd,
+    load_yolo_folder,
+    read_voc,
+)
+from sarvessel.runtime.detections import Detections
+from sarvessel.runtime.nms import box_nms
+from sarvessel.runtime.tiling import tile_grid
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalResult", "evaluate", "evaluate_backend", "load_dataset", "register_cli",
+           "ssdd_root"]
+
+#: Name that selects the SSDD dataset in ``--data``.
+SSDD_NAME = "ssdd"
+#: Split value meaning every image of the dataset.
+ALL_SPLITS = "all"
+
+
+def evaluate(
+    model_path: Path | str,
+    data: Path | str,
+    *,
+    split: str = "test",
+    eval_conf: float = 0.001,
+    conf_threshold: float | None = None,
+    overlap: int = 64,
+    threads: int | None = None,
+    interpolation: Interpolation | str = Interpolation.COCO101,
+) -> EvalResult:
+    """Evaluate the ONNX model ``model_path`` on ``data`` (``"ssdd"`` or a dataset folder).
+
+    split: ``test``, ``test_inshore``, ``test_offshore``, ``train`` or ``all`` (SSDD and VOC
+    folders with ``ImageSets/Main``; ignored for YOLO folders). eval_conf: score above which
+    detections enter the AP; the default is 0.001. conf_threshold: score for precision/recall/F1;
+    the default is the model's. overlap: tile overlap in pixels for images larger than a tile;
+    the default is 64. threads: onnxruntime intra-op threads. interpolation: AP interpolation;
+    the default is COCO's 101 points.
+    """
+    from sarvessel.runtime.backends.onnx_backend import OnnxBackend
+
+    items = load_dataset(data, split=split)
+    backend = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf)
+    meta = backend.metadata
+    result = evaluate_backend(
+        backend, items, nc=meta.nc, iou_threshold=meta.iou_threshold,
+        conf_threshold=meta.conf_threshold if conf_threshold is None else conf_threshold,
+        overlap=overlap, interpolation=interpolation)
+    result.model = str(model_path)
+    result.data = str(data)
+    result.split = split
+    return result
+
+
+def evaluate_backend(
+    backend: Backend,
+    items: list[LabeledImage],
+    *,
+    nc: int,
+    iou_threshold: float = 0.5,
+    conf_threshold: float = 0.25,
+    overlap: int = 64,
+    interpolation: Interpolation | str = Interpolation.COCO101,
+) -> EvalResult:
+    """Run ``backend`` over labelled images and score it (see :func:`evaluate`).
+
+    iou_threshold: box NMS across overlapping tiles of one image. conf_threshold: for
+    precision/recall/F1.
+    """
+    if not items:
+        raise DatasetError("no images to evaluate")
+    dets, truths = [], []
+    t0 = time.perf_counter()
+    tiles = 0
+    for item in items:
+        grey = load_image_grey(item.path)
+        if grey.shape != (item.height, item.width):
+            log.warning("%s: image is %dx%d, annotation says %dx%d", item.path, grey.shape[1],
+                        grey.shape[0], item.width, item.height)
+        d, n = detect_image(backend, grey, overlap=overlap, iou_threshold=iou_threshold)
+        tiles += n
+        # Detections are top, left, bottom, right; the labels x1, y1, x2, y2.
+        dets.append(ImageDetections(d.boxes[:, [1, 0, 3, 2]], d.scores, d.classes))
+        truths.append(ImageTruth(item.boxes, item.classes, item.difficult))
+    seconds = time.perf_counter() - t0
+    report = evaluate_ap(dets, truths, nc=nc, conf_threshold=conf_threshold,
+                         interpolation=interpolation)
+    log.info("%d images, %d tiles in %.1f s: AP50 %.4f, AP50-95 %.4f", len(items), tiles,
+             seconds, report.ap50, report.ap50_95)
+    return EvalResult(report=report, images=len(items), tiles=tiles, seconds=seconds,
+                      backend=getattr(backend, "name", type(backend).__name__))
+
+
+def detect_image(
+    backend: Backend, grey: np.ndarray, *, overlap: int = 64, iou_threshold: float = 0.5
+) -> tuple[Detections, int]:
+    """Detect in one grey uint8 image ``[H, W]`` tiled like a scene; boxes in image pixels.
+
+    Returns the merged detections and the number of tiles run.
+    """
+    t, c = backend.tile_size, backend.channels
+    h, w = grey.shape
+    windows = [win for row in tile_grid(h, w, tile=t, overlap=min(overlap, t - 1))
+               for win in row]
+    batch = np.zeros((len(windows), c, t, t), np.uint8)
+    for k, win in enumerate(windows):
+        batch[k, :, :win.height, :win.width] = grey[win.row0:win.row1, win.col0:win.col1]
+    per_tile = backend.detect(batch)
+    shifted = [d.shifted(win.row0, win.col0) for d, win in zip(per_tile, windows, strict=True)]
+    merged = Detections.concat(shifted)
+    if len(windows) > 1 and len(merged):
+        merged = box_nms(merged, iou_threshold=iou_threshold)
+    if len(merged):
+        lim = np.array([h, w, h, w], np.float32)
+        merged.boxes = np.clip(merged.boxes, 0, lim)
+    return merged, len(windows)
+
+
+def load_dataset(data: Path | str, *, split: str = "test") -> list[LabeledImage]:
+    """Labelled images of ``data``: ``"ssdd"`` (see :func:`ssdd_root`), an SSDD/VOC folder
+    (``Annotations/`` + ``JPEGImages/``, optional ``ImageSets/Main/<split>.txt``) or a YOLO
+    folder (``images/`` + ``labels/``). ``split="all"`` takes every image."""
+    root = ssdd_root() if str(data).lower() == SSDD_NAME else Path(data)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset folder not found")
+    if (root / "images").is_dir():
+        return load_yolo_folder(root)
+    if (root / "Annotations").is_dir():
+        sets = root / "ImageSets" / "Main"
+        if split == ALL_SPLITS or not sets.is_dir():
+            if split != ALL_SPLITS:
+                log.warning("%s has no ImageSets/Main: evaluating every annotated image", root)
+            return [read_voc(x) for x in sorted((root / "Annotations").glob("*.xml"))]
+        try:
+            SsddSplit(split)
+        except ValueError as exc:
+            raise DatasetError(f"unknown split {split!r} (choose from "
+                               f"{[s.value for s in SsddSplit] + [ALL_SPLITS]})") from exc
+        return load_ssdd(root, split)
+    raise DatasetError(f"{root}: neither a YOLO folder (images/, labels/) nor a VOC/SSDD folder "
+                       "(Annotations/, JPEGImages/)")
+
+
+def ssdd_root() -> Path:
+    """Where SSDD lives: ``$SARVESSEL_SSDD``, else ``../shared/data/ssdd`` relative to the
+    repository (the current directory's or this checkout's)."""
+    env = os.environ.get("SARVESSEL_SSDD")
+    if env:
+        return Path(env)
+    candidates = [Path.cwd().parent / "shared" / "data" / "ssdd",
+                  Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ssdd"]
+    for cand in candidates:
+        if cand.is_dir():
+            return cand
+    raise DatasetError(f"SSDD not found at {candidates[0]} or {candidates[1]} "
+                       "(set SARVESSEL_SSDD to its folder)")
+
+
+@dataclass
+class EvalResult:
+    """The scores and the cost of one evaluation. seconds: detection wall time, reading and
+    tiling included."""
+
+    report: APReport
+    images: int
+    tiles: int
+    seconds: float
+    backend: str = ""
+    model: str = ""
+    data: str = ""
+    split: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        return {"model": self.model, "data": self.data, "split": self.split,
+                "backend": self.backend, "images": self.images, "tiles": self.tiles,
+                "seconds": self.seconds,
+                "ms_per_image": 1e3 * self.seconds / max(self.images, 1),
+                **self.report.to_dict(), **self.extra}
+
+
+def register_cli(sub: argparse._SubParsersAction) -> None:
+    """Add ``sarvessel eval`` to the command line."""
+    p = sub.add_parser(
+        "eval", help="AP50 / AP50-95 / P-R-F1 of an ONNX model on SSDD or a labelled folder",
+        description="Run an exported ONNX model over a labelled image set (SSDD, a VOC folder "
+        "or a YOLO images/+labels/ folder), tiling images larger than the model tile, and "
+        "report COCO-style AP50, AP50-95 and precision/recall/F1 at the model's threshold.",
+    )
+    p.add_argument("model", type=Path, help="the .onnx model (with its .json sidecar)")
+    p.add_argument("--data", required=True,
+                   help="'ssdd' (../shared/data/ssdd or $SARVESSEL_SSDD) or a dataset folder")
+    p.add_argument("--split", default="test",
+                   choices=[s.value for s in SsddSplit] + [ALL_SPLITS],
+                   help="split of an SSDD/VOC folder (default: test)")
+    p.add_argument("--conf", type=float, help="score threshold for P/R/F1 (default: model's)")
+    p.add_argument("--eval-conf", type=float, default=0.001,
+                   help="lowest score entering the AP (default 0.001)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    p.add_argument("--interpolation", default=Interpolation.COCO101.value,
+                   choices=[i.value for i in Interpolation],
+                   help="AP interpolation (default coco101)")
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--pr-png", type=Path, help="write the IoU-0.5 PR curve PNG here")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Handler of ``sarvessel eval``."""
+    result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
+                      conf_threshold=args.conf, overlap=args.overlap, threads=args.threads,
+                      interpolation=args.interpolation)
+    r = result.report
+    print(f"{result.images} images ({result.tiles} tiles), {r.n_gt} objects, "
+          f"{1e3 * result.seconds / result.images:.1f} ms/image")
+    print(f"AP50 {r.ap50:.4f}  AP50-95 {r.ap50_95:.4f}  ({r.interpolation})")
+    print(f"at conf {r.conf_threshold:g}: P {r.precision:.4f}  R {r.recall:.4f}  F1 {r.f1:.4f}  "
+          f"(TP {r.tp}, FP {r.fp}, FN {r.fn})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if args.pr_png:
+        save_pr_curve(r, args.pr_png)
+    return 0
