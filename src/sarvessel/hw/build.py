@@ -1,0 +1,234 @@
+"""``sarvessel hw build``: the full finn-plus build to a KV260 bitstream and deploy package.
+
+finn-plus must be started through its own ``finn`` CLI, which initialises its settings, fetches
+its HLS/RTL dependencies, builds the XSI simulator bridge for the loaded Vivado and sets the
+tool paths (``finn build FLOW.yaml MODEL``). So the build writes a finn-plus flow config whose
+front half is this package's own steps (QONNX → folded dataflow partition, exactly what
+``sarvessel hw estimate`` reports), named as importable callables
+``sarvessel.hw.build.finn_step_<name>``, followed by finn-plus' own back-end steps (HW generation
+with FIFO sizing, stitched IP, Zynq shell synthesis for ``KV260_SOM``, driver, deployment
+package). It then runs ``finn build`` and assembles a :mod:`sarvessel.hw.deploy` package.
+
+This needs Vivado and Vitis HLS. :func:`check_tools` runs first and fails fast with a
+:class:`ToolsMissingError` naming what is missing, before any model is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from sarvessel.hw.config import ESTIMATE_STEPS, HWConfig
+from sarvessel.hw.errors import HWError, ToolsMissingError
+
+log = logging.getLogger(__name__)
+
+#: finn-plus back-end steps skipped by the build (slow simulations that give no artefact).
+SKIPPED_FINN_STEPS = ("step_measure_rtlsim_performance", "step_out_of_context_synthesis")
+#: This package's steps run inside the finn-plus build (everything up to the folded model).
+FRONT_STEPS: tuple[str, ...] = tuple(s for s in ESTIMATE_STEPS if s != "generate_estimates")
+#: File (inside the finn-plus output dir) holding the HWConfig the wrapped steps use.
+INNER_CONFIG_FILE = "sarvessel_hw_config.json"
+#: Name of the generated finn-plus flow config (inside ``<output_dir>/finn_build``).
+FLOW_CONFIG_FILE = "flow.json"
+
+
+def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Locate Vivado and Vitis HLS; raise :class:`ToolsMissingError` listing what is missing.
+
+    ``env`` defaults to the process environment. Returns the tool paths found.
+    """
+    env = dict(os.environ if env is None else env)
+    path = env.get("PATH", "")
+    missing = []
+    found: dict[str, str] = {}
+    viv = env.get("XILINX_VIVADO", "")
+    if not viv:
+        missing.append("environment variable XILINX_VIVADO (the Vivado install folder)")
+    elif not Path(viv).is_dir():
+        missing.append(f"XILINX_VIVADO={viv} (folder does not exist)")
+    else:
+        found["XILINX_VIVADO"] = viv
+    for tool in ("vivado", "vitis_hls"):
+        p = shutil.which(tool, path=path)
+        if p is None:
+            missing.append(f"`{tool}` on PATH")
+        else:
+            found[tool] = p
+    finn_cli = Path(sys.executable).with_name("finn")
+    if finn_cli.is_file():
+        found["finn"] = str(finn_cli)
+    elif shutil.which("finn", path=path):
+        found["finn"] = str(shutil.which("finn", path=path))
+    else:
+        missing.append("the finn-plus `finn` command (pip install --no-deps finn-plus==1.6.1)")
+    if missing:
+        raise ToolsMissingError(
+            "sarvessel hw build needs the Xilinx tools (Vivado + Vitis HLS, e.g. 2024.2); missing: "
+            + "; ".join(missing)
+            + ". Source <Xilinx>/Vivado/<ver>/settings64.sh or use the Dockerfile at the repo "
+            "root with the tools mounted; `sarvessel hw estimate` works without them."
+        )
+    return found
+
+
+def write_finn_flow_config(cfg: HWConfig) -> Path:
+    """Write the finn-plus flow config (and the inner HWConfig) for ``cfg``; return its path.
+
+    The front-half steps run with ``cfg`` but write into ``<output_dir>/flow``; finn-plus
+    writes into ``<output_dir>/finn_build``.
+    """
+    from finn.builder.build_dataflow_config import default_build_dataflow_steps
+
+    finn_out = (cfg.output_dir / "finn_build").resolve()
+    finn_out.mkdir(parents=True, exist_ok=True)
+    inner = cfg.replace(
+        output_dir=(cfg.output_dir / "flow").resolve(), start_step=None, stop_step=None
+    )
+    (finn_out / INNER_CONFIG_FILE).write_text(json.dumps(inner.to_dict(), indent=2))
+    back = default_build_dataflow_steps[
+        default_build_dataflow_steps.index("step_minimize_bit_width") + 1 :
+    ]
+    # finn-plus insists on a folding source; the folding is done by our set_folding step, so
+    # hand it an empty config (step_apply_folding_config is not in the step list anyway)
+    folding = finn_out / "folding_config_unused.json"
+    folding.write_text(json.dumps({"Defaults": {}}))
+    steps = [f"{__name__}.finn_step_{n}" for n in FRONT_STEPS]
+    steps += [s for s in back if s not in SKIPPED_FINN_STEPS]
+    flow = {
+        "output_dir": str(finn_out),
+        "synth_clk_period_ns": cfg.clock_period_ns(),
+        "board": cfg.board.value,
+        "shell_flow_type": cfg.shell_flow.value,
+        "fpga_part": cfg.fpga_part,
+        "mvau_wwidth_max": cfg.mvau_wwidth_max,
+        "auto_fifo_depths": True,
+        "folding_config_file": str(folding),
+        "steps": steps,
+        "generate_outputs": [
+            "estimate_reports",
+            "stitched_ip",
+            "bitfile",
+            "pynq_driver",
+            "deployment_package",
+        ],
+    }
+    path = finn_out / FLOW_CONFIG_FILE
+    path.write_text(json.dumps(flow, indent=2))
+    return path
+
+
+def build_accelerator(
+    model_path: Path,
+    cfg: HWConfig,
+    *,
+    model_metadata: dict[str, Any] | None = None,
+    finn_cli: Path | None = None,
+) -> Path:
+    """Build the bitstream for ``model_path`` (cleaned QONNX) with ``finn build`` and return the
+    deploy package folder ``<output_dir>/deploy``.
+
+    ``finn_cli`` is the finn-plus command; the default is the ``finn`` beside this Python.
+    """
+    tools = check_tools()
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sarvessel.hw.deploy import make_driver_config, write_deploy_package
+    from sarvessel.hw.estimate import estimate_model
+
+    flow = write_finn_flow_config(cfg)
+    finn_out = flow.parent
+    cli = finn_cli or Path(tools.get("finn", "finn"))
+    cmd = [
+        str(cli), "build", str(flow), str(Path(model_path).resolve()), "--batch",
+        "--build-path", str((cfg.output_dir / "finn_tmp").resolve()),
+        "--num-default-workers", str(cfg.vivado_jobs),
+    ]
+    log.info("running %s (hours for a first build)", " ".join(cmd))
+    with (finn_out / "finn_build.log").open("w") as logf:
+        rc = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, check=False).returncode
+    bits = sorted(finn_out.rglob("*.bit"))
+    if rc != 0 or not bits:
+        raise HWError(
+            f"finn-plus build failed (exit {rc}, bitfile {'found' if bits else 'missing'}); "
+            f"see {finn_out / 'finn_build.log'}"
+        )
+    hwh = _find_one(finn_out, "*.hwh")
+    settings = next(iter(sorted(finn_out.rglob("settings.json"))), None)
+    inner = HWConfig.from_file(finn_out / INNER_CONFIG_FILE)
+    folded = ModelWrapper(str(inner.intermediate_dir() / "minimize_bit_width.onnx"))
+    parent_path = inner.output_dir / "dataflow_parent.onnx"
+    if not parent_path.is_file():
+        raise HWError(f"{parent_path} missing after the build")
+    est = estimate_model(folded, cfg)
+    driver = make_driver_config(
+        folded,
+        ModelWrapper(str(parent_path)),
+        board=cfg.board.value,
+        fpga_part=cfg.fpga_part,
+        clock_mhz=cfg.clock_mhz,
+        model_metadata=model_metadata,
+        estimate={"tiles_per_s": est.tiles_per_s, "scene_seconds": est.scene_seconds},
+    )
+    rw = next(iter(sorted(finn_out.rglob("runtime_weights"))), None)
+    pkg = write_deploy_package(
+        cfg.output_dir / "deploy",
+        driver,
+        bitfile=bits[0],
+        hwh=hwh,
+        runtime_weights_dir=rw,
+        finn_settings=settings,
+    )
+    (pkg / "build_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log.info("deploy package written to %s", pkg)
+    return pkg
+
+
+def _find_one(root: Path, pattern: str) -> Path:
+    hits = sorted(root.rglob(pattern))
+    if not hits:
+        raise HWError(f"the finn-plus build left no {pattern} under {root}")
+    return hits[0]
+
+
+def _finn_step(name: str) -> Callable[[Any, Any], Any]:
+    """A finn-plus build step running this package's step ``name`` with the inner HWConfig
+    stored beside the finn-plus outputs (qonnx/finn are imported only when it runs)."""
+    def finn_step(model: Any, fcfg: Any) -> Any:
+        from sarvessel.hw.steps import PARENT_MODEL_PROP, resolve_step
+
+        _, fn = resolve_step(name)
+        cfg = HWConfig.from_file(Path(fcfg.output_dir) / INNER_CONFIG_FILE)
+        cfg.output_dir.mkdir(parents=True, exist_ok=True)
+        model = fn(model, cfg)
+        cfg.intermediate_dir().mkdir(parents=True, exist_ok=True)
+        model.save(str(cfg.intermediate_dir() / f"{name}.onnx"))
+        parent = model.get_metadata_prop(PARENT_MODEL_PROP)
+        if name == "create_dataflow_partition" and parent:
+            # finn-plus' later steps look for the parent graph here
+            dst = Path(fcfg.output_dir) / "intermediate_models" / "dataflow_parent.onnx"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(parent, dst)
+        return model
+
+    finn_step.__name__ = finn_step.__qualname__ = f"finn_step_{name}"
+    finn_step.__doc__ = f"sarvessel step {name!r} as a finn-plus build step."
+    return finn_step
+
+
+finn_step_tidy_up = _finn_step("tidy_up")
+finn_step_qonnx_to_finn = _finn_step("qonnx_to_finn")
+finn_step_streamline = _finn_step("streamline")
+finn_step_convert_to_hw = _finn_step("convert_to_hw")
+finn_step_minimize_bit_width_initial = _finn_step("minimize_bit_width_initial")
+finn_step_create_dataflow_partition = _finn_step("create_dataflow_partition")
+finn_step_specialize_layers = _finn_step("specialize_layers")
+finn_step_set_folding = _finn_step("set_folding")
+finn_step_minimize_bit_width = _finn_step("minimize_bit_width")

@@ -1,0 +1,208 @@
+"""``sarvessel hw ...`` commands: estimate, verify, build, check a deploy package.
+
+finn, qonnx and torch are imported only inside the handlers, so ``sarvessel --help`` works where
+they are not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from sarvessel.runtime.errors import SarvesselError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    """Add ``hw`` and its sub-commands to the top-level parser."""
+    hw = subparsers.add_parser(
+        "hw", help="FINN flow for the Kria KV260: estimates, checks, bitstream build"
+    )
+    sub = hw.add_subparsers(dest="hw_command", metavar="HW_COMMAND")
+
+    est = sub.add_parser(
+        "estimate",
+        help="convert a QONNX model to a folded FINN dataflow graph and report cycles/resources",
+    )
+    _common(est)
+    est.add_argument(
+        "--target-scene-s",
+        type=float,
+        default=None,
+        help="target seconds per scene (overlap included); overrides the config",
+    )
+    est.add_argument(
+        "--verify-tiles",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N SAR-like uint8 tiles through the QONNX model and the HW graphs in "
+        "Python and compare them (slow: ~40 s per 512 px tile)",
+    )
+    est.add_argument(
+        "--verify-input",
+        type=Path,
+        default=None,
+        metavar="NPY",
+        help="uint8 tiles [N, C, T, T] (.npy) to verify with instead of synthetic ones",
+    )
+    est.set_defaults(func=cmd_estimate)
+
+    bld = sub.add_parser(
+        "build", help="full finn-plus build (needs Vivado + Vitis HLS) to a deploy package"
+    )
+    _common(bld)
+    bld.set_defaults(func=cmd_build)
+
+    chk = sub.add_parser("check-deploy", help="validate a deploy package folder")
+    chk.add_argument("package", type=Path, help="deploy package folder")
+    chk.set_defaults(func=cmd_check_deploy)
+    hw.set_defaults(func=lambda args: _help(hw))
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """Run the estimate flow, write reports and print the table."""
+    from rich.console import Console
+
+    cfg = _config(args)
+    model = _model_path(args.model)
+    t0 = time.perf_counter()
+    from sarvessel.hw.estimate import load_report, render_table
+    from sarvessel.hw.flow import run_flow
+
+    if args.verify_tiles and not args.verify_input:
+        cfg = cfg.replace(verify_tiles=args.verify_tiles)
+    result = run_flow(model, cfg)
+    report = load_report(cfg.report_dir() / "estimate.json")
+    console = Console()
+    if console.width < 140 and not console.is_terminal:  # a log file: do not truncate names
+        console = Console(width=140)
+    console.print(render_table(report))
+    vr = result.verification
+    if args.verify_input is not None:
+        from sarvessel.hw.verify import verify_flow_outputs
+
+        vr = verify_flow_outputs(model, cfg.output_dir, _load_tiles(args.verify_input))
+        (cfg.report_dir() / "verify.json").write_text(json.dumps(vr.to_dict(), indent=2))
+    if vr is not None:
+        console.print(
+            f"verification on {len(vr.tiles)} tile(s): HW graphs bit-exact: {vr.hw_exact}; "
+            f"bit-exact vs QONNX: {vr.bit_exact} (worst mismatch share "
+            f"{max(t.qonnx_mismatch for t in vr.tiles):.2%})"
+        )
+    console.print(f"reports in {cfg.report_dir()} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Check the tools, then run the full build."""
+    from sarvessel.hw.build import build_accelerator, check_tools
+
+    check_tools()
+    cfg = _config(args)
+    model = _model_path(args.model)
+    pkg = build_accelerator(model, cfg, model_metadata=_sidecar(model))
+    log.info("deploy package: %s", pkg)
+    return 0
+
+
+def cmd_check_deploy(args: argparse.Namespace) -> int:
+    """Validate a deploy package and print its I/O summary."""
+    from sarvessel.hw.deploy import validate_deploy_package
+
+    data = validate_deploy_package(args.package)
+    log.info(
+        "%s: OK, input %s %s, output %s %s",
+        args.package,
+        data["input"]["finn_datatype"],
+        data["input"]["shape_normal"],
+        data["output"]["finn_datatype"],
+        data["output"]["shape_normal"],
+    )
+    return 0
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", type=Path, help="cleaned QONNX model (.onnx / .qonnx)")
+    p.add_argument("--config", type=Path, default=None, help="HW config (.json / .yaml)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (overrides the config)")
+    p.add_argument("--clock-mhz", type=float, default=None, help="clock (MHz); overrides config")
+
+
+def _help(p: argparse.ArgumentParser) -> int:
+    p.print_help()
+    return 2
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from sarvessel.hw.config import HWConfig
+
+    cfg = HWConfig.from_file(args.config) if args.config else HWConfig()
+    changes: dict[str, Any] = {}
+    if args.out is not None:
+        changes["output_dir"] = args.out
+    if getattr(args, "clock_mhz", None) is not None:
+        changes["clock_mhz"] = args.clock_mhz
+    if getattr(args, "target_scene_s", None) is not None:
+        changes["target_scene_seconds"] = args.target_scene_s
+        changes["target_tiles_per_s"] = None
+    tile = _input_tile_size(args.model)
+    if tile is not None and tile != cfg.tile_size:
+        log.info("tile_size %d taken from the model input", tile)
+        changes["tile_size"] = tile
+    return cfg.replace(**changes) if changes else cfg
+
+
+def _input_tile_size(model: Path) -> int | None:
+    """Tile edge from the model's input shape [B, C, T, T], or None if unreadable."""
+    if not model.is_file():
+        return None
+    import onnx
+
+    try:
+        m = onnx.load(str(model), load_external_data=False)
+        dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    except Exception:  # a bad file is reported by the flow with its own message
+        return None
+    return int(dims[-1]) if len(dims) == 4 and dims[-1] > 0 else None
+
+
+def _model_path(path: Path) -> Path:
+    from sarvessel.hw.errors import ConversionError
+
+    if not path.is_file():
+        raise ConversionError(f"{path}: model file not found")
+    return path
+
+
+def _sidecar(model: Path) -> dict[str, Any]:
+    """The model's JSON sidecar ``<name>.json`` (network contract), or {}."""
+    p = model.with_suffix(".json")
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise SarvesselError(f"{p}: model sidecar is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SarvesselError(f"{p}: model sidecar must be a JSON object")
+    return data
+
+
+def _load_tiles(path: Path) -> Any:
+    import numpy as np
+
+    from sarvessel.hw.errors import VerificationError
+
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as exc:
+        raise VerificationError(f"{path}: cannot read tiles: {exc}") from exc

@@ -1,0 +1,314 @@
+"""Analytical performance and resource estimates of a folded dataflow model.
+
+Numbers come from FINN's analytical models (``exp_cycles_per_layer``, ``res_estimation``), before
+FIFO and data-width-converter insertion, so the real design needs somewhat more LUT/BRAM. FINN
+has no flip-flop model; FF is reported as unknown (None). Throughput assumes the dataflow
+pipeline is limited by its slowest layer (initiation interval = max cycles per tile) at
+``cfg.clock_mhz``; a scene is ``cfg.tiles_per_scene()`` tiles, overlap included.
+
+Report outputs (:func:`write_report`): ``estimate.json``, ``estimate.txt`` (the rich table as
+text) and ``estimate.png`` (per-layer cycles and resources).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+
+from sarvessel.hw.config import HWConfig
+
+log = logging.getLogger(__name__)
+
+#: Resources FINN estimates per layer, in report order.
+RESOURCE_KEYS = ("LUT", "BRAM_18K", "URAM", "DSP")
+#: File names written by :func:`write_report`.
+REPORT_JSON, REPORT_TXT, REPORT_PNG = "estimate.json", "estimate.txt", "estimate.png"
+
+
+@dataclass
+class LayerEstimate:
+    """One HW layer: expected cycles per tile and resources."""
+
+    name: str
+    op_type: str
+    cycles: int
+    resources: dict[str, float]
+    folding: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class EstimateReport:
+    """The estimate of a whole accelerator; see the module docstring for the assumptions."""
+
+    board: str
+    fpga_part: str
+    clock_mhz: float
+    tile_size: int
+    tile_overlap: int
+    scene_height: int
+    scene_width: int
+    tiles_per_scene: int
+    #: Cycle target derived from the throughput target (cycles per tile).
+    target_cycles_per_tile: int
+    #: Cycle target the folding finally used (relaxed when over budget), if recorded.
+    folding_target_cycles: int | None
+    #: Whether the folding met the resource budget, if recorded.
+    fits_budget: bool | None
+    layers: list[LayerEstimate]
+    #: Summed resources; FF is None (no FINN model).
+    totals: dict[str, float | None]
+    #: Device totals (KV260) the shares are taken of.
+    device: dict[str, int]
+    #: totals / device per resource (FF None).
+    shares: dict[str, float | None]
+    budgets: dict[str, float]
+    bottleneck: str
+    bottleneck_cycles: int
+    tiles_per_s: float
+    #: Raw tile pixels through the accelerator per second (MPx/s, overlap counted twice).
+    tile_mpx_per_s: float
+    #: Scene pixels per second, overlap discounted (MPx/s).
+    scene_mpx_per_s: float
+    scene_seconds: float
+    meets_target: bool
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping."""
+        return asdict(self)
+
+
+def total_resources(model: ModelWrapper, cfg: HWConfig) -> dict[str, float]:
+    """Summed FINN resource estimates of every HW layer of ``model``."""
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    per_layer = res_estimation(model, fpgapart=cfg.fpga_part)
+    return {k: float(sum(r.get(k, 0) for r in per_layer.values())) for k in RESOURCE_KEYS}
+
+
+def shares_of_device(totals: dict[str, float | None], cfg: HWConfig) -> dict[str, float | None]:
+    """Each resource as a share of the device (0..1; None where unknown)."""
+    dev = cfg.fabric().totals()
+    return {k: (None if v is None else v / dev[k]) for k, v in totals.items()}
+
+
+def over_budget(totals: dict[str, float], cfg: HWConfig) -> list[str]:
+    """Resources whose share exceeds the budget, as ``"LUT 81.2% > 70%"`` strings."""
+    shares = shares_of_device(dict(totals), cfg)
+    out = []
+    for k, limit in cfg.budgets().items():
+        s = shares.get(k)
+        if s is not None and s > limit:
+            out.append(f"{k} {s:.1%} > {limit:.0%}")
+    return out
+
+
+def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
+    """Estimate a folded, specialised dataflow model (the output of ``step_set_folding``)."""
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    from sarvessel.hw.steps import FOLDING_FITS_PROP, FOLDING_TARGET_PROP
+
+    cycles = exp_cycles_per_layer(model)
+    res = res_estimation(model, fpgapart=cfg.fpga_part)
+    layers = []
+    for node in model.graph.node:
+        if node.name not in cycles:
+            continue
+        inst = getCustomOp(node)
+        known = inst.get_nodeattr_types()
+        folding = {
+            a: int(inst.get_nodeattr(a)) for a in ("PE", "SIMD", "parallel_window") if a in known
+        }
+        layers.append(
+            LayerEstimate(
+                name=node.name,
+                op_type=node.op_type,
+                cycles=int(cycles[node.name]),
+                resources={k: float(res.get(node.name, {}).get(k, 0)) for k in RESOURCE_KEYS},
+                folding=folding,
+            )
+        )
+    if not layers:
+        raise ValueError("model has no HW layers to estimate")
+    totals: dict[str, float | None] = {
+        k: float(sum(ly.resources[k] for ly in layers)) for k in RESOURCE_KEYS
+    }
+    totals["FF"] = None
+    bott = max(layers, key=lambda ly: ly.cycles)
+    tiles_per_s = cfg.clock_hz() / bott.cycles
+    scene_s = cfg.tiles_per_scene() / tiles_per_s
+    ft = model.get_metadata_prop(FOLDING_TARGET_PROP)
+    fits = model.get_metadata_prop(FOLDING_FITS_PROP)
+    notes = [
+        "FINN analytical estimates before FIFO/DWC insertion; synthesis will add LUT/BRAM.",
+        "FINN has no FF estimate (FF = None).",
+    ]
+    return EstimateReport(
+        board=cfg.board.value,
+        fpga_part=cfg.fpga_part,
+        clock_mhz=cfg.clock_mhz,
+        tile_size=cfg.tile_size,
+        tile_overlap=cfg.tile_overlap,
+        scene_height=cfg.scene_height,
+        scene_width=cfg.scene_width,
+        tiles_per_scene=cfg.tiles_per_scene(),
+        target_cycles_per_tile=cfg.target_cycles_per_tile(),
+        folding_target_cycles=int(ft) if ft else None,
+        fits_budget=None if fits is None else fits == "1",
+        layers=layers,
+        totals=totals,
+        device=cfg.fabric().totals(),
+        shares=shares_of_device(totals, cfg),
+        budgets=cfg.budgets(),
+        bottleneck=bott.name,
+        bottleneck_cycles=bott.cycles,
+        tiles_per_s=tiles_per_s,
+        tile_mpx_per_s=tiles_per_s * cfg.tile_size**2 / 1e6,
+        scene_mpx_per_s=cfg.scene_megapixels() / scene_s,
+        scene_seconds=scene_s,
+        meets_target=bott.cycles <= cfg.target_cycles_per_tile(),
+        notes=notes,
+    )
+
+
+def render_table(report: EstimateReport) -> Any:
+    """A ``rich`` renderable: per-layer table plus a summary."""
+    from rich.console import Group
+    from rich.table import Table
+
+    t = Table(title=f"FINN estimate: {report.board} @ {report.clock_mhz:g} MHz")
+    t.add_column("layer")
+    t.add_column("op")
+    t.add_column("fold", justify="right")
+    t.add_column("cycles/tile", justify="right")
+    for k in RESOURCE_KEYS:
+        t.add_column(k, justify="right")
+    for ly in report.layers:
+        fold = " ".join(f"{k[0]}{v}" for k, v in ly.folding.items() if k != "parallel_window")
+        mark = " *" if ly.name == report.bottleneck else ""
+        t.add_row(
+            ly.name + mark,
+            ly.op_type,
+            fold,
+            f"{ly.cycles:,}",
+            *(f"{ly.resources[k]:,.0f}" for k in RESOURCE_KEYS),
+        )
+    t.add_section()
+    t.add_row(
+        "total", "", "", "", *(f"{(report.totals[k] or 0):,.0f}" for k in RESOURCE_KEYS)
+    )
+    t.add_row(
+        "share of KV260",
+        "",
+        "",
+        "",
+        *(f"{(report.shares[k] or 0):.1%}" for k in RESOURCE_KEYS),
+    )
+    s = Table(show_header=False, title="throughput")
+    s.add_column("")
+    s.add_column("", justify="right")
+    rows = [
+        ("bottleneck", f"{report.bottleneck} ({report.bottleneck_cycles:,} cycles)"),
+        ("target cycles/tile", f"{report.target_cycles_per_tile:,}"),
+        ("tiles/s", f"{report.tiles_per_s:,.1f}"),
+        ("tile MPx/s", f"{report.tile_mpx_per_s:,.1f}"),
+        ("scene MPx/s (overlap discounted)", f"{report.scene_mpx_per_s:,.1f}"),
+        (
+            f"scene {report.scene_height}x{report.scene_width} ({report.tiles_per_scene} tiles)",
+            f"{report.scene_seconds:,.2f} s",
+        ),
+        ("meets target", str(report.meets_target)),
+        ("fits budget", str(report.fits_budget)),
+    ]
+    for a, b in rows:
+        s.add_row(a, b)
+    return Group(t, s)
+
+
+def report_text(report: EstimateReport, *, width: int = 150) -> str:
+    """The rich table as plain text."""
+    from rich.console import Console
+
+    console = Console(record=True, width=width, file=_NullFile())
+    console.print(render_table(report))
+    return console.export_text()
+
+
+def plot_report(report: EstimateReport, path: Path) -> Path:
+    """Save a PNG of per-layer cycles (with the target) and LUT/BRAM/DSP shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [ly.name for ly in report.layers]
+    x = range(len(names))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8, 0.45 * len(names)), 8), sharex=True)
+    ax1.bar(x, [ly.cycles for ly in report.layers], color="tab:blue")
+    ax1.axhline(report.target_cycles_per_tile, color="tab:red", ls="--", label="target")
+    ax1.set_ylabel("cycles per tile")
+    ax1.legend()
+    ax1.set_title(
+        f"{report.board} @ {report.clock_mhz:g} MHz: {report.tiles_per_s:.0f} tiles/s, "
+        f"scene {report.scene_seconds:.1f} s"
+    )
+    dev = report.device
+    w = 0.27
+    bars = (("LUT", "tab:green"), ("BRAM_18K", "tab:orange"), ("DSP", "tab:purple"))
+    for i, (k, c) in enumerate(bars):
+        ax2.bar(
+            [xi + (i - 1) * w for xi in x],
+            [100 * ly.resources[k] / dev[k] for ly in report.layers],
+            width=w,
+            color=c,
+            label=k,
+        )
+    ax2.set_ylabel("% of KV260")
+    ax2.legend()
+    ax2.set_xticks(list(x))
+    ax2.set_xticklabels(names, rotation=70, ha="right", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(report: EstimateReport, out_dir: Path) -> dict[str, Path]:
+    """Write JSON, text table and PNG into ``out_dir``; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / REPORT_JSON,
+        "txt": out_dir / REPORT_TXT,
+        "png": out_dir / REPORT_PNG,
+    }
+    paths["json"].write_text(json.dumps(report.to_dict(), indent=2))
+    paths["txt"].write_text(report_text(report))
+    plot_report(report, paths["png"])
+    log.info("estimate reports written to %s", out_dir)
+    return paths
+
+
+def load_report(path: Path) -> EstimateReport:
+    """Read an ``estimate.json`` back."""
+    data = json.loads(Path(path).read_text())
+    data["layers"] = [LayerEstimate(**ly) for ly in data["layers"]]
+    return EstimateReport(**data)
+
+
+class _NullFile:
+    """A write sink so recording consoles print nothing."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+    def flush(self) -> None:
+        return None

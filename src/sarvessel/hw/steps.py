@@ -1,0 +1,353 @@
+"""The steps of the FINN flow: plain ``step_x(model, cfg) -> model`` functions.
+
+Each step is a docstring and a straight sequence of transformations, following
+``finn/builder/build_dataflow_steps.py`` but called directly, because finn-plus refuses to import
+its builder steps without ``XILINX_VIVADO`` (NOTES §5). Steps are registered by name with
+:func:`register_step`, which rejects duplicates; :mod:`sarvessel.hw.flow` runs them and saves a
+checkpoint after each.
+
+The flow turns the cleaned QONNX detector (UINT8 input, Conv+BN+QuantReLU(+MaxPool) chain, final
+conv with bias) into ONE dataflow partition. Only layout transposes may stay in front of it, and
+the last conv's per-channel scale ``Mul`` and bias ``Add`` (plus a transpose back to NCHW) after
+it: these run on the CPU. Anything else left outside raises :class:`ConversionError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.fold_constants import FoldConstants
+from qonnx.transformation.general import (
+    GiveReadableTensorNames,
+    GiveUniqueNodeNames,
+    RemoveStaticGraphInputs,
+    RemoveUnusedTensors,
+)
+from qonnx.transformation.infer_data_layouts import InferDataLayouts
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+from qonnx.util.cleanup import cleanup_model
+
+from sarvessel.hw.config import HWConfig
+from sarvessel.hw.errors import ConversionError, StepError
+
+log = logging.getLogger(__name__)
+
+#: A step: takes the model and the config, returns the transformed model.
+Step = Callable[[ModelWrapper, HWConfig], ModelWrapper]
+_S = TypeVar("_S", bound=Step)
+
+#: Registered steps by name (without the ``step_`` prefix).
+STEP_REGISTRY: dict[str, Step] = {}
+
+#: Metadata key on the dataflow model that points at the saved parent graph.
+PARENT_MODEL_PROP = "sarvessel_parent_model"
+#: Metadata key recording the folding target that was finally used (cycles per tile).
+FOLDING_TARGET_PROP = "sarvessel_folding_target_cycles"
+#: Metadata key recording whether the final folding fits the resource budget ("1"/"0").
+FOLDING_FITS_PROP = "sarvessel_folding_fits_budget"
+
+_HW_DOMAIN = "finn.custom_op.fpgadataflow"
+
+
+def register_step(name: str | None = None) -> Callable[[_S], _S]:
+    """Register a step under ``name`` (default: the function name without ``step_``).
+
+    >>> @register_step("doc_example")
+    ... def step_doc_example(model, cfg):
+    ...     return model
+    >>> "doc_example" in STEP_REGISTRY
+    True
+    >>> register_step("doc_example")(step_doc_example)
+    Traceback (most recent call last):
+    ...
+    sarvessel.hw.errors.StepError: step 'doc_example' is already registered
+    >>> del STEP_REGISTRY["doc_example"]
+    """
+
+    def deco(fn: _S) -> _S:
+        key = name or fn.__name__.removeprefix("step_")
+        if key in STEP_REGISTRY:
+            raise StepError(f"step {key!r} is already registered")
+        STEP_REGISTRY[key] = fn
+        return fn
+
+    return deco
+
+
+def resolve_step(step: str | Step) -> tuple[str, Step]:
+    """Name and function of a step given by registered name or as a callable."""
+    if callable(step):
+        return step.__name__.removeprefix("step_"), step
+    key = step.removeprefix("step_")
+    try:
+        return key, STEP_REGISTRY[key]
+    except KeyError:
+        raise StepError(
+            f"unknown step {step!r}; registered steps: {sorted(STEP_REGISTRY)}"
+        ) from None
+
+
+def is_hw_node(node: object) -> bool:
+    """True for FINN HW layers (``finn.custom_op.fpgadataflow*`` domains)."""
+    return str(getattr(node, "domain", "")).startswith(_HW_DOMAIN)
+
+
+# -- steps ----------------------------------------------------------------------------------
+
+
+@register_step()
+def step_tidy_up(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """QONNX cleanup, shapes, constant folding, readable names; annotate the UINT8 input.
+
+    The contract's graph input carries raw 0..255 pixels with no quantizer, so FINN only knows
+    they are integers from the datatype annotation; a float-annotated input is re-annotated with
+    ``cfg.input_datatype`` (a warning says so).
+    """
+    model = cleanup_model(model)
+    model = model.transform(InferShapes())
+    model = model.transform(FoldConstants())
+    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(GiveReadableTensorNames())
+    model = model.transform(RemoveStaticGraphInputs())
+    iname = model.graph.input[0].name
+    want = DataType[cfg.input_datatype]
+    have = model.get_tensor_datatype(iname)
+    if have != want:
+        if have != DataType["FLOAT32"]:
+            raise ConversionError(
+                f"graph input {iname!r} is annotated {have.name}, the config says {want.name}"
+            )
+        log.warning("graph input %r has no integer annotation; setting %s", iname, want.name)
+        model.set_tensor_datatype(iname, want)
+    model = model.transform(InferDataTypes())
+    return model
+
+
+@register_step()
+def step_qonnx_to_finn(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Quant nodes to FINN-ONNX: weight Quants folded into integer weights, activations into
+    MultiThreshold nodes."""
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+
+    model = model.transform(ConvertQONNXtoFINN())
+    model = model.transform(InferDataTypes())
+    return model
+
+
+@register_step()
+def step_streamline(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Move float scales/biases (BN, weight scales) into the thresholds; lower convs to
+    Im2Col+MatMul and max-pools to NHWC, so only integer ops remain between input and the last
+    MatMul."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.streamline import Streamline
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+    model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    model = model.transform(Streamline())
+    model = model.transform(LowerConvsToMatMul())
+    model = model.transform(MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
+    model = model.transform(MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(Streamline())
+    model = model.transform(RoundAndClipThresholds())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(RemoveUnusedTensors())
+    return model
+
+
+@register_step()
+def step_convert_to_hw(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Map MatMul(+MultiThreshold) to MVAU, Im2Col to padding + sliding-window generators,
+    MaxPoolNHWC to Pool, leftover MultiThresholds to Thresholding."""
+    import finn.transformation.streamline.absorb as absorb
+    from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+    from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
+    from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (  # noqa: E501
+        InferQuantizedMatrixVectorActivation,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import (
+        InferThresholdingLayer,
+    )
+    from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+
+    model = model.transform(InferQuantizedMatrixVectorActivation())
+    model = model.transform(InferThresholdingLayer())
+    model = model.transform(InferPool())
+    model = model.transform(InferConvInpGen())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(RemoveCNVtoFCFlatten())
+    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(InferDataTypes())
+    model = model.transform(InferShapes())
+    problems = conversion_problems(model, cfg)
+    if problems:
+        raise ConversionError(
+            "the model does not convert to one dataflow partition: " + "; ".join(problems)
+        )
+    return model
+
+
+@register_step()
+def step_minimize_bit_width_initial(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Tighten weight and accumulator widths right after conversion, so specialisation and
+    folding see the real widths, not 32-bit placeholders (finn-plus default order)."""
+    return _minimize_bit_width(model)
+
+
+@register_step()
+def step_create_dataflow_partition(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Cut the HW layers out into one StreamingDataflowPartition and continue on it.
+
+    The parent graph (input transpose, partition node, CPU tail) is saved as
+    ``<output_dir>/dataflow_parent.onnx``; its path is recorded in the dataflow model's metadata
+    so verification and the deploy package can find the CPU tail.
+    """
+    from finn.transformation.fpgadataflow.create_dataflow_partition import (
+        CreateDataflowPartition,
+    )
+
+    part_dir = cfg.output_dir / "dataflow_partitions"
+    part_dir.mkdir(parents=True, exist_ok=True)
+    parent = model.transform(CreateDataflowPartition(partition_model_dir=str(part_dir)))
+    sdps = parent.get_nodes_by_op_type("StreamingDataflowPartition")
+    if len(sdps) != 1:
+        raise ConversionError(f"expected one dataflow partition, got {len(sdps)}")
+    parent_path = cfg.output_dir / "dataflow_parent.onnx"
+    parent.save(str(parent_path))
+    dataflow = ModelWrapper(getCustomOp(sdps[0]).get_nodeattr("model"))
+    dataflow.set_metadata_prop(PARENT_MODEL_PROP, str(parent_path.resolve()))
+    return dataflow
+
+
+@register_step()
+def step_specialize_layers(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Pick the HLS or RTL implementation of every layer for ``cfg.fpga_part``."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    model = model.transform(SpecializeLayers(cfg.fpga_part))
+    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(InferShapes())
+    model = model.transform(InferDataTypes())
+    return model
+
+
+@register_step()
+def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Fold (PE/SIMD) every layer to meet the throughput target, within the resource budget.
+
+    The target is :meth:`HWConfig.target_cycles_per_tile`. When the estimated resources exceed
+    the budget the target is relaxed by ``cfg.folding_relax_factor`` and the folding redone from
+    scratch, at most ``cfg.max_folding_attempts`` times; the chosen target and whether it fits are
+    stored in the model metadata (the estimate report shows both).
+    """
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    from sarvessel.hw.estimate import over_budget, total_resources
+
+    target = cfg.target_cycles_per_tile()
+    for attempt in range(1, cfg.max_folding_attempts + 1):
+        folded = copy.deepcopy(model).transform(
+            SetFolding(target, mvau_wwidth_max=cfg.mvau_wwidth_max, two_pass_relaxation=True)
+        )
+        over = over_budget(total_resources(folded, cfg), cfg)
+        log.info("folding attempt %d: target %d cycles/tile, over: %s", attempt, target, over)
+        if not over or attempt == cfg.max_folding_attempts:
+            break
+        target = int(target * cfg.folding_relax_factor)
+    fits = not over
+    if not fits:
+        log.warning("folding exceeds the resource budget after %d attempts: %s", attempt, over)
+    folded = folded.transform(GiveUniqueNodeNames())
+    folded.set_metadata_prop(FOLDING_TARGET_PROP, str(target))
+    folded.set_metadata_prop(FOLDING_FITS_PROP, "1" if fits else "0")
+    return folded
+
+
+@register_step()
+def step_minimize_bit_width(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Tighten weight and accumulator widths again for the chosen implementations and round
+    and clip the thresholds to the accumulator ranges."""
+    return _minimize_bit_width(model)
+
+
+@register_step()
+def step_generate_estimates(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Annotate expected cycles and write the estimate reports (JSON, table, PNG) to
+    ``<output_dir>/report``."""
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    from sarvessel.hw.estimate import estimate_model, write_report
+
+    model = model.transform(AnnotateCycles())
+    write_report(estimate_model(model, cfg), cfg.report_dir())
+    return model
+
+
+def _minimize_bit_width(model: ModelWrapper) -> ModelWrapper:
+    from finn.transformation.fpgadataflow.minimize_accumulator_width import (
+        MinimizeAccumulatorWidth,
+    )
+    from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+    model = model.transform(MinimizeWeightBitWidth())
+    model = model.transform(MinimizeAccumulatorWidth())
+    model = model.transform(InferDataTypes())
+    model = model.transform(RoundAndClipThresholds())
+    model = model.transform(InferDataTypes())
+    model = model.transform(MinimizeWeightBitWidth())
+    model = model.transform(InferDataTypes())
+    return model
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def conversion_problems(model: ModelWrapper, cfg: HWConfig) -> list[str]:
+    """What keeps ``model`` from being one dataflow partition with only a layout head and a
+    CPU tail; empty when it converts fully.
+
+    Checks: every non-HW node is an allowed head op before the first HW node or an allowed tail
+    op after the last; no HW layer has a FLOAT32 input or output.
+    """
+    nodes = list(model.graph.node)
+    hw_idx = [i for i, n in enumerate(nodes) if is_hw_node(n)]
+    if not hw_idx:
+        return ["no node was converted to a HW layer"]
+    first, last = hw_idx[0], hw_idx[-1]
+    problems = []
+    for i, n in enumerate(nodes):
+        if is_hw_node(n):
+            continue
+        if i < first and n.op_type in cfg.cpu_head_ops:
+            continue
+        if i > last and n.op_type in cfg.cpu_tail_ops:
+            continue
+        where = "inside" if first < i < last else "before" if i < first else "after"
+        problems.append(f"{n.op_type} node {n.name!r} {where} the HW layers is not a HW layer")
+    float_dt = DataType["FLOAT32"]
+    for i in hw_idx:
+        n = nodes[i]
+        for t in (n.input[0], n.output[0]):
+            if model.get_tensor_datatype(t) == float_dt:
+                problems.append(f"HW layer {n.op_type} {n.name!r} has FLOAT32 tensor {t!r}")
+    return problems
+
+
+def parent_model_path(model: ModelWrapper) -> Path | None:
+    """The saved parent graph of a dataflow model, if the partition step recorded one."""
+    p = model.get_metadata_prop(PARENT_MODEL_PROP)
+    return Path(p) if p else None

@@ -1,0 +1,98 @@
+"""`sarvessel hw build`: fails fast without the Xilinx tools; builds with them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from sarvessel.hw.build import check_tools
+from sarvessel.hw.errors import ToolsMissingError
+
+
+def test_missing_tools_are_named() -> None:
+    with pytest.raises(ToolsMissingError) as info:
+        check_tools({"PATH": ""})
+    msg = str(info.value)
+    assert "XILINX_VIVADO" in msg and "`vivado`" in msg and "`vitis_hls`" in msg
+    assert "sarvessel hw estimate" in msg
+
+
+def test_tools_found(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("vivado", "vitis_hls"):
+        f = bindir / tool
+        f.write_text("#!/bin/sh\n")
+        f.chmod(f.stat().st_mode | stat.S_IXUSR)
+    found = check_tools({"PATH": str(bindir), "XILINX_VIVADO": str(tmp_path)})
+    assert found["vivado"] == str(bindir / "vivado")
+    with pytest.raises(ToolsMissingError, match="folder does not exist"):
+        check_tools({"PATH": str(bindir), "XILINX_VIVADO": str(tmp_path / "nope")})
+
+
+def test_cli_build_without_tools_exits_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    from sarvessel.cli import main
+
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    rc = main(["hw", "build", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "XILINX_VIVADO" in capsys.readouterr().err
+
+
+@pytest.mark.vivado
+@pytest.mark.finn
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("XILINX_VIVADO") or shutil.which("vitis_hls") is None,
+    reason="needs Vivado + Vitis HLS (XILINX_VIVADO, vitis_hls on PATH)",
+)
+def test_full_build_produces_a_valid_deploy_package(small_qonnx: Path, tmp_path: Path) -> None:
+    from sarvessel.hw.build import build_accelerator
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.deploy import validate_deploy_package
+
+    cfg = HWConfig(output_dir=tmp_path, tile_size=64, tile_overlap=8)
+    pkg = build_accelerator(small_qonnx, cfg, model_metadata={"tile_size": 64})
+    data = validate_deploy_package(pkg)
+    assert data["input"]["shape_normal"] == [1, 64, 64, 2]
+
+
+@pytest.mark.finn
+def test_finn_flow_config_and_wrapped_steps(small_qonnx: Path, tmp_path: Path) -> None:
+    """Everything of the build that runs without Vivado: the finn-plus flow config parses, its
+    custom steps import, and the wrapped front half produces the folded model and the parent
+    graph where finn-plus' back end looks for them."""
+    import importlib
+    from types import SimpleNamespace
+
+    from finn.builder.build_dataflow_config import (
+        DataflowBuildConfig,
+        default_build_dataflow_steps,
+    )
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sarvessel.hw.build import FRONT_STEPS, write_finn_flow_config
+    from sarvessel.hw.config import HWConfig
+
+    cfg = HWConfig(output_dir=tmp_path / "out", tile_size=64, tile_overlap=8)
+    flow = write_finn_flow_config(cfg)
+    fcfg = DataflowBuildConfig.construct_from(flow)
+    assert fcfg.board == "KV260_SOM" and fcfg.fpga_part == "xck26-sfvc784-2LV-c"
+    assert fcfg.synth_clk_period_ns == pytest.approx(5.0)
+    custom, finn_steps = fcfg.steps[: len(FRONT_STEPS)], fcfg.steps[len(FRONT_STEPS) :]
+    assert "step_synthesize_bitfile" in finn_steps and "step_make_driver" in finn_steps
+    assert set(finn_steps) <= set(default_build_dataflow_steps)
+    model = ModelWrapper(str(small_qonnx))
+    for name in custom:
+        mod, fn = name.rsplit(".", 1)
+        step = getattr(importlib.import_module(mod), fn)
+        model = step(model, SimpleNamespace(output_dir=str(flow.parent)))
+    inner = HWConfig.from_file(flow.parent / "sarvessel_hw_config.json")
+    assert (inner.intermediate_dir() / "minimize_bit_width.onnx").is_file()
+    assert (flow.parent / "intermediate_models" / "dataflow_parent.onnx").is_file()
+    assert all(n.domain.startswith("finn.custom_op.fpgadataflow.") for n in model.graph.node)
