@@ -126,9 +126,9 @@ def run_scene(
     for i, (r0, u8, valid) in enumerate(
         _row_bands(scene, row_starts, tile, ranges, timings)
     ):
-        rows_here = range(max(next_thumb_row, r0 + (-r0) % f), r0 + u8.shape[1], f)
+        rows_here = range(max(next_thumb_row, r0 + (-r0) % f), min(r0 + tile, scene.height), f)
         if len(rows_here):
-            thumb_rows.append(u8[0, [r - r0 for r in rows_here], ::f])
+            thumb_rows.append(u8[0, [r - r0 for r in rows_here], : scene.width : f])
             next_thumb_row = rows_here[-1] + f
         if i in done_rows:
             merger.add(done_rows[i], row0=r0)
@@ -187,48 +187,56 @@ def _row_bands(
     scene: Scene, row_starts: list[int], tile: int, ranges: tuple[BandRange, ...],
     timings: StageTimings,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (row0, uint8 [C, tile, W], valid [tile, W]) per tile row, padded to the tile.
+    """Yield (row0, uint8 [C, tile, W'], valid [tile, W']) per tile row, W' = max(W, tile).
 
-    Rows shared with the previous tile row are reused, not read again.
+    Each band is read and mapped to uint8 in its own thread, straight into one of two
+    preallocated ping-pong buffers (no per-row allocation); rows shared with the previous tile
+    row are copied from it, not read again. Rows or columns past the scene edge stay 0 / False.
+    The arrays yielded are only valid until the next iteration.
     """
     n_img = min(len(ranges), len(scene.band_names))
+    n_ch, width = len(ranges), max(scene.width, tile)
+    u8_bufs = [np.zeros((n_ch, tile, width), np.uint8) for _ in range(2)]
+    valid_bufs = [np.zeros((tile, width), bool) for _ in range(2)]
+    raw_bufs = [np.empty(tile * scene.width, np.float32) for _ in range(n_ch)]
+    limit = np.float32(NODATA + 1.0)
 
-    def load(c: int, start: int, r1: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+    def load(c: int, u8: np.ndarray, valid: np.ndarray, k: int, a: int, b: int) -> float:
+        """Read rows a:b of channel c into rows k: of the buffers; return the read seconds."""
         t0 = time.perf_counter()
-        raw = (scene.read_band_rows(c, start, r1) if c < n_img
-               else scene.read_aux_rows("bathymetry", start, r1))
+        if c < n_img:
+            raw = scene.read_band_rows(c, a, b, out=raw_bufs[c])
+        else:
+            raw = scene.read_aux_rows("bathymetry", a, b)
         t_read = time.perf_counter() - t0
-        valid = raw > NODATA + 1.0 if c == 0 else None  # False for nodata and NaN
-        return to_uint8(raw, ranges[c]), valid, t_read
+        rows = slice(k, k + b - a)
+        to_uint8(raw, ranges[c], out=u8[c, rows, : scene.width])
+        if c == 0:  # nodata and NaN are False
+            np.greater(raw, limit, out=valid[rows, : scene.width])
+        return t_read
 
-    prev_r0, prev_u8, prev_valid = 0, None, None
+    prev_r0, prev_n = 0, 0
     with ThreadPoolExecutor(max_workers=2) as pool:  # one band per core; numpy frees the GIL
-        for r0 in row_starts:
-            r1 = min(r0 + tile, scene.height)
-            start = r0
-            if prev_u8 is not None and r0 < prev_r0 + prev_u8.shape[1]:
-                start = prev_r0 + prev_u8.shape[1]
+        for i, r0 in enumerate(row_starts):
+            u8, valid = u8_bufs[i % 2], valid_bufs[i % 2]
+            prev_u8, prev_valid = u8_bufs[(i + 1) % 2], valid_bufs[(i + 1) % 2]
+            n = min(r0 + tile, scene.height) - r0
             t0 = time.perf_counter()
-            parts = list(pool.map(lambda c, a=start, b=r1: load(c, a, b), range(len(ranges))))
+            k = max(0, prev_r0 + prev_n - r0) if i else 0  # rows already in the previous band
+            if k:
+                u8[:, :k] = prev_u8[:, r0 - prev_r0 : r0 - prev_r0 + k]
+                valid[:k] = prev_valid[r0 - prev_r0 : r0 - prev_r0 + k]
+            reads = list(pool.map(lambda c, u=u8, v=valid, k=k, a=r0 + k, b=r0 + n:
+                                  load(c, u, v, k, a, b), range(n_ch)))
+            if n < tile:  # scene lower than one tile: pad
+                u8[:, n:] = 0
+                valid[n:] = False
             elapsed = time.perf_counter() - t0
-            u8_new = np.stack([p[0] for p in parts])
-            valid_new = parts[0][1]
-            # split the parallel wall time between the stages in proportion to their CPU time
-            t_read = sum(p[2] for p in parts) / max(len(parts), 1)
-            timings.read += min(t_read, elapsed)
-            t1 = time.perf_counter()
-            if start > r0:
-                keep = slice(r0 - prev_r0, None)
-                u8 = np.concatenate([prev_u8[:, keep], u8_new], axis=1)
-                valid = np.concatenate([prev_valid[keep], valid_new], axis=0)
-            else:
-                u8, valid = u8_new, valid_new
-            prev_r0, prev_u8, prev_valid = r0, u8, valid
-            if u8.shape[1] < tile or u8.shape[2] < tile:  # scene smaller than one tile: pad
-                pad = ((0, 0), (0, tile - u8.shape[1]), (0, max(0, tile - u8.shape[2])))
-                u8 = np.pad(u8, pad)
-                valid = np.pad(valid, pad[1:])
-            timings.preprocess += elapsed - min(t_read, elapsed) + time.perf_counter() - t1
+            # split the parallel wall time between the stages in proportion to the CPU time
+            t_read = min(sum(reads) / n_ch, elapsed)
+            timings.read += t_read
+            timings.preprocess += elapsed - t_read
+            prev_r0, prev_n = r0, n
             yield r0, u8, valid
 
 

@@ -54,9 +54,12 @@ def to_uint8(
     >>> to_uint8(np.array([-50.0, -15.0, 20.0, -32768.0, np.nan], np.float32), VV).tolist()
     [0, 128, 255, 0, 0]
     """
-    v = np.asarray(values)
+    v = np.ascontiguousarray(values)
     if out is None:
         out = np.empty(v.shape, np.uint8)
+    elif not out.flags.c_contiguous:  # e.g. a column slice of a wider buffer
+        out[...] = to_uint8(v, band)
+        return out
     if v.size == 0:
         return out
     scale = np.float32(255.0 / (band.hi - band.lo))
@@ -89,8 +92,5 @@ def preprocess(bands: np.ndarray, ranges: Sequence[BandRange] = DEFAULT_BANDS) -
     out = np.empty(bands.shape, dtype=np.uint8)
     for c, rng in enumerate(ranges):
         idx = (slice(None),) * axis + (c,)
-        if out[idx].flags.c_contiguous and bands[idx].flags.c_contiguous:
-            to_uint8(bands[idx], rng, out=out[idx])
-        else:
-            out[idx] = to_uint8(np.ascontiguousarray(bands[idx]), rng)
+        to_uint8(bands[idx], rng, out=out[idx])
     return out

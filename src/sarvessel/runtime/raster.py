@@ -61,18 +61,29 @@ class RasterReader:
         self.segs_down = -(-self.height // self.seg_h)
         self._raw = page.compression == 1 and page.predictor == 1 and page.fillorder == 1
         self._memmap = self._open_memmap()
+        self._local = threading.local()  # per-thread reusable raw-read buffer
 
     # -- public ---------------------------------------------------------------------------
-    def read_rows(self, r0: int, r1: int) -> np.ndarray:
-        """Return rows ``r0:r1`` (clipped to the image) as ``float32 [bands, rows, width]``."""
+    def read_rows(self, r0: int, r1: int, *, out: np.ndarray | None = None) -> np.ndarray:
+        """Return rows ``r0:r1`` (clipped to the image) as ``float32 [bands, rows, width]``.
+
+        ``out``, if given, is a float32 array of at least that shape whose leading part is
+        filled and returned: streaming callers reuse one buffer per band instead of allocating
+        (and page-faulting) tens of megabytes per row band.
+        """
         r0, r1 = max(0, r0), min(self.height, r1)
+        shape = (self.bands, max(0, r1 - r0), self.width)
+        if out is None:
+            out = np.empty(shape, np.float32)
+        else:
+            out = out.reshape(-1)[: np.prod(shape)].reshape(shape)
         if r1 <= r0:
-            return np.zeros((self.bands, 0, self.width), np.float32)
+            return out
         if self._memmap is not None:
             block = self._memmap[r0:r1]
-            block = block[np.newaxis] if block.ndim == 2 else np.moveaxis(block, -1, 0)
-            return block.astype(np.float32)
-        return self._read_segments(r0, r1)
+            out[...] = block[np.newaxis] if block.ndim == 2 else np.moveaxis(block, -1, 0)
+            return out
+        return self._read_segments(r0, r1, out)
 
     def close(self) -> None:
         """Close the file."""
@@ -101,8 +112,7 @@ class RasterReader:
         dtype = np.dtype(self.dtype).newbyteorder(self._tif.byteorder)
         return np.memmap(self.path, dtype=dtype, mode="r", offset=offsets[0], shape=shape)
 
-    def _read_segments(self, r0: int, r1: int) -> np.ndarray:
-        out = np.empty((self.bands, r1 - r0, self.width), np.float32)
+    def _read_segments(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
         s0, s1 = r0 // self.seg_h, (r1 - 1) // self.seg_h + 1
         planes = self.bands if self._planar_separate else 1
         per_plane = self.segs_across * self.segs_down
@@ -114,10 +124,14 @@ class RasterReader:
             idx = range(first, last)
             lo = min(offsets[i] for i in idx)
             hi = max(offsets[i] + counts[i] for i in idx)
+            store = getattr(self._local, "buf", None)
+            if store is None or len(store) < hi - lo:
+                store = self._local.buf = bytearray(hi - lo)
+            buf = memoryview(store)[: hi - lo]
             with self._lock:
                 fh.seek(lo)
-                buf = fh.read(hi - lo)
-            if len(buf) != hi - lo:
+                got = fh.readinto(buf)
+            if got != hi - lo:
                 raise SceneError(f"{self.path}: file ended while reading rows {r0}:{r1}")
             for i in idx:
                 seg = self._decode(buf, offsets[i] - lo, counts[i], i)
@@ -133,7 +147,7 @@ class RasterReader:
                     out[:, a - r0 : b - r0, sc : sc + w] = part
         return out
 
-    def _decode(self, buf: bytes, start: int, count: int, index: int) -> np.ndarray:
+    def _decode(self, buf: memoryview, start: int, count: int, index: int) -> np.ndarray:
         """One segment as ``[samples, seg_h, seg_w]`` (the last strip may be shorter)."""
         spp = 1 if self._planar_separate else self.bands
         if self._raw:
@@ -143,7 +157,7 @@ class RasterReader:
             seg = flat[: rows * self.seg_w * spp].reshape(rows, self.seg_w, spp)
         else:
             try:
-                data, _, _ = self.page.decode(buf[start : start + count], index)
+                data, _, _ = self.page.decode(bytes(buf[start : start + count]), index)
             except Exception as exc:  # codecs raise many types; name the file either way
                 raise SceneError(f"{self.path}: cannot decode segment {index} ({exc})") from exc
             seg = np.asarray(data).reshape(-1, self.seg_w, spp)

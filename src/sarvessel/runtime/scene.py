@@ -105,11 +105,16 @@ class Scene:
         parts = list(self._pool.map(lambda rd: rd.read_rows(r0, r1), self._readers))
         return np.concatenate(parts, axis=0) if len(parts) > 1 else parts[0]
 
-    def read_band_rows(self, index: int, r0: int, r1: int) -> np.ndarray:
-        """Rows ``r0:r1`` of band ``index`` as ``float32 [rows, width]``."""
+    def read_band_rows(
+        self, index: int, r0: int, r1: int, *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Rows ``r0:r1`` of band ``index`` as ``float32 [rows, width]``.
+
+        ``out``: an optional reusable float32 buffer (see :meth:`RasterReader.read_rows`).
+        """
         if len(self._readers) == 1:
             return self._readers[0].read_rows(r0, r1)[index]
-        return self._readers[index].read_rows(r0, r1)[0]
+        return self._readers[index].read_rows(r0, r1, out=out)[0]
 
     def read_aux_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
         """Auxiliary raster ``name`` resampled to scene rows ``r0:r1``: ``float32 [rows, width]``.

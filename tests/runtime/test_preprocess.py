@@ -1,0 +1,39 @@
+"""The one dB → uint8 mapping shared by training and every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarvessel.runtime.preprocess import BATHYMETRY, VH, VV, preprocess, to_uint8
+
+
+def reference(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    x = np.where(np.isnan(x), lo, x)
+    return np.floor((np.clip(x, lo, hi) - lo) * 255.0 / (hi - lo) + 0.5).astype(np.uint8)
+
+
+@pytest.mark.parametrize("band", [VV, VH, BATHYMETRY])
+def test_matches_round_half_up_of_the_linear_map(band):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(band.lo - 30, band.hi + 30, 200_000).astype(np.float32)  # > one chunk
+    got = to_uint8(x, band)
+    diff = np.abs(got.astype(int) - reference(x, band.lo, band.hi).astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-4  # float32 vs float64 at exact ties
+    assert got[x <= band.lo].max() == 0 and got[x >= band.hi].min() == 255
+
+
+def test_nodata_nan_and_minus_inf_are_zero():
+    x = np.array([-32768, np.nan, -np.inf, np.inf, -15.0], np.float32)
+    assert to_uint8(x, VV).tolist() == [0, 0, 0, 255, 128]
+
+
+def test_writes_into_strided_output_and_stacks_bands():
+    x = np.stack([np.full((3, 4), -50.0), np.full((3, 4), 20.0)]).astype(np.float32)
+    buf = np.full((2, 3, 6), 7, np.uint8)
+    to_uint8(x[0], VV, out=buf[0, :, :4])  # a column slice is not contiguous
+    assert (buf[0, :, :4] == 0).all() and (buf[0, :, 4:] == 7).all()
+    assert preprocess(x).tolist() == [[[0] * 4] * 3, [[255] * 4] * 3]
+    assert preprocess(x[None]).shape == (1, 2, 3, 4)
+    with pytest.raises(ValueError, match="expected 2 channels"):
+        preprocess(x[:1])
