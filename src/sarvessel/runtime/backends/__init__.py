@@ -16,7 +16,7 @@ from sarvessel.runtime.errors import ModelError
 #: Folder of the models shipped inside the package.
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 #: The scene model the demo and ``detect`` use by default when it is shipped.
-DEFAULT_SCENE_MODEL = SHIPPED_MODELS / "scene_w4a4.onnx"
+DEFAULT_SCENE_MODEL = SHIPPED_MODELS / "xview3_w4a4.onnx"
 
 
 class BackendKind(str, Enum):
