@@ -91,7 +91,9 @@ def test_detect_finds_bright_cells_with_boxes_and_classes(model_path: Path) -> N
     d0, d1 = res[0], res[1]
     # anchor (44, 20); 2 strides (16 px) on every side
     np.testing.assert_allclose(d0.boxes[0], [4.0, 28.0, 36.0, 60.0], atol=1e-3)
-    assert (d0.rows[0], d0.cols[0], d0.lengths_px[0]) == pytest.approx((20.0, 44.0, 32.0))
+    # VV scene model: length measured on the image (the 8 px bright square less the 3 px PSF),
+    # not the 32 px box
+    assert (d0.rows[0], d0.cols[0], d0.lengths_px[0]) == pytest.approx((20.0, 44.0, 5.0))
     assert d0.classes[0] == 0 and d0.scores[0] == pytest.approx(1 / (1 + np.exp(-15.5)))
     assert d1.classes[0] == 1 and d1.scores[0] == pytest.approx(1 / (1 + np.exp(-10.0)), 1e-6)
     assert (d1.rows[0], d1.cols[0]) == pytest.approx((60.0, 4.0))

@@ -20,6 +20,11 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+#: Share of last-conv accumulators where the float32 Brevitas forward may differ from the
+#: exported integer graphs (rounding ties); measured ~0.3 % on the trained scene model.
+BREVITAS_TIE_FRACTION = 0.01
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``sarvessel export`` to the command line."""
     p = sub.add_parser(
@@ -72,8 +77,10 @@ def cmd_export(args: argparse.Namespace) -> int:
                                       cfg.tile_size), dtype=np.uint8)
         q = reports.get("qonnx")
         c = reports.get("qcdq")
+        # QONNX and onnxruntime must agree exactly; the float32 Brevitas simulation may round
+        # up to 1 % of accumulators differently at .5 ties (see check_equivalence).
         eq = check_equivalence(model, q.path if q else None, c.path if c else None, tiles,
-                               atol=1e-4)
+                               atol=1e-4, brevitas_mismatch_fraction=BREVITAS_TIE_FRACTION)
         summary["equivalence"] = _jsonable(dataclasses.asdict(eq))
         if "qcdq-int8" in reports:
             # Not bit-exact by design (int32 bias rounding); held to a loose float tolerance.

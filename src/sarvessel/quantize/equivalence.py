@@ -79,6 +79,7 @@ def check_equivalence(
     *,
     atol: float = 1e-5,
     max_code_mismatch: int = 0,
+    brevitas_mismatch_fraction: float = 0.0,
 ) -> EquivalenceReport:
     """Compare the Brevitas ``model`` with its QONNX and ONNX (QCDQ) exports on ``tiles``.
 
@@ -88,6 +89,13 @@ def check_equivalence(
     difference of the raw output, in logit units; the default is 1e-5. max_code_mismatch: output
     cells allowed to differ in the last conv's integer accumulator; the default is 0 (exact).
     The accumulator check needs ``qonnx_path``.
+    brevitas_mismatch_fraction: for the pairs with the Brevitas forward only, a share of output
+    cells whose accumulator may differ (in which case their float difference is not held to
+    ``atol``). Why: Brevitas simulates quantisation in float32, so an activation that lands
+    within float32 rounding of a .5 boundary can round the other way than in the exported
+    graph (seen on trained models: ~0.3 % of the last conv's accumulators). The exported graphs
+    (QONNX, which FINN compiles, and the onnxruntime one the CPU runs) are always held to
+    ``atol`` and ``max_code_mismatch`` against each other. The default is 0.0 (exact).
 
     Returns the report; raises :class:`EquivalenceError` listing every failing pair.
     """
@@ -120,15 +128,16 @@ def check_equivalence(
                         "integer check skipped", report.quantum_residual)
             codes = {}
     names = list(outputs)
-    ref = names[0]
-    for other in names[1:]:
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    for ref, other in pairs:
         a, b = outputs[ref], outputs[other]
         if a.shape != b.shape:
             raise EquivalenceError(f"{other} output shape {b.shape} != {ref} {a.shape}")
         mism = int((codes[ref] != codes[other]).sum()) if codes else None
         report.pairs.append(PairReport(ref, other, float(np.abs(a - b).max(initial=0.0)), mism,
                                        int(a.size)))
-    failures = [p for p in report.pairs if not _pair_ok(p, atol, max_code_mismatch)]
+    failures = [p for p in report.pairs
+                if not _pair_ok(p, atol, max_code_mismatch, brevitas_mismatch_fraction)]
     for p in report.pairs:
         log.info("%s vs %s: max |diff| %.3g, accumulator mismatches %s of %d", p.a, p.b,
                  p.max_abs_diff, p.code_mismatches, p.cells)
@@ -144,7 +153,10 @@ def check_equivalence(
 _SCALE_PRESERVING = ("MaxPool", "Identity", "Reshape", "Transpose")
 
 
-def _pair_ok(p: PairReport, atol: float, max_code_mismatch: int) -> bool:
+def _pair_ok(p: PairReport, atol: float, max_code_mismatch: int, brevitas_fraction: float
+             ) -> bool:
+    if brevitas_fraction > 0 and "brevitas" in (p.a, p.b) and p.code_mismatches is not None:
+        return p.code_mismatches <= max(max_code_mismatch, brevitas_fraction * p.cells)
     if not p.max_abs_diff <= atol:  # also catches NaN
         return False
     return p.code_mismatches is None or p.code_mismatches <= max_code_mismatch

@@ -27,6 +27,7 @@ import numpy as np
 from sarvessel.runtime.decode import decode
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
+from sarvessel.runtime.length import measure_lengths
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +251,11 @@ class OnnxBackend:
         dets = decode(raw, stride=m.stride, reg_max=m.reg_max,
                       conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold,
                       max_det=self.max_det)
+        if "VV_dB" in m.bands:  # scene models: length from the image, not the (>= 16 px) box
+            vv = list(m.bands).index("VV_dB")
+            for tile, d in zip(batch, dets, strict=True):
+                if len(d):
+                    d.lengths_px = measure_lengths(tile[vv], d)
         self.seconds_decode += time.perf_counter() - t0
         return dets
 
