@@ -64,11 +64,13 @@ class EquivalenceReport:
     max_code_mismatch: int
     pairs: list[PairReport] = field(default_factory=list)
     quantum_residual: float = float("nan")
+    brevitas_mismatch_fraction: float = 0.0
 
     @property
     def ok(self) -> bool:
         """Whether every pair is within the tolerances."""
-        return all(_pair_ok(p, self.atol, self.max_code_mismatch) for p in self.pairs)
+        return all(_pair_ok(p, self.atol, self.max_code_mismatch,
+                            self.brevitas_mismatch_fraction) for p in self.pairs)
 
 
 def check_equivalence(
@@ -114,7 +116,8 @@ def check_equivalence(
         outputs["qonnx"], quantum = _run_qonnx(Path(qonnx_path), x)
     if onnx_path is not None:
         outputs["onnxruntime"] = _run_ort(Path(onnx_path), x)
-    report = EquivalenceReport(tiles=len(tiles), atol=atol, max_code_mismatch=max_code_mismatch)
+    report = EquivalenceReport(tiles=len(tiles), atol=atol, max_code_mismatch=max_code_mismatch,
+                               brevitas_mismatch_fraction=brevitas_mismatch_fraction)
     codes: dict[str, np.ndarray] = {}
     if quantum is not None:
         scale, bias = quantum
