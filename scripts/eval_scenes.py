@@ -45,6 +45,8 @@ def main() -> int:
     ap.add_argument("--root", type=Path, default=Path("out/eval_scenes"))
     ap.add_argument("--backend", action="append", default=None,
                     help="cfar, noop, or onnx:MODEL.onnx (repeatable; default cfar)")
+    ap.add_argument("--conf", type=float, help="score threshold for onnx backends "
+                    "(default: the model's metadata)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -60,7 +62,8 @@ def main() -> int:
     results = {}
     for spec in args.backend or ["cfar"]:
         kind, _, model = spec.partition(":")
-        backend = make_backend(kind, model=Path(model) if model else None)
+        backend = make_backend(kind, model=Path(model) if model else None,
+                               conf_threshold=args.conf)
         dets, mpx, secs = {}, 0.0, 0.0
         for folder in scenes:
             with open_scene(folder) as sc:

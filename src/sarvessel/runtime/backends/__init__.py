@@ -35,8 +35,12 @@ def make_backend(
     threads: int | None = None,
     tile_size: int = 512,
     channels: int = 2,
+    conf_threshold: float | None = None,
 ) -> Backend:
-    """Build a backend. ``model`` is needed for ONNX (the default is the shipped scene model)."""
+    """Build a backend. ``model`` is needed for ONNX (the default is the shipped scene model).
+
+    ``conf_threshold`` overrides the model's own (its metadata) for ONNX backends.
+    """
     kind = BackendKind(kind)
     if kind is BackendKind.AUTO:
         kind = BackendKind.ONNX if (model or DEFAULT_SCENE_MODEL.is_file()) else BackendKind.CFAR
@@ -51,7 +55,7 @@ def make_backend(
         raise ModelError(f"{path}: model file not found")
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
 
-    return OnnxBackend(path, threads=threads)
+    return OnnxBackend(path, threads=threads, conf_threshold=conf_threshold)
 
 
 __all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL"]

@@ -1,0 +1,138 @@
+"""``sarvessel train``: train the detector (torch and brevitas are imported only when it runs)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sarvessel.runtime.errors import SarvesselError
+
+if TYPE_CHECKING:
+    from sarvessel.model.config import ModelConfig
+    from sarvessel.model.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+#: Default SSDD location: ../shared/data/ssdd next to the repository.
+DEFAULT_SSDD = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ssdd"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``train`` command."""
+    p = subparsers.add_parser("train", help="train the quantised (or float) detector",
+                              description=__doc__)
+    p.add_argument("--data", choices=["ssdd", "yolo", "xview3"], default="ssdd",
+                   help="dataset kind (default ssdd); xview3: scene folders in "
+                   "DATA_DIR/train and DATA_DIR/val with labels.csv")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_SSDD,
+                   help="dataset root (default ../shared/data/ssdd)")
+    p.add_argument("--synth-scenes", type=int, default=0, metavar="N",
+                   help="with --data xview3: first generate N training scenes (seeds 0..N-1) "
+                   "and 2 validation scenes into DATA_DIR if missing")
+    p.add_argument("--synth-size", type=int, default=4096, help="side of generated scenes")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics)")
+    p.add_argument("--name", default="ssdd_w4a4", help="model name (default ssdd_w4a4)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--train-size", type=int, default=320, help="training crop side (px)")
+    p.add_argument("--tile", type=int, default=512, help="model tile size (px)")
+    p.add_argument("--channels", type=int, default=1, help="input channels (1 grey, 2 VV/VH)")
+    p.add_argument("--float", dest="quantized", action="store_false",
+                   help="train the float twin instead of the quantised model")
+    p.add_argument("--widths", default="16,32,48,64,64", help="body widths, comma separated")
+    p.add_argument("--stem-stride", type=int, default=2, choices=[1, 2],
+                   help="stride of the first conv (default 2)")
+    p.add_argument("--pools", type=int, default=2,
+                   help="max-pools (stride = stem_stride * 2**pools; default 2)")
+    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--lr-final", type=float, default=0.05, help="final lr as a fraction of --lr")
+    p.add_argument("--head-width", type=int, default=32)
+    p.add_argument("--head-kernel", type=int, default=1, choices=[1, 3])
+    p.add_argument("--reg-max", type=int, default=16)
+    p.add_argument("--bits", default="",
+                   help="bit widths, e.g. 'first_weight=8,weight=4,act=4,last_act=8,"
+                        "last_weight=8' (defaults as shown)")
+    p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
+    p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
+    p.add_argument("--export-dir", type=Path, default=None,
+                   help="copy the best checkpoint, metrics.csv and curve here (models/<name>)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--max-images", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``sarvessel train``."""
+    from sarvessel.model.config import BitWidths, ModelConfig
+    from sarvessel.model.train import DataKind, TrainConfig
+
+    bits = BitWidths()
+    for item in filter(None, (s.strip() for s in args.bits.split(","))):
+        key, _, val = item.partition("=")
+        if not hasattr(bits, key) or not val.strip().isdigit():
+            raise SarvesselError(f"--bits: bad entry {item!r}")
+        setattr(bits, key, int(val))
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+    except ValueError as exc:
+        raise SarvesselError(f"--widths: not integers: {args.widths!r}") from exc
+    if args.channels == 1:
+        names, bands = ("ship",), ("grey",)
+    else:
+        names, bands = ("non_vessel", "vessel", "fishing"), ("VV_dB", "VH_dB")[:args.channels]
+    mc = ModelConfig(name=args.name, in_channels=args.channels, class_names=names,
+                     widths=widths, stem_stride=args.stem_stride,
+                     pools=args.pools, head_width=args.head_width,
+                     head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
+                     quantized=args.quantized, bits=bits, bands=bands)
+    if args.synth_scenes:
+        if args.data != "xview3":
+            raise SarvesselError("--synth-scenes needs --data xview3")
+        from sarvessel.model.scene_data import ensure_synthetic_scenes
+
+        ensure_synthetic_scenes(args.data_dir, n_train=args.synth_scenes, size=args.synth_size)
+    last = args.out / "last.pt"
+    if args.resume and last.is_file():
+        import torch
+
+        mc = ModelConfig.from_dict(dict(torch.load(last, map_location="cpu",
+                                                   weights_only=False)["config"]))
+    tc = TrainConfig(out=args.out, data_dir=args.data_dir, data=DataKind(args.data),
+                     epochs=args.epochs, batch=args.batch, lr=args.lr,
+                     warmup_epochs=args.warmup_epochs, lr_final=args.lr_final,
+                     ema_decay=args.ema_decay, train_size=args.train_size,
+                     seed=args.seed, threads=args.threads, init=args.init, resume=args.resume,
+                     eval_every=args.eval_every, export_dir=args.export_dir,
+                     max_batches=args.max_batches, max_images=args.max_images)
+    best = _train_with_progress(tc, mc)
+    log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
+    return 0
+
+
+def _train_with_progress(tc: TrainConfig, mc: ModelConfig) -> dict[str, Any]:
+    """Run :func:`train` with a rich progress bar on an interactive terminal (plain log lines
+    otherwise, e.g. under nohup)."""
+    import sys
+
+    from sarvessel.model.train import train
+
+    if not sys.stderr.isatty():
+        return train(tc, mc)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), "{task.fields[loss]}", transient=True) as bar:
+        task = bar.add_task("epoch", total=1, loss="")
+
+        def update(epoch: int, done: int, total: int, loss: float) -> None:
+            bar.update(task, description=f"epoch {epoch + 1}/{tc.epochs}", completed=done,
+                       total=total, loss=f"loss {loss:.3f}")
+
+        return train(tc, mc, progress=update)

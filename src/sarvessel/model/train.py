@@ -1,0 +1,360 @@
+"""Training: float pre-training, QAT fine-tuning or QAT from scratch, on SSDD or scene chips.
+
+One loop for all modes: AdamW with linear warm-up then cosine decay, an EMA of the weights
+(evaluated and checkpointed), per-epoch quick AP50 on the validation split, a metrics CSV, a
+training-curve PNG, ``last.pt`` (full state for ``--resume``) and ``best.pt`` (small) in the run
+folder, and optionally the best small checkpoint copied to an export folder (``models/<name>/``).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sarvessel.model.augment import AugmentConfig
+from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
+from sarvessel.model.config import ModelConfig
+from sarvessel.model.data import ImageDataset, collate
+from sarvessel.model.evaluate import evaluate_ap
+from sarvessel.model.loss import DetectionLoss
+from sarvessel.model.network import SarYolo, build_model, count_ops
+from sarvessel.runtime.errors import SarvesselError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DataKind", "ModelEMA", "TrainConfig", "train"]
+
+METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "val_ap50",
+                 "train_s", "eval_s")
+
+
+class DataKind(str, Enum):
+    """Training data sources."""
+
+    SSDD = "ssdd"
+    YOLO = "yolo"
+    XVIEW3 = "xview3"  #: xView3-format scene folders (train/ and val/), e.g. generated ones
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the model config."""
+
+    #: Run folder (checkpoints, metrics.csv, training_curve.png).
+    out: Path
+    #: Dataset root (SSDD root, or a YOLO folder with train/ and val/ sub-folders).
+    data_dir: Path
+    data: DataKind = DataKind.SSDD
+    epochs: int = 30
+    batch: int = 16
+    #: Peak learning rate (AdamW).
+    lr: float = 2e-3
+    #: Final learning rate as a fraction of ``lr``.
+    lr_final: float = 0.05
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    #: Side of the training crops (pixels); evaluation uses the model's tile size.
+    train_size: int = 320
+    seed: int = 0
+    threads: int = 2
+    #: EMA decay (0.995: a window of ~200 steps, suited to runs of a few thousand steps).
+    ema_decay: float = 0.995
+    ema_tau: float = 200.0
+    #: Weights to start from (e.g. a float run's best.pt for QAT fine-tuning).
+    init: Path | None = None
+    resume: bool = False
+    #: Evaluate every n epochs (and always at the last).
+    eval_every: int = 1
+    #: Validation split name (SSDD) — SSDD has no separate val split; its test split is used.
+    val_split: str = "test"
+    #: Folder to copy the best small checkpoint and the curves to (e.g. models/ssdd_w4a4).
+    export_dir: Path | None = None
+    #: Stop each epoch after this many batches (smoke tests); None is all.
+    max_batches: int | None = None
+    #: Limit the number of training / validation images (smoke tests); None is all.
+    max_images: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class ModelEMA:
+    """Exponential moving average of parameters and float buffers, decay ramped as
+    ``decay * (1 - exp(-updates / tau))`` (ultralytics ``ModelEMA``). Brevitas activation
+    quantizers' stats counters are copied so the EMA switches to learned scales with the model."""
+
+    def __init__(self, model: torch.nn.Module, *, decay: float = 0.9995, tau: float = 300.0,
+                 updates: int = 0) -> None:
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, updates
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """Blend ``model`` into the average."""
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        for e, m in zip(self.ema.parameters(), model.parameters(), strict=True):
+            e.mul_(d).add_(m.detach(), alpha=1 - d)
+        for e, m in zip(self.ema.buffers(), model.buffers(), strict=True):
+            if e.dtype.is_floating_point and e.shape == m.shape:
+                e.mul_(d).add_(m.detach(), alpha=1 - d)
+            else:
+                e.copy_(m)
+        for e, m in zip(self.ema.modules(), model.modules(), strict=True):
+            if hasattr(m, "counter") and isinstance(m.counter, int):
+                e.counter = m.counter
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
+          progress: Callable[[int, int, int, float], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the best metrics.
+
+    ``progress(epoch, batch, n_batches, loss)`` is called after every batch (the CLI draws a
+    rich progress bar with it)."""
+    torch.set_num_threads(cfg.threads)
+    _seed_everything(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_ds, val_ds = _datasets(cfg, model_cfg)
+
+    model = build_model(model_cfg)
+    if cfg.init is not None and not cfg.resume:
+        src, _ = load_checkpoint(cfg.init, quantized=model_cfg.quantized)
+        missing, _ = model.load_state_dict(src.state_dict(), strict=False)
+        log.info("initialised from %s (%d quantizer entries start from statistics)",
+                 cfg.init, len(missing))
+        model.apply_masks()
+    ops = count_ops(model, model_cfg.tile_size, model_cfg.in_channels)
+    ops2 = count_ops(model, 512, 2)
+    log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
+             model_cfg.name, ops.params, ops.gops, ops.tile, ops.channels, ops2.gops)
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim == 4 and "act_quant" not in name else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
+                            betas=(0.937, 0.999))
+    loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
+    ema = ModelEMA(model, decay=cfg.ema_decay, tau=cfg.ema_tau)
+    start_epoch, best = 0, {"val_ap50": -1.0, "epoch": -1}
+    last_path, best_path, csv_path = out / "last.pt", out / "best.pt", out / "metrics.csv"
+    if cfg.resume:
+        if not last_path.is_file():
+            raise SarvesselError(f"{last_path}: nothing to resume")
+        state = torch.load(last_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["raw_model"])
+        ema.ema.load_state_dict(state["model"])
+        ema.updates = state["ema_updates"]
+        _sync_counters(model, ema.ema)
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        log.info("resumed %s at epoch %d", last_path, start_epoch)
+    elif csv_path.exists():
+        csv_path.unlink()
+
+    n_batches = math.ceil(len(train_ds) / cfg.batch)
+    if cfg.max_batches:
+        n_batches = min(n_batches, cfg.max_batches)
+    total_steps = cfg.epochs * n_batches
+    warm_steps = max(1, int(cfg.warmup_epochs * n_batches))
+
+    def lr_at(step: int) -> float:
+        if step < warm_steps:
+            return cfg.lr * (0.1 + 0.9 * step / warm_steps)
+        t = (step - warm_steps) / max(1, total_steps - warm_steps)
+        return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    for epoch in range(start_epoch, cfg.epochs):
+        train_ds.set_epoch(epoch)
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_ds))
+        model.train()
+        t0 = time.time()
+        sums = torch.zeros(3)
+        lr = cfg.lr
+        for bi in range(n_batches):
+            step = epoch * n_batches + bi
+            lr = lr_at(step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            idx = order[bi * cfg.batch:(bi + 1) * cfg.batch]
+            batch = collate([train_ds[int(i)] for i in idx])
+            raw = model(batch.images)
+            loss, parts = loss_fn(raw, batch.boxes, batch.labels, batch.mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            model.apply_masks()
+            ema.update(model)
+            sums += parts
+            if progress is not None:
+                progress(epoch, bi + 1, n_batches, float(parts.sum()))
+            if bi % 10 == 0:
+                log.debug("epoch %d batch %d/%d loss %.4f", epoch, bi, n_batches,
+                          float(loss.detach()))
+        train_s = time.time() - t0
+        means = (sums / n_batches).tolist()
+        ap = float("nan")
+        t1 = time.time()
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max)
+        eval_s = time.time() - t1
+        row = {"epoch": epoch, "lr": lr, "loss": sum(means), "loss_box": means[0],
+               "loss_cls": means[1], "loss_dfl": means[2], "val_ap50": ap,
+               "train_s": train_s, "eval_s": eval_s}
+        _append_csv(csv_path, row)
+        log.info("epoch %d/%d loss %.4f (box %.4f cls %.4f dfl %.4f) val AP50 %.4f "
+                 "[%.0f s train, %.0f s eval]", epoch + 1, cfg.epochs, row["loss"], *means, ap,
+                 train_s, eval_s)
+        metrics = {"val_ap50": ap, "loss": row["loss"]}
+        if not math.isnan(ap) and ap > best["val_ap50"]:
+            best = {"val_ap50": ap, "epoch": epoch}
+            save_checkpoint(best_path, ema.ema, epoch=epoch, metrics=metrics,
+                            train=_jsonable(asdict(cfg)), run=str(out.resolve()))
+            if cfg.export_dir is not None:
+                _export_if_better(best_path, Path(cfg.export_dir), ap)
+        save_checkpoint(last_path, ema.ema, epoch=epoch, metrics=metrics,
+                        raw_model=model.state_dict(), optimizer=opt.state_dict(),
+                        ema_updates=ema.updates, best=best, train=_jsonable(asdict(cfg)),
+                        run=str(out.resolve()))
+        plot_curves(csv_path, out / "training_curve.png")
+        if cfg.export_dir is not None and _exported_run(Path(cfg.export_dir)) == str(
+                out.resolve()):
+            shutil.copyfile(csv_path, Path(cfg.export_dir) / "metrics.csv")
+            shutil.copyfile(out / "training_curve.png",
+                            Path(cfg.export_dir) / "training_curve.png")
+    log.info("best val AP50 %.4f at epoch %d; checkpoints in %s", best["val_ap50"],
+             best["epoch"] + 1, out)
+    return best
+
+
+def plot_curves(csv_path: Path, png: Path) -> None:
+    """Plot losses and validation AP50 per epoch from the metrics CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with Path(csv_path).open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    ep = [int(r["epoch"]) + 1 for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in ("loss_box", "loss_cls", "loss_dfl", "loss"):
+        a1.plot(ep, [float(r[k]) for r in rows], label=k)
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("training loss")
+    a1.legend()
+    a1.grid(alpha=0.3)
+    pts = [(e, float(r["val_ap50"])) for e, r in zip(ep, rows, strict=True)
+           if r["val_ap50"] not in ("", "nan")]
+    if pts:
+        a2.plot(*zip(*pts, strict=True), marker="o")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("val AP50 (EMA)")
+    a2.set_ylim(0, 1)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDataset]:
+    from sarvessel.runtime.datasets import load_ssdd, load_yolo_folder
+
+    if cfg.data == DataKind.XVIEW3:
+        from sarvessel.model.scene_data import scene_datasets
+
+        return scene_datasets(Path(cfg.data_dir), train_size=cfg.train_size,
+                              tile_size=mc.tile_size, augment=cfg.augment, seed=cfg.seed)
+    if cfg.data == DataKind.SSDD:
+        train_items = load_ssdd(cfg.data_dir, "train")
+        val_items = load_ssdd(cfg.data_dir, cfg.val_split)
+    else:
+        train_items = load_yolo_folder(Path(cfg.data_dir) / "train")
+        val_items = load_yolo_folder(Path(cfg.data_dir) / "val")
+    if cfg.max_images:
+        train_items, val_items = train_items[:cfg.max_images], val_items[:cfg.max_images]
+    if not train_items or not val_items:
+        raise SarvesselError(f"{cfg.data_dir}: no training or validation images found")
+    train_ds = ImageDataset(train_items, tile_size=mc.tile_size, train_size=cfg.train_size,
+                            augment=cfg.augment, seed=cfg.seed, channels=mc.in_channels)
+    val_ds = ImageDataset(val_items, tile_size=mc.tile_size, channels=mc.in_channels)
+    log.info("data: %d training images (%d boxes), %d validation images (%d boxes)",
+             len(train_items), sum(len(i.boxes) for i in train_items), len(val_items),
+             sum(len(i.boxes) for i in val_items))
+    return train_ds, val_ds
+
+
+def _export_if_better(best_path: Path, export_dir: Path, ap: float) -> None:
+    """Copy ``best_path`` to ``export_dir/checkpoint.pt`` unless the checkpoint already there
+    (from any run) has a higher validation AP50: a new run never replaces a better model."""
+    export_dir.mkdir(parents=True, exist_ok=True)
+    target = export_dir / "checkpoint.pt"
+    if target.is_file():
+        old = torch.load(target, map_location="cpu", weights_only=False)
+        old_ap = float(old.get("metrics", {}).get("val_ap50", -1.0))
+        if old_ap >= ap and old.get("run") != str(best_path.parent.resolve()):
+            log.info("kept %s (val AP50 %.4f >= %.4f)", target, old_ap, ap)
+            return
+    shutil.copyfile(best_path, target)
+    log.info("exported %s (val AP50 %.4f)", target, ap)
+
+
+def _exported_run(export_dir: Path) -> str | None:
+    target = export_dir / "checkpoint.pt"
+    if not target.is_file():
+        return None
+    return torch.load(target, map_location="cpu", weights_only=False).get("run")
+
+
+def _sync_counters(model: SarYolo, ema: torch.nn.Module) -> None:
+    for e, m in zip(ema.modules(), model.modules(), strict=True):
+        if hasattr(m, "counter") and isinstance(m.counter, int):
+            e.counter = m.counter
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[k] = _jsonable(v)
+        elif isinstance(v, Enum):
+            out[k] = v.value
+        elif isinstance(v, Path):
+            out[k] = str(v)
+        elif isinstance(v, tuple):
+            out[k] = list(v)
+        else:
+            out[k] = v
+    return out
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
