@@ -1,0 +1,154 @@
+"""Configuration of the detector: one dataclass, every field documented, derived values as methods.
+
+The same config builds the quantised network and its float twin (``quantized=False``), is stored
+inside every checkpoint, and gives the JSON sidecar fields of the network contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from sarvessel.runtime.errors import SarvesselError
+
+
+class ConfigError(SarvesselError):
+    """A model configuration is inconsistent or has unknown keys."""
+
+
+@dataclass
+class BitWidths:
+    """Integer bit widths of the quantised network (3..8 each)."""
+
+    #: Weights of the first conv (its input is the raw uint8 image).
+    first_weight: int = 8
+    #: Weights of every body and head conv except the first and last.
+    weight: int = 4
+    #: Activations (QuantReLU outputs) of the body and head.
+    act: int = 4
+    #: Activation feeding the last conv (the last layer's input).
+    last_act: int = 8
+    #: Weights of the last conv (the raw output layer).
+    last_weight: int = 8
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` when a width is outside 2..8."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, int) or not 2 <= v <= 8:
+                raise ConfigError(f"bit width {f.name}={v!r} must be an integer in 2..8")
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the detector (see /tmp/arch contract: plain conv chain, one stride, DFL head)."""
+
+    #: Short model name (also the exported file stem).
+    name: str = "ssdd_w4a4"
+    #: Input channels (1 grey for SSDD, 2 for VV/VH scenes).
+    in_channels: int = 1
+    #: Class names; nc is their count.
+    class_names: tuple[str, ...] = ("ship",)
+    #: Output channels of each body block (3x3 conv + BN + ReLU).
+    widths: tuple[int, ...] = (16, 32, 48, 64, 64)
+    #: Stride of the first conv (1 or 2): a stride-2 stem keeps the costly full-resolution
+    #: activations out of the network.
+    stem_stride: int = 2
+    #: Number of leading body blocks followed by MaxPool2d(2).
+    pools: int = 2
+    #: Width of each head branch (box and class); head convs have 2*head_width channels.
+    head_width: int = 32
+    #: Kernel size of the first head conv (1 or 3).
+    head_kernel: int = 1
+    #: DFL bins per box side.
+    reg_max: int = 16
+    #: Tile size (pixels) the model is trained and run on.
+    tile_size: int = 512
+    #: Build Brevitas quantised layers (False: the plain float twin).
+    quantized: bool = True
+    #: Bit widths of the quantised layers.
+    bits: BitWidths = field(default_factory=BitWidths)
+    #: Bands of the input channels, in order (JSON sidecar ``bands``).
+    bands: tuple[str, ...] = ("grey",)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, dict):
+            self.bits = BitWidths(**self.bits)
+        self.widths = tuple(int(w) for w in self.widths)
+        self.class_names = tuple(self.class_names)
+        self.bands = tuple(self.bands)
+        self.validate()
+
+    @property
+    def nc(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def stride(self) -> int:
+        """Output stride in pixels: stem_stride * 2**pools."""
+        return self.stem_stride * 2 ** self.pools
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the raw output: 4*reg_max DFL logits then nc class logits."""
+        return 4 * self.reg_max + self.nc
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on an inconsistent configuration."""
+        if not self.widths or any(w < 1 for w in self.widths):
+            raise ConfigError(f"widths must be positive, got {self.widths}")
+        if not 0 <= self.pools <= len(self.widths):
+            raise ConfigError(f"pools={self.pools} must be in 0..{len(self.widths)}")
+        if self.in_channels < 1 or self.nc < 1 or self.reg_max < 2 or self.head_width < 1:
+            raise ConfigError("in_channels, class_names, reg_max>=2 and head_width must be set")
+        if self.stem_stride not in (1, 2):
+            raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        if self.head_kernel not in (1, 3):
+            raise ConfigError(f"head_kernel must be 1 or 3, got {self.head_kernel}")
+        if self.tile_size % self.stride:
+            raise ConfigError(f"tile_size {self.tile_size} is not a multiple of the stride")
+        if len(self.bands) != self.in_channels:
+            raise ConfigError(f"{len(self.bands)} bands named for {self.in_channels} channels")
+        self.bits.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (inverse of :meth:`from_dict`)."""
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        d["class_names"] = list(self.class_names)
+        d["bands"] = list(self.bands)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from :meth:`to_dict` output; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        extra = set(d) - known
+        if extra:
+            raise ConfigError(f"unknown model config keys: {sorted(extra)}")
+        return cls(**d)
+
+    def sidecar(self, *, conf_threshold: float = 0.25, iou_threshold: float = 0.5
+                ) -> dict[str, Any]:
+        """The JSON sidecar fields of the network contract."""
+        return {
+            "name": self.name, "tile_size": self.tile_size, "channels": self.in_channels,
+            "bands": list(self.bands), "stride": self.stride, "reg_max": self.reg_max,
+            "nc": self.nc, "class_names": list(self.class_names),
+            "conf_threshold": conf_threshold, "iou_threshold": iou_threshold,
+            "bit_widths": asdict(self.bits) if self.quantized else None,
+        }
+
+
+def ssdd_config(**overrides: Any) -> ModelConfig:
+    """The SSDD model: 1 grey channel, class ``ship``."""
+    return ModelConfig(**{"name": "ssdd_w4a4", "in_channels": 1, "class_names": ("ship",),
+                          "bands": ("grey",), **overrides})
+
+
+def scene_config(**overrides: Any) -> ModelConfig:
+    """The xView3 scene model: VV/VH channels, classes non_vessel / vessel / fishing."""
+    return ModelConfig(**{"name": "xview3_w4a4", "in_channels": 2,
+                          "class_names": ("non_vessel", "vessel", "fishing"),
+                          "bands": ("VV_dB", "VH_dB"), **overrides})

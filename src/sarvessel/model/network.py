@@ -1,0 +1,174 @@
+"""The detector: a FINN-friendly YOLOv8-style network (one plain chain, one output stride).
+
+Body: [3x3 conv (no bias) -> BN -> ReLU] blocks, the first one with stride ``stem_stride``, the
+first ``pools`` of them followed by MaxPool2d(2). Head: YOLOv8's decoupled box (DFL) and class
+branches, computed as one chain of dense convs whose weights are masked block-diagonal (box half /
+class half), so FINN sees a plain sequence with no Split/Concat. ``forward`` always returns the
+raw output
+``[B, 4*reg_max + nc, H/s, W/s]`` (DFL logits in [4, reg_max] ltrb order, then class logits).
+The input is the uint8 image as float 0..255: there is no input quantizer; BatchNorm after the
+first conv absorbs the 1/255 scale.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sarvessel.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OpsReport", "SarYolo", "build_model", "count_ops"]
+
+
+def build_model(cfg: ModelConfig) -> SarYolo:
+    """Build the (quantised or float) detector described by ``cfg``."""
+    return SarYolo(cfg)
+
+
+@dataclass(frozen=True)
+class OpsReport:
+    """Cost of one forward pass: conv MACs (masked weights counted dense, as FINN computes
+    them), GOPs = 2 x MACs / 1e9, and the number of parameters."""
+
+    params: int
+    macs: int
+    tile: int
+    channels: int
+
+    @property
+    def gops(self) -> float:
+        """Giga-operations (2 x MACs) per tile."""
+        return 2.0 * self.macs / 1e9
+
+
+def count_ops(model: nn.Module, tile: int = 512, channels: int = 2) -> OpsReport:
+    """Count conv MACs of one ``[1, channels, tile, tile]`` forward pass and the parameters.
+
+    ``channels`` overrides the model's input channels for the first conv's cost (a 1-channel
+    model evaluated at 2 channels counts what its 2-channel twin would cost).
+    """
+    macs = 0
+    first = True
+
+    def hook(mod: nn.Conv2d, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal macs, first
+        cin = mod.in_channels
+        if first:
+            cin, first = channels, False
+        kh, kw = mod.kernel_size
+        macs += out.shape[-2] * out.shape[-1] * mod.out_channels * (cin // mod.groups) * kh * kw
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    in_ch = next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, in_ch, tile, tile))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    params = sum(p.numel() for p in model.parameters())
+    return OpsReport(params=params, macs=int(macs), tile=tile, channels=channels)
+
+
+class SarYolo(nn.Module):
+    """Body + masked decoupled head; see the module docstring for the layout."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        b = cfg.bits
+        layers: list[nn.Module] = []
+        cin = cfg.in_channels
+        for i, w in enumerate(cfg.widths):
+            wbits = b.first_weight if i == 0 else b.weight
+            stride = cfg.stem_stride if i == 0 else 1
+            layers += [_conv(cfg, cin, w, 3, wbits, stride=stride), nn.BatchNorm2d(w),
+                       _relu(cfg, b.act)]
+            if i < cfg.pools:
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        self.body = nn.Sequential(*layers)
+        h2 = 2 * cfg.head_width
+        self.head = nn.Sequential(
+            _conv(cfg, cin, h2, cfg.head_kernel, b.weight), nn.BatchNorm2d(h2), _relu(cfg, b.act),
+            _conv(cfg, h2, h2, 1, b.weight), nn.BatchNorm2d(h2), _relu(cfg, b.last_act),
+            _conv(cfg, h2, cfg.out_channels, 1, b.last_weight, bias=True),
+        )
+        self._init_weights()
+        self._register_masks()
+
+    @property
+    def stride(self) -> int:
+        """Output stride in pixels."""
+        return self.cfg.stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: float ``[B, C, H, W]`` holding uint8 values 0..255 (H, W multiples of the
+        stride). Returns raw ``[B, 4*reg_max + nc, H/s, W/s]``."""
+        return self.head(self.body(x))
+
+    def head_masks(self) -> dict[str, torch.Tensor]:
+        """Block-diagonal masks of the two masked head convs, by module name."""
+        h, r4 = self.cfg.head_width, 4 * self.cfg.reg_max
+        m1 = torch.zeros(2 * h, 2 * h, 1, 1)
+        m1[:h, :h] = 1
+        m1[h:, h:] = 1
+        m2 = torch.zeros(self.cfg.out_channels, 2 * h, 1, 1)
+        m2[:r4, :h] = 1
+        m2[r4:, h:] = 1
+        return {"3": m1, "6": m2}
+
+    def apply_masks(self) -> None:
+        """Zero the masked head weights (after init, loading or an optimiser step)."""
+        with torch.no_grad():
+            for mod in self.head.children():
+                if hasattr(mod, "weight_mask"):
+                    mod.weight.mul_(mod.weight_mask)
+
+    def _register_masks(self) -> None:
+        for name, mask in self.head_masks().items():
+            conv = self.head.get_submodule(name)
+            conv.register_buffer("weight_mask", mask)
+            conv.weight.register_hook(lambda g, m=mask: g * m.to(g.device))
+        self.apply_masks()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eps, m.momentum = 1e-3, 0.03
+        last = self.head[-1]
+        r4, cells = 4 * self.cfg.reg_max, (self.cfg.tile_size / self.cfg.stride) ** 2
+        with torch.no_grad():
+            last.bias[:r4] = 1.0
+            last.bias[r4:] = math.log(5 / self.cfg.nc / cells)
+
+
+def _conv(cfg: ModelConfig, cin: int, cout: int, k: int, wbits: int, *, bias: bool = False,
+          stride: int = 1) -> nn.Conv2d:
+    if not cfg.quantized:
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
+    from brevitas.nn import QuantConv2d
+
+    from sarvessel.model.quant import IntWeightPerChannelQuant
+
+    return QuantConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias,
+                       weight_quant=IntWeightPerChannelQuant, weight_bit_width=wbits)
+
+
+def _relu(cfg: ModelConfig, bits: int) -> nn.Module:
+    if not cfg.quantized:
+        return nn.ReLU(inplace=True)
+    from brevitas.nn import QuantReLU
+
+    from sarvessel.model.quant import UintActQuant
+
+    return QuantReLU(act_quant=UintActQuant, bit_width=bits)

@@ -1,0 +1,65 @@
+"""Brevitas quantizers of the detector, declared once here.
+
+Every quantizer leaves ``bit_width = None`` so each layer must state its own width
+(``weight_bit_width=``, ``bit_width=``); a new width is a keyword, never a new class. The classes
+are built from Brevitas mixins with the solver last, as in ``brevitas/quant/scaled_int.py``.
+FINN needs per-channel symmetric (narrow-range) integer weights and unsigned per-tensor ReLU
+activations with a float scale; both convert to MVAU + thresholds.
+"""
+
+from __future__ import annotations
+
+from brevitas.core.restrict_val import RestrictValueType
+from brevitas.quant.base import (
+    MaxStatsScaling,
+    NarrowIntQuant,
+    ParamFromRuntimePercentileScaling,
+    PerChannelFloatScaling8bit,
+    PerTensorFloatScaling8bit,
+    UintQuant,
+)
+from brevitas.quant.solver.act import ActQuantSolver
+from brevitas.quant.solver.weight import WeightQuantSolver
+
+__all__ = ["IntWeightPerChannelQuant", "IntWeightPerTensorQuant", "UintActQuant"]
+
+
+class IntWeightPerChannelQuant(NarrowIntQuant, MaxStatsScaling, PerChannelFloatScaling8bit,
+                               WeightQuantSolver):
+    """Signed narrow-range integer weights, one float scale per output channel (max of |w|).
+
+    >>> from brevitas.nn import QuantConv2d
+    >>> conv = QuantConv2d(2, 4, 3, weight_quant=IntWeightPerChannelQuant, weight_bit_width=4)
+    >>> int(conv.quant_weight().bit_width)
+    4
+    """
+
+    bit_width = None
+    scaling_min_val = 2e-16
+
+
+class IntWeightPerTensorQuant(NarrowIntQuant, MaxStatsScaling, PerTensorFloatScaling8bit,
+                              WeightQuantSolver):
+    """Signed narrow-range integer weights with one float scale for the whole tensor."""
+
+    bit_width = None
+    scaling_min_val = 2e-16
+
+
+class UintActQuant(UintQuant, ParamFromRuntimePercentileScaling, PerTensorFloatScaling8bit,
+                   ActQuantSolver):
+    """Unsigned per-tensor activations (after ReLU): scale initialised from a high percentile
+    of the first 30 training batches, then learned in the log domain.
+
+    >>> from brevitas.nn import QuantReLU
+    >>> act = QuantReLU(act_quant=UintActQuant, bit_width=4)
+    >>> int(act.act_quant.bit_width())
+    4
+    """
+
+    bit_width = None
+    scaling_min_val = 2e-16
+    #: Batches whose percentile statistics initialise the scale (Brevitas' default 300 makes
+    #: the first epochs of a CPU run several times slower).
+    collect_stats_steps = 30
+    restrict_scaling_type = RestrictValueType.LOG_FP

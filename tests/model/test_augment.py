@@ -1,0 +1,106 @@
+"""Augmentation keeps boxes on the pixels they label."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sarvessel.model.augment import (
+    AugmentConfig,
+    augment,
+    crop_or_pad,
+    db_jitter,
+    flip,
+    letterbox,
+    resize,
+    rot90,
+    speckle,
+)
+
+
+def _scene(h: int = 60, w: int = 90) -> tuple[np.ndarray, np.ndarray]:
+    img = np.zeros((1, h, w), np.uint8)
+    img[0, 10:20, 30:45] = 200  # box x 30..45, y 10..20
+    return img, np.array([[30.0, 10.0, 45.0, 20.0]], np.float32)
+
+
+def _bright_box(img: np.ndarray, thr: int = 100) -> list[float]:
+    ys, xs = np.nonzero(img[0] > thr)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+@pytest.mark.parametrize("horizontal", [True, False])
+def test_flip(horizontal: bool) -> None:
+    img, boxes = _scene()
+    out, b = flip(img, boxes, horizontal=horizontal)
+    assert _bright_box(out) == b[0].tolist()
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 5])
+def test_rot90(k: int) -> None:
+    img, boxes = _scene()
+    out, b = rot90(img, boxes, k)
+    assert out.shape[1:] == (img.shape[1:] if k % 2 == 0 else img.shape[:0:-1])
+    assert _bright_box(out) == b[0].tolist()
+
+
+def test_resize_scales_boxes() -> None:
+    img, boxes = _scene()
+    out, b = resize(img, boxes, 2.0)
+    assert out.shape == (1, 120, 180)
+    np.testing.assert_allclose(b, boxes * 2)
+    np.testing.assert_allclose(_bright_box(out), b[0], atol=1)
+
+
+def test_crop_or_pad_clips_and_drops() -> None:
+    img, boxes = _scene()
+    boxes = np.concatenate([boxes, [[80.0, 50.0, 90.0, 60.0]]]).astype(np.float32)
+    classes = np.array([0, 1])
+    out, b, c = crop_or_pad(img, boxes, classes, 64, x0=20, y0=-4)
+    assert out.shape == (1, 64, 64)
+    # the second box keeps 4 x 10 of its 10 x 10 px: 40 %, exactly the default minimum
+    assert b.tolist() == [[10.0, 14.0, 25.0, 24.0], [60.0, 54.0, 64.0, 64.0]]
+    assert c.tolist() == [0, 1]
+    assert _bright_box(out) == b[0].tolist()
+    # the first box keeps 5 of 15 px width (33 %): dropped; the second is whole
+    _, b2, c2 = crop_or_pad(img, boxes, classes, 64, x0=40, y0=0)
+    assert b2.tolist() == [[40.0, 50.0, 50.0, 60.0]] and c2.tolist() == [1]
+
+
+def test_letterbox_shrinks_only_large_images() -> None:
+    img, boxes = _scene()
+    out, b, s = letterbox(img, boxes, 128)
+    assert s == 1.0 and out.shape == (1, 128, 128) and b.tolist() == boxes.tolist()
+    out, b, s = letterbox(img, boxes, 45)
+    assert s == pytest.approx(0.5) and out.shape == (1, 45, 45)
+    np.testing.assert_allclose(b, boxes * 0.5)
+
+
+def test_radiometric_keep_nodata_and_statistics() -> None:
+    rng = np.random.default_rng(0)
+    img = rng.integers(60, 200, (1, 64, 64)).astype(np.uint8)
+    img[0, :8] = 0  # nodata rows
+    j = db_jitter(img, 1.0, 10.0)
+    assert (j[0, :8] == 0).all()
+    assert float(j[0, 8:].mean()) == pytest.approx(float(img[0, 8:].mean()) + 10, abs=0.5)
+    sp = speckle(img, 8.0, rng)
+    assert (sp[0, :8] == 0).all()
+    diff = sp[0, 8:].astype(float) - img[0, 8:]
+    # Gamma(L,1/L) speckle: mean 10log10 g is negative, spread ~1.6 dB for L=8 (5.7 levels)
+    assert -3.0 < diff.mean() < 0.0 and 3.5 < diff.std() < 8.0
+
+
+def test_augment_is_deterministic_and_consistent() -> None:
+    img = np.zeros((2, 100, 140), np.uint8)
+    boxes = np.array([[20, 30, 40, 38], [90, 60, 120, 90]], np.float32)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        img[:, y1:y2, x1:x2] = 250
+    cfg = AugmentConfig(jitter_p=0.0, speckle_p=0.0, scale_p=0.0)
+    for seed in range(12):
+        out, b, c = augment(img, boxes, np.array([0, 1]), 96, np.random.default_rng(seed), cfg)
+        out2, b2, _ = augment(img, boxes, np.array([0, 1]), 96, np.random.default_rng(seed), cfg)
+        assert np.array_equal(out, out2) and np.array_equal(b, b2)
+        assert out.shape == (2, 96, 96)
+        for box in b:
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            assert out[0, y1:y2, x1:x2].min() == 250  # box interior is the bright object

@@ -1,0 +1,86 @@
+"""Datasets: SSDD tiles, collation, xView3 labels and scene chips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from sarvessel.model.augment import AugmentConfig
+from sarvessel.model.data import (
+    ImageDataset,
+    SceneChipDataset,
+    collate,
+    load_scene,
+    read_xview3_labels,
+)
+from sarvessel.runtime.datasets import load_ssdd
+from sarvessel.runtime.errors import SarvesselError
+
+CSV_HEAD = ("scene_id,detect_scene_row,detect_scene_column,top,left,bottom,right,"
+            "is_vessel,is_fishing,vessel_length_m,confidence\n")
+
+
+def test_collate_pads_boxes() -> None:
+    s1 = (np.zeros((1, 32, 32), np.uint8), np.array([[1, 2, 3, 4]], np.float32), np.array([0]))
+    s2 = (np.ones((1, 32, 32), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    b = collate([s1, s2])
+    assert b.images.shape == (2, 1, 32, 32) and b.images.dtype.is_floating_point
+    assert b.boxes.shape == (2, 1, 4) and b.mask.tolist() == [[True], [False]]
+
+
+@pytest.mark.ssdd
+def test_ssdd_loader_shapes(ssdd_dir: Path) -> None:
+    items = load_ssdd(ssdd_dir, "test")[:6]
+    ev = ImageDataset(items, tile_size=512)
+    img, boxes, classes = ev[0]
+    assert img.shape == (1, 512, 512) and img.dtype == np.uint8
+    np.testing.assert_allclose(boxes, items[0].boxes * ev.letterbox_scale(0), rtol=1e-5)
+    tr = ImageDataset(items, tile_size=512, train_size=256, augment=AugmentConfig(), seed=1)
+    batch = collate([tr[i] for i in range(len(items))])
+    assert batch.images.shape == (6, 1, 256, 256)
+    assert float(batch.images.max()) <= 255.0
+    valid = batch.boxes[batch.mask]
+    assert ((valid >= 0) & (valid <= 256)).all()
+
+
+def test_xview3_labels_boxes_and_classes(tmp_path: Path) -> None:
+    csv = tmp_path / "labels.csv"
+    csv.write_text(CSV_HEAD
+                   + "s1,100,200,90,185,110,215,True,False,,HIGH\n"   # box from t/l/b/r: 30 px
+                   + "s1,50,60,,,,,True,True,250.0,MEDIUM\n"         # from length: 25 px
+                   + "s1,10,10,,,,,False,,,LOW\n"                    # min box 16 px
+                   + "s2,1,1,,,,,True,,,HIGH\n")
+    labels = read_xview3_labels(csv, "s1")
+    assert [(lab.cls, lab.half) for lab in labels] == [(1, 15.0), (2, 12.5), (0, 8.0)]
+    assert (labels[0].row, labels[0].col) == (100.0, 200.0)
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SarvesselError, match="missing columns"):
+        read_xview3_labels(tmp_path / "bad.csv")
+
+
+def test_scene_chips(tmp_path: Path) -> None:
+    scene = tmp_path / "s1"
+    scene.mkdir()
+    vv = np.full((300, 400), -25.0, np.float32)
+    vv[95:105, 190:210] = 5.0
+    tifffile.imwrite(scene / "VV_dB.tif", vv)
+    tifffile.imwrite(scene / "VH_dB.tif", vv - 8)
+    img = load_scene(scene)
+    assert img.shape == (2, 300, 400) and img.dtype == np.uint8
+    assert img[0, 100, 200] == 200 and img[0, 0, 0] == 91
+    csv = tmp_path / "labels.csv"
+    csv.write_text(CSV_HEAD + "s1,100,200,,,,,True,False,,HIGH\n")
+    ds = SceneChipDataset([(img, read_xview3_labels(csv, "s1"))], chip=128, negatives=2)
+    assert len(ds) == 3
+    chip, boxes, classes = ds[0]
+    assert chip.shape == (2, 128, 128) and classes.tolist() == [1]
+    x1, y1, x2, y2 = boxes[0]
+    assert x2 - x1 == 16 and chip[0, int((y1 + y2) / 2), int((x1 + x2) / 2)] == 200
+    aug = SceneChipDataset([(img, read_xview3_labels(csv, "s1"))], chip=128,
+                           augment=AugmentConfig())
+    assert aug[0][0].shape == (2, 128, 128)
+    with pytest.raises(SarvesselError, match="VV_dB.tif"):
+        load_scene(tmp_path)

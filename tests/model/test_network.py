@@ -1,0 +1,116 @@
+"""Network: output shape, cost budget, masked head, float/quant twins, checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
+from sarvessel.model.config import ConfigError, ModelConfig, scene_config, ssdd_config
+from sarvessel.model.network import build_model, count_ops
+from sarvessel.runtime.errors import ModelError
+
+
+def _tiny(**kw) -> ModelConfig:
+    return ModelConfig(**{"widths": (4, 8, 8), "head_width": 4, "tile_size": 64, **kw})
+
+
+@pytest.mark.parametrize("quantized", [True, False])
+def test_output_shape_is_raw_contract(quantized: bool) -> None:
+    cfg = scene_config(quantized=quantized)
+    model = build_model(cfg).eval()
+    x = torch.randint(0, 256, (2, 2, 64, 96)).float()
+    out = model(x)
+    assert cfg.stride == 8
+    assert out.shape == (2, 4 * 16 + 3, 8, 12)
+
+
+def test_default_cost_within_budget() -> None:
+    rep = count_ops(build_model(scene_config()), 512, 2)
+    assert 0.5 < rep.gops <= 1.0
+    assert rep.params < 200_000
+    # the SSDD (1-channel) model costs the same at 2 channels by construction
+    assert count_ops(build_model(ssdd_config()), 512, 2).macs == rep.macs - _cls_macs(3, 1)
+
+
+def _cls_macs(nc_a: int, nc_b: int) -> int:
+    cfg = scene_config()
+    return (nc_a - nc_b) * 2 * cfg.head_width * (512 // cfg.stride) ** 2
+
+
+def test_count_ops_by_hand() -> None:
+    cfg = _tiny(quantized=False)
+    rep = count_ops(build_model(cfg), 64, 1)
+    # stem 3x3 s2 1->4 at 32x32, pool; 4->8 at 16x16, pool; 8->8 at 8x8; head 8->8, 8->8, 8->65
+    hand = (32 * 32 * 4 * 9 + 16 * 16 * 8 * 4 * 9 + 8 * 8 * 8 * 8 * 9
+            + 8 * 8 * (8 * 8 + 8 * 8 + 65 * 8))
+    assert rep.macs == hand
+    assert rep.gops == pytest.approx(2 * hand / 1e9)
+
+
+def test_head_branches_are_independent() -> None:
+    """Box outputs must not depend on class-branch weights and vice versa (block-diagonal)."""
+    torch.manual_seed(0)
+    model = build_model(_tiny(quantized=False)).eval()
+    x = torch.rand(1, 1, 64, 64) * 255
+    out = model(x)
+    h = model.cfg.head_width
+    with torch.no_grad():
+        model.head[3].weight[h:, h:] += 1.0  # class half of the masked conv
+    out2 = model(x)
+    r4 = 4 * model.cfg.reg_max
+    assert torch.equal(out[:, :r4], out2[:, :r4])
+    assert not torch.equal(out[:, r4:], out2[:, r4:])
+    # masked entries stay zero through training steps
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(x).sum().backward()
+    opt.step()
+    model.apply_masks()
+    for name, mask in model.head_masks().items():
+        w = model.head.get_submodule(name).weight
+        assert float((w.detach() * (1 - mask)).abs().sum()) == 0.0
+
+
+def test_quantized_layers_state_their_widths() -> None:
+    from brevitas.nn import QuantConv2d, QuantReLU
+
+    model = build_model(_tiny())
+    convs = [m for m in model.modules() if isinstance(m, QuantConv2d)]
+    widths = [int(c.quant_weight().bit_width) for c in convs]
+    assert widths == [8, 4, 4, 4, 4, 8]
+    acts = [int(m.act_quant.bit_width()) for m in model.modules() if isinstance(m, QuantReLU)]
+    assert acts == [4, 4, 4, 4, 8]
+    qw = convs[1].quant_weight()
+    ints = (qw.value / qw.scale).round()
+    assert ints.abs().max() <= 7  # narrow-range signed 4-bit
+
+
+def test_config_validation_and_round_trip() -> None:
+    cfg = ssdd_config()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    side = cfg.sidecar()
+    assert side["stride"] == 8 and side["bands"] == ["grey"] and side["nc"] == 1
+    assert side["bit_widths"]["weight"] == 4
+    with pytest.raises(ConfigError, match="unknown model config keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "colour": 1})
+    with pytest.raises(ConfigError, match="bit width"):
+        ssdd_config(bits={"weight": 12})
+    with pytest.raises(ConfigError, match="bands"):
+        ModelConfig(in_channels=2)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = build_model(_tiny()).eval()
+    x = torch.rand(1, 1, 64, 64) * 255
+    path = save_checkpoint(tmp_path / "m.pt", model, epoch=3, metrics={"val_ap50": 0.5})
+    loaded, state = load_checkpoint(path)
+    assert state["epoch"] == 3 and loaded.cfg == model.cfg
+    assert torch.allclose(loaded(x), model(x))
+    with pytest.raises(ModelError, match="not found"):
+        load_checkpoint(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"nope")
+    with pytest.raises(ModelError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")

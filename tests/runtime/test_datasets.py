@@ -1,0 +1,107 @@
+"""Dataset readers: VOC annotations, SSDD splits, YOLO folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sarvessel.runtime.datasets import (
+    DatasetError,
+    LabeledImage,
+    load_image_grey,
+    load_ssdd,
+    load_yolo_folder,
+    read_voc,
+    read_voc_boxes,
+    read_yolo_labels,
+    write_yolo_labels,
+)
+from sarvessel.runtime.errors import SarvesselError
+
+VOC = """<annotation><filename>000007.jpg</filename>
+<size><width>416</width><height>323</height><depth>3</depth></size>
+<object><name>ship</name><difficult>0</difficult>
+<bndbox><xmin>218</xmin><ymin>48</ymin><xmax>266</xmax><ymax>146</ymax></bndbox></object>
+<object><name>ship</name><difficult>1</difficult>
+<bndbox><xmin>10.5</xmin><ymin>20</ymin><xmax>30</xmax><ymax>25</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_read_voc_boxes(tmp_path: Path) -> None:
+    xml = tmp_path / "Annotations" / "000007.xml"
+    xml.parent.mkdir()
+    xml.write_text(VOC)
+    boxes, classes = read_voc_boxes(xml)
+    np.testing.assert_allclose(boxes, [[218, 48, 266, 146], [10.5, 20, 30, 25]])
+    assert boxes.dtype == np.float32 and classes.tolist() == [0, 0]
+    item = read_voc(xml)
+    assert (item.width, item.height) == (416, 323)
+    assert item.difficult.tolist() == [False, True]
+    assert item.path == tmp_path / "JPEGImages" / "000007.jpg"
+
+
+@pytest.mark.parametrize("text, match", [
+    ("<annotation><size><width>4</width></size>", "cannot read"),
+    ("<annotation><object><name>ship</name></object></annotation>", "size"),
+    (VOC.replace("<name>ship</name>", "<name>boat</name>", 1), "unknown class 'boat'"),
+    (VOC.replace("<xmax>266</xmax>", "<xmax>100</xmax>"), "x2 < x1"),
+])
+def test_read_voc_errors_name_the_file(tmp_path: Path, text: str, match: str) -> None:
+    xml = tmp_path / "bad.xml"
+    xml.write_text(text)
+    with pytest.raises(DatasetError, match=match) as info:
+        read_voc_boxes(xml)
+    assert "bad.xml" in str(info.value)
+    assert isinstance(info.value, SarvesselError)
+
+
+def test_load_ssdd_missing_split(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="split file not found"):
+        load_ssdd(tmp_path, "train")
+    with pytest.raises(DatasetError, match="unknown SSDD split"):
+        load_ssdd(tmp_path, "val")
+
+
+def test_yolo_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.fromarray(np.zeros((50, 100), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.full((40, 40), 7, np.uint8)).save(tmp_path / "images" / "b.png")
+    item = LabeledImage(tmp_path / "images" / "a.png", 100, 50,
+                        np.array([[10, 5, 30, 25], [0, 0, 100, 50]], np.float32),
+                        np.array([0, 2]))
+    write_yolo_labels(tmp_path / "labels" / "a.txt", item)
+    items = load_yolo_folder(tmp_path)
+    assert [i.stem for i in items] == ["a", "b"]
+    np.testing.assert_allclose(items[0].boxes, item.boxes, atol=1e-3)
+    assert items[0].classes.tolist() == [0, 2]
+    assert (items[1].width, items[1].height, len(items[1].boxes)) == (40, 40, 0)
+    assert load_image_grey(items[1].path).tolist()[0][:2] == [7, 7]
+
+
+def test_yolo_label_errors(tmp_path: Path) -> None:
+    txt = tmp_path / "x.txt"
+    txt.write_text("0 0.5 0.5 0.1\n")
+    with pytest.raises(DatasetError, match=r"x.txt:1: expected"):
+        read_yolo_labels(txt, width=10, height=10)
+    with pytest.raises(DatasetError, match="images folder not found"):
+        load_yolo_folder(tmp_path)
+
+
+@pytest.mark.ssdd
+def test_load_ssdd_official_split(ssdd_dir: Path) -> None:
+    counts = {s: load_ssdd(ssdd_dir, s) for s in ("train", "test", "test_inshore",
+                                                    "test_offshore")}
+    assert {s: len(v) for s, v in counts.items()} == {
+        "train": 928, "test": 232, "test_inshore": 46, "test_offshore": 186}
+    assert sum(len(i.boxes) for i in counts["train"]) == 2041
+    assert sum(len(i.boxes) for i in counts["test"]) == 546
+    first = counts["train"][0]
+    assert first.path.is_file() and first.width >= 214
+    img = load_image_grey(first.path)
+    assert img.shape == (first.height, first.width)
+    b = np.concatenate([i.boxes for i in counts["test"]])
+    assert (b[:, 2] > b[:, 0]).all() and (b[:, 3] > b[:, 1]).all()
