@@ -34,7 +34,8 @@ $(VENV)/.dev: pyproject.toml requirements/hw.txt | $(VENV)/bin/python
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -r requirements/hw.txt
 	$(PIP) install -q --no-deps $(FINN)
-	$(PIP) install -q -c requirements/hw.txt -e ".[train,hw,serve,dev]"
+	sed 's/\[[^]]*\]//' requirements/hw.txt > $(VENV)/constraints.txt  # pip: no extras in -c
+	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[train,hw,serve,dev]"
 	touch $@ $(VENV)/.runtime
 
 clean:
