@@ -118,3 +118,19 @@ def test_ssdd_model_hw_graph_is_bit_exact_on_ssdd_tiles(ssdd_dir, tmp_path):
         h, w = min(img.shape[0], 512), min(img.shape[1], 512)
         tiles[k, 0, :h, :w] = img[:h, :w]
     _check_bit_exact(SSDD_QONNX, SSDD_ORT, cfg, tiles)
+
+
+def test_hw_estimate_command_on_the_shipped_detector(tmp_path, capsys) -> None:
+    """The command users (and CI) run, on the shipped detector: report files and figures."""
+    _finn_or_skip()
+    import json
+
+    from sarvessel.cli import main
+
+    assert main(["hw", "estimate", str(SCENE_QONNX), "--out", str(tmp_path / "hw")]) == 0
+    report = tmp_path / "hw" / "report"
+    est = json.loads((report / "estimate.json").read_text())
+    assert (report / "estimate.png").stat().st_size > 0 and (report / "estimate.txt").is_file()
+    assert est["clock_mhz"] == 200 and est["fits_budget"] and est["meets_target"]
+    assert est["scene_seconds"] <= 10.0 and est["shares"]["LUT"] <= 0.70
+    assert "bottleneck" in capsys.readouterr().out
