@@ -24,7 +24,13 @@ from sarvessel.runtime.backends.base import Backend
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SceneError
 from sarvessel.runtime.nms import SceneMerger
-from sarvessel.runtime.preprocess import BATHYMETRY, DEFAULT_BANDS, NODATA, BandRange, to_uint8
+from sarvessel.runtime.preprocess import (
+    BATHYMETRY,
+    DEFAULT_BANDS,
+    BandRange,
+    to_uint8,
+    valid_mask,
+)
 from sarvessel.runtime.scene import Scene
 from sarvessel.runtime.tiling import tile_starts
 
@@ -199,7 +205,6 @@ def _row_bands(
     u8_bufs = [np.zeros((n_ch, tile, width), np.uint8) for _ in range(2)]
     valid_bufs = [np.zeros((tile, width), bool) for _ in range(2)]
     raw_bufs = [np.empty(tile * scene.width, np.float32) for _ in range(n_ch)]
-    limit = np.float32(NODATA + 1.0)
 
     def load(c: int, u8: np.ndarray, valid: np.ndarray, k: int, a: int, b: int) -> float:
         """Read rows a:b of channel c into rows k: of the buffers; return the read seconds."""
@@ -211,8 +216,8 @@ def _row_bands(
         t_read = time.perf_counter() - t0
         rows = slice(k, k + b - a)
         to_uint8(raw, ranges[c], out=u8[c, rows, : scene.width])
-        if c == 0:  # nodata and NaN are False
-            np.greater(raw, limit, out=valid[rows, : scene.width])
+        if c == 0:
+            valid_mask(raw, out=valid[rows, : scene.width])
         return t_read
 
     prev_r0, prev_n = 0, 0

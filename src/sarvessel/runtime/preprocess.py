@@ -37,9 +37,15 @@ _CHUNK = 1 << 16
 DEFAULT_BANDS: tuple[BandRange, ...] = (VV, VH)
 
 
-def valid_mask(values: np.ndarray, *, nodata: float = NODATA) -> np.ndarray:
-    """Return True where ``values`` holds data (not nodata, not NaN/inf)."""
-    return np.isfinite(values) & (values != nodata)
+def valid_mask(values: np.ndarray, *, out: np.ndarray | None = None) -> np.ndarray:
+    """Return True where ``values`` holds data: False for nodata (−32768), NaN and −inf.
+
+    One comparison, no temporaries (it runs on every pixel); ``out`` is an optional bool buffer.
+
+    >>> valid_mask(np.array([-20.0, -32768.0, np.nan, -np.inf], np.float32)).tolist()
+    [True, False, False, False]
+    """
+    return np.greater(values, np.float32(NODATA + 1.0), out=out)
 
 
 def to_uint8(

@@ -184,7 +184,7 @@ def open_scene(path: Path | str, *, bands: Sequence[str] = XVIEW3_BANDS) -> Scen
     if path.is_file():
         reader = RasterReader(path)
         names = tuple(f"band{i + 1}" for i in range(reader.bands))
-        return _SingleFileScene(path.stem, reader, names, source=path)
+        return Scene(path.stem, [reader], names, source=path)
     raise SceneError(f"{path}: no such scene folder or file")
 
 
@@ -195,14 +195,6 @@ def find_shoreline(scene_dir: Path, scene_id: str) -> Path | None:
         if cand.is_file():
             return cand
     return None
-
-
-class _SingleFileScene(Scene):
-    """A scene whose bands are the samples/planes of one file."""
-
-    def __init__(self, scene_id: str, reader: RasterReader, names: Sequence[str], *,
-                 source: Path) -> None:
-        super().__init__(scene_id, [reader], names, source=source)
 
 
 def _open_xview3_folder(folder: Path, bands: Sequence[str]) -> Scene:
