@@ -89,8 +89,10 @@ def _calibrate(net, channels: int) -> None:
     net.eval()
 
 
-def export_contract_qonnx(path: Path, *, tile: int, channels: int = 2) -> tuple[Path, str]:
-    """Export the contract network to ``path``; return it and which network was used."""
+def export_contract_qonnx(path: Path, *, tile: int, channels: int = 2,
+                          **overrides: object) -> tuple[Path, str]:
+    """Export the contract network to ``path``; return it and which network was used.
+    ``overrides``: ModelConfig fields of the real network (ignored by the stand-in)."""
     import torch
 
     torch.manual_seed(0)
@@ -112,7 +114,7 @@ def export_contract_qonnx(path: Path, *, tile: int, channels: int = 2) -> tuple[
         mw.set_tensor_datatype(mw.graph.input[0].name, DataType["UINT8"])
         mw.save(str(path))
         return path, "standin"
-    cfg = (scene_config if channels == 2 else ssdd_config)(tile_size=tile)
+    cfg = (scene_config if channels == 2 else ssdd_config)(tile_size=tile, **overrides)
     net = build_model(cfg)
     _calibrate(net, channels)
     export_qonnx(net, path, tile=tile, channels=channels)

@@ -114,3 +114,23 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"nope")
     with pytest.raises(ModelError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_dilations_grow_the_receptive_field_at_equal_cost() -> None:
+    plain = ssdd_config(widths=(16, 32, 40, 40, 40, 40, 40, 40))
+    dilated = ssdd_config(widths=plain.widths, dilations=(1, 1, 1, 2, 4, 8, 2, 1))
+    # stem 3 px; pool -> 5; conv at stride 4 -> 13; pool -> 17; six 3x3 convs at stride 8
+    assert ssdd_config().receptive_field() == 17 + 3 * 16
+    assert plain.receptive_field() == 17 + 6 * 16
+    assert dilated.receptive_field() == 17 + 16 * (1 + 2 + 4 + 8 + 2 + 1) == 305
+    assert count_ops(build_model(dilated)).macs == count_ops(build_model(plain)).macs
+    x = torch.rand(1, 1, 128, 128) * 255
+    assert build_model(dilated).eval()(x).shape == (1, 65, 16, 16)
+    assert ModelConfig.from_dict(dilated.to_dict()) == dilated
+    # checkpoints written before dilations existed load as all-1
+    old = {k: v for k, v in plain.to_dict().items() if k != "dilations"}
+    assert ModelConfig.from_dict(old).block_dilations() == (1,) * 8
+    with pytest.raises(ConfigError, match="one positive integer per body block"):
+        ssdd_config(dilations=(1, 2))
+    with pytest.raises(ConfigError, match="up to the last pooled block"):
+        ssdd_config(dilations=(1, 2, 1, 1, 1))

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--float", dest="quantized", action="store_false",
                    help="train the float twin instead of the quantised model")
     p.add_argument("--widths", default="16,32,48,64,64", help="body widths, comma separated")
+    p.add_argument("--dilations", default="",
+                   help="dilation of each body block's conv, comma separated (default all 1)")
     p.add_argument("--stem-stride", type=int, default=2, choices=[1, 2],
                    help="stride of the first conv (default 2)")
     p.add_argument("--pools", type=int, default=2,
@@ -83,12 +85,16 @@ def run_train(args: argparse.Namespace) -> int:
         widths = tuple(int(w) for w in args.widths.split(","))
     except ValueError as exc:
         raise SarvesselError(f"--widths: not integers: {args.widths!r}") from exc
+    try:
+        dilations = tuple(int(d) for d in args.dilations.split(",")) if args.dilations else ()
+    except ValueError as exc:
+        raise SarvesselError(f"--dilations: not integers: {args.dilations!r}") from exc
     if args.channels == 1:
         names, bands = ("ship",), ("grey",)
     else:
         names, bands = ("non_vessel", "vessel", "fishing"), ("VV_dB", "VH_dB")[:args.channels]
     mc = ModelConfig(name=args.name, in_channels=args.channels, class_names=names,
-                     widths=widths, stem_stride=args.stem_stride,
+                     widths=widths, dilations=dilations, stem_stride=args.stem_stride,
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
                      quantized=args.quantized, bits=bits, bands=bands)

@@ -88,11 +88,11 @@ class SarYolo(nn.Module):
         b = cfg.bits
         layers: list[nn.Module] = []
         cin = cfg.in_channels
-        for i, w in enumerate(cfg.widths):
+        for i, (w, dil) in enumerate(zip(cfg.widths, cfg.block_dilations(), strict=True)):
             wbits = b.first_weight if i == 0 else b.weight
             stride = cfg.stem_stride if i == 0 else 1
-            layers += [_conv(cfg, cin, w, 3, wbits, stride=stride), nn.BatchNorm2d(w),
-                       _relu(cfg, b.act)]
+            layers += [_conv(cfg, cin, w, 3, wbits, stride=stride, dilation=dil),
+                       nn.BatchNorm2d(w), _relu(cfg, b.act)]
             if i < cfg.pools:
                 layers.append(nn.MaxPool2d(2))
             cin = w
@@ -153,14 +153,15 @@ class SarYolo(nn.Module):
 
 
 def _conv(cfg: ModelConfig, cin: int, cout: int, k: int, wbits: int, *, bias: bool = False,
-          stride: int = 1) -> nn.Conv2d:
+          stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+    pad = dilation * (k // 2)
     if not cfg.quantized:
-        return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias)
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=bias)
     from brevitas.nn import QuantConv2d
 
     from sarvessel.model.quant import IntWeightPerChannelQuant
 
-    return QuantConv2d(cin, cout, k, stride=stride, padding=k // 2, bias=bias,
+    return QuantConv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=bias,
                        weight_quant=IntWeightPerChannelQuant, weight_bit_width=wbits)
 
 
