@@ -168,3 +168,27 @@ def test_report_to_dict_is_json_ready() -> None:
     d = json.loads(json.dumps(r.to_dict()))
     assert d["ap50"] == 1.0 and d["interpolation"] == "coco101" and "curves" not in d
     assert ap_mod.COCO_IOUS[0] == 0.5 and ap_mod.COCO_IOUS[-1] == 0.95
+
+
+def test_recall_by_size_bins_by_longest_side() -> None:
+    from sarvessel.runtime.ap import recall_by_size
+
+    gt = ImageTruth(
+        boxes=[[0, 0, 10, 4], [20, 20, 40, 30], [100, 100, 300, 150], [50, 50, 60, 60],
+               [400, 400, 410, 410]],
+        classes=[0, 0, 0, 0, 0], ignore=[False, False, False, False, True])
+    det = ImageDetections(
+        boxes=[[0, 0, 10, 4], [100, 100, 300, 150], [50, 50, 60, 60], [21, 21, 40, 30],
+               [400, 400, 410, 410]],
+        scores=[0.9, 0.8, 0.1, 0.7, 0.9],  # the 10 px box at (50, 50) is under the threshold
+        classes=[0, 0, 0, 1, 0])  # the 20 px box is found with the wrong class
+    out = recall_by_size([det], [gt], conf_threshold=0.25)
+    assert list(out) == ["<16", "16-32", "32-64", "64-128", ">=128"]
+    assert out["<16"] == {"n": 2, "recall": 0.5}  # the ignored 10 px box does not count
+    assert out["16-32"] == {"n": 1, "recall": 0.0}
+    assert out[">=128"] == {"n": 1, "recall": 1.0}
+    assert out["32-64"]["n"] == 0 and np.isnan(out["32-64"]["recall"])
+    # each detection matches at most one object: one box over two equal truths finds one
+    two = ImageTruth(boxes=[[0, 0, 20, 20], [0, 0, 20, 20]], classes=[0, 0])
+    one = ImageDetections(boxes=[[0, 0, 20, 20]], scores=[0.9], classes=[0])
+    assert recall_by_size([one], [two])["16-32"] == {"n": 2, "recall": 0.5}

@@ -36,6 +36,7 @@ __all__ = [
     "average_precision",
     "evaluate_ap",
     "match_image",
+    "recall_by_size",
     "save_pr_curve",
 ]
 
@@ -140,25 +141,78 @@ def match_image(
     gt_order = np.argsort(ignore, kind="stable")
     iou, ignore = iou[:, gt_order], ignore[gt_order]
     for k, t in enumerate(ious_t):
-        taken = np.zeros(g, bool)
-        for d in order:
-            best, best_iou = -1, min(t, 1 - 1e-10)
-            for j in range(g):
-                if taken[j]:
-                    continue
-                if best > -1 and not ignore[best] and ignore[j]:
-                    break  # a real match beats any ignored one
-                if iou[d, j] < best_iou:
-                    continue
-                best, best_iou = j, iou[d, j]
-            if best == -1:
-                continue
-            taken[best] = True
-            if ignore[best]:
-                ignored_match[d, k] = True
-            else:
-                tp[d, k] = True
+        match = _greedy_match(iou, order, ignore, float(t))
+        hit = match >= 0
+        ignored_match[hit, k] = ignore[match[hit]]
+        tp[hit, k] = ~ignore[match[hit]]
     return tp, ~ignored_match
+
+
+def _greedy_match(iou: np.ndarray, order: np.ndarray, ignore: np.ndarray, t: float
+                  ) -> np.ndarray:
+    """COCO's greedy assignment at IoU ``t``: ground-truth index per detection, -1 for none.
+    ``iou`` is ``[N, G]`` with ignored ground truth sorted last; ``order`` the detections by
+    decreasing score."""
+    g = iou.shape[1]
+    taken = np.zeros(g, bool)
+    match = np.full(iou.shape[0], -1, np.int64)
+    for d in order:
+        best, best_iou = -1, min(t, 1 - 1e-10)
+        for j in range(g):
+            if taken[j]:
+                continue
+            if best > -1 and not ignore[best] and ignore[j]:
+                break  # a real match beats any ignored one
+            if iou[d, j] < best_iou:
+                continue
+            best, best_iou = j, iou[d, j]
+        if best > -1:
+            taken[best] = True
+            match[d] = best
+    return match
+
+
+#: Upper edges (px, longest box side) of the size bins of :func:`recall_by_size`.
+SIZE_BINS: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, float("inf"))
+
+
+def recall_by_size(
+    detections: Sequence[ImageDetections], truths: Sequence[ImageTruth], *,
+    conf_threshold: float = 0.25, iou_threshold: float = 0.5,
+    edges: Sequence[float] = SIZE_BINS,
+) -> dict[str, dict[str, float]]:
+    """Recall at ``conf_threshold`` and ``iou_threshold`` per bin of the ground truth's longest
+    side (pixels), all classes pooled: where in the size range a detector loses its objects.
+
+    Returns ``{"<16": {"n": 12, "recall": 0.75}, "16-32": ..., ">=128": ...}`` (bins from
+    ``edges``; ignored boxes left out; an empty bin has recall NaN).
+    """
+    lows = [0.0, *edges[:-1]]
+    names = [f"<{hi:g}" if lo == 0 else (f">={lo:g}" if np.isinf(hi) else f"{lo:g}-{hi:g}")
+             for lo, hi in zip(lows, edges, strict=True)]
+    hits = np.zeros(len(edges))
+    counts = np.zeros(len(edges))
+    for det, gt in zip(detections, truths, strict=True):
+        side = np.maximum(np.abs(gt.boxes[:, 2] - gt.boxes[:, 0]),
+                          np.abs(gt.boxes[:, 3] - gt.boxes[:, 1]))
+        found = np.zeros(len(gt.boxes), bool)
+        keep = det.scores >= conf_threshold
+        for c in np.unique(gt.classes):
+            gm = np.flatnonzero(gt.classes == c)
+            dm = keep & (det.classes == c)
+            if not dm.any():
+                continue
+            gt_order = gm[np.argsort(gt.ignore[gm], kind="stable")]
+            iou = box_iou(det.boxes[dm], gt.boxes[gt_order])
+            match = _greedy_match(iou, np.argsort(-det.scores[dm], kind="stable"),
+                                  gt.ignore[gt_order], iou_threshold)
+            found[gt_order[match[match >= 0]]] = True
+        real = ~gt.ignore
+        b = np.searchsorted(np.asarray(edges), side[real], side="right")
+        np.add.at(counts, b, 1)
+        np.add.at(hits, b, found[real])
+    return {n: {"n": int(k), "recall": float(h / k) if k else float("nan")}
+            for n, k, h in zip(names, counts, hits, strict=True)}
 
 
 def average_precision(

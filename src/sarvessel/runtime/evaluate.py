@@ -30,6 +30,7 @@ from sarvessel.runtime.ap import (
     ImageTruth,
     Interpolation,
     evaluate_ap,
+    recall_by_size,
     save_pr_curve,
 )
 from sarvessel.runtime.backends.base import Backend
@@ -125,10 +126,12 @@ def evaluate_backend(
     seconds = time.perf_counter() - t0
     report = evaluate_ap(dets, truths, nc=nc, conf_threshold=conf_threshold,
                          interpolation=interpolation)
+    by_size = recall_by_size(dets, truths, conf_threshold=conf_threshold)
     log.info("%d images, %d tiles in %.1f s: AP50 %.4f, AP50-95 %.4f", len(items), tiles,
              seconds, report.ap50, report.ap50_95)
     return EvalResult(report=report, images=len(items), tiles=tiles, seconds=seconds,
-                      backend=getattr(backend, "name", type(backend).__name__))
+                      backend=getattr(backend, "name", type(backend).__name__),
+                      recall_by_size=by_size)
 
 
 def detect_image(
@@ -199,7 +202,8 @@ def ssdd_root() -> Path:
 @dataclass
 class EvalResult:
     """The scores and the cost of one evaluation. seconds: detection wall time, reading and
-    tiling included."""
+    tiling included. recall_by_size: recall at the report's threshold per bin of the objects'
+    longest side (:func:`~sarvessel.runtime.ap.recall_by_size`)."""
 
     report: APReport
     images: int
@@ -209,6 +213,7 @@ class EvalResult:
     model: str = ""
     data: str = ""
     split: str = ""
+    recall_by_size: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -217,7 +222,8 @@ class EvalResult:
                 "backend": self.backend, "images": self.images, "tiles": self.tiles,
                 "seconds": self.seconds,
                 "ms_per_image": 1e3 * self.seconds / max(self.images, 1),
-                **self.report.to_dict(), **self.extra}
+                **self.report.to_dict(), "recall_by_size": self.recall_by_size,
+                **self.extra}
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
@@ -258,6 +264,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"AP50 {r.ap50:.4f}  AP50-95 {r.ap50_95:.4f}  ({r.interpolation})")
     print(f"at conf {r.conf_threshold:g}: P {r.precision:.4f}  R {r.recall:.4f}  F1 {r.f1:.4f}  "
           f"(TP {r.tp}, FP {r.fp}, FN {r.fn})")
+    if result.recall_by_size:
+        print("recall by longest side (px): " + "  ".join(
+            f"{k} {v['recall']:.2f} (n {v['n']})" for k, v in result.recall_by_size.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
