@@ -6,6 +6,9 @@ scene model on the generated training scenes for the same short budget, exports 
 on held-out generated scenes and runs the FINN estimate. Writes a JSON and prints a table.
 
     python scripts/bitwidth_sweep.py --bits 3 4 6 8 --epochs 20 --json out/bitwidth_sweep.json
+
+Rows already in ``--json`` for other bit widths are kept (a sweep can be extended run by run);
+the table printed covers them all, sorted by width.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def main() -> int:
     ap.add_argument("--eval-seeds", default="900-903")
     ap.add_argument("--json", type=Path, default=Path("out/bitwidth_sweep.json"))
     args = ap.parse_args()
-    rows = []
+    rows = json.loads(args.json.read_text()) if args.json.is_file() else []
+    rows = [r for r in rows if r["bits"] not in args.bits]
     for b in args.bits:
         run = args.out / f"w{b}a{b}"
         name = f"xview3_w{b}a{b}"
@@ -51,6 +55,7 @@ def main() -> int:
         rows.append({"bits": b, "aggregate": score["aggregate"], "f1": score["loc_fscore"],
                      "lut_share": est["shares"]["LUT"], "bram_share": est["shares"]["BRAM_18K"],
                      "scene_seconds": est["scene_seconds"], "fits": est["fits_budget"]})
+        rows.sort(key=lambda r: r["bits"])
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
     print("| body bits | aggregate | detect F1 | LUT | BRAM18 | 700 MPx scene s |")
