@@ -129,12 +129,17 @@ def test_voc_folder_with_split_and_cli(model_path: Path, tmp_path: Path) -> None
     assert len(load_dataset(root, split="test")) == 1
     assert len(load_dataset(root, split="all")) == 2
     out_json, png = tmp_path / "r" / "eval.json", tmp_path / "r" / "pr.png"
+    gallery = tmp_path / "r" / "gallery.png"
     rc = main(["eval", str(model_path), "--data", str(root), "--split", "all",
-               "--json", str(out_json), "--pr-png", str(png)])
+               "--json", str(out_json), "--pr-png", str(png), "--gallery", str(gallery)])
     assert rc == 0
     data = json.loads(out_json.read_text())
     assert data["images"] == 2 and data["ap50"] == pytest.approx(1.0) and data["tp"] == 2
     assert png.stat().st_size > 1000
+    assert Image.open(gallery).size[0] > 0
+    sizes = data["recall_by_size"]
+    assert sum(v["n"] for v in sizes.values()) == 2
+    assert all(v["recall"] == 1.0 for v in sizes.values() if v["n"])
 
 
 def test_bad_data_gives_clear_errors(model_path: Path, tmp_path: Path, capsys) -> None:

@@ -131,7 +131,8 @@ def evaluate_backend(
              seconds, report.ap50, report.ap50_95)
     return EvalResult(report=report, images=len(items), tiles=tiles, seconds=seconds,
                       backend=getattr(backend, "name", type(backend).__name__),
-                      recall_by_size=by_size)
+                      recall_by_size=by_size, paths=[it.path for it in items],
+                      detections=dets, truths=truths)
 
 
 def detect_image(
@@ -215,6 +216,10 @@ class EvalResult:
     split: str = ""
     recall_by_size: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Per image: file, detections and ground truth (for pictures; not in the JSON).
+    paths: list[Path] = field(default_factory=list, repr=False)
+    detections: list[ImageDetections] = field(default_factory=list, repr=False)
+    truths: list[ImageTruth] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary."""
@@ -250,6 +255,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="AP interpolation (default coco101)")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--pr-png", type=Path, help="write the IoU-0.5 PR curve PNG here")
+    p.add_argument("--gallery", type=Path,
+                   help="write a PNG of the images with the most errors (TP green, missed "
+                   "yellow, false alarm red) here")
     p.set_defaults(func=cmd_eval)
 
 
@@ -272,4 +280,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     if args.pr_png:
         save_pr_curve(r, args.pr_png)
+    if args.gallery:
+        from sarvessel.runtime.gallery import save_gallery
+
+        save_gallery(result.paths, result.detections, result.truths, args.gallery,
+                     conf_threshold=r.conf_threshold)
     return 0
