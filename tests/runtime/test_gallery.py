@@ -8,29 +8,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sarvessel.runtime.ap import ImageDetections, ImageTruth
+from sarvessel.runtime.ap import ImageDetections, ImageTruth, threshold_matches
 from sarvessel.runtime.gallery import (
     FN_COLOUR,
     FP_COLOUR,
     TP_COLOUR,
-    image_errors,
     save_gallery,
 )
 
 
-def test_image_errors_matches_greedily_by_score() -> None:
+def test_threshold_matches_greedily_by_score() -> None:
     gt = ImageTruth(boxes=[[10, 10, 30, 30], [50, 50, 70, 70], [80, 80, 90, 90]],
                     classes=[0, 0, 0], ignore=[False, False, True])
     det = ImageDetections(boxes=[[11, 11, 30, 30], [10, 10, 31, 31], [100, 0, 120, 20],
                                  [50, 50, 70, 70]],
                           scores=[0.5, 0.9, 0.8, 0.1], classes=[0, 0, 0, 0])
-    ok, found = image_errors(det, gt, conf_threshold=0.25)
+    ok, found = threshold_matches(det, gt, conf_threshold=0.25)
     # kept in index order: 0 (dup of the better-scored 1), 1 (match), 2 (false alarm)
     assert ok.tolist() == [False, True, False]
     # the 50..70 box is only detected under the threshold; the ignored box counts as found
     assert found.tolist() == [True, False, True]
     wrong_class = ImageDetections(boxes=[[10, 10, 30, 30]], scores=[0.9], classes=[1])
-    ok, found = image_errors(wrong_class, gt, conf_threshold=0.25)
+    ok, found = threshold_matches(wrong_class, gt, conf_threshold=0.25)
     assert ok.tolist() == [False] and found.tolist() == [False, False, True]
 
 

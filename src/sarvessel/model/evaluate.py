@@ -1,7 +1,6 @@
-"""Quick AP50 in torch/numpy for training-time validation (the official AP lives in the runtime).
-
-All-point interpolated average precision (VOC 2010+) at one IoU threshold, detections matched
-greedily by score to unmatched ground truth of the same class.
+"""Quick AP50 for training-time validation: torch inference on the letterboxed tiles, scored by
+the runtime's COCO matching (:func:`sarvessel.runtime.ap.match_image`) with all-point
+interpolation (VOC 2010+), at one IoU threshold and class-agnostic.
 """
 
 from __future__ import annotations
@@ -11,8 +10,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sarvessel.model.boxes import box_iou_matrix, decode_raw
+from sarvessel.model.boxes import decode_raw
 from sarvessel.model.data import ImageDataset, SceneChipDataset, collate
+from sarvessel.runtime.ap import Interpolation, match_image
+from sarvessel.runtime.ap import average_precision as runtime_ap
 
 __all__ = ["average_precision", "evaluate_ap", "predict_dataset"]
 
@@ -29,37 +30,14 @@ def average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray]],
     n_gt = sum(len(g) for g in ground_truth)
     if n_gt == 0:
         return 0.0
-    scores, tps = [], []
+    tps, scores = [], []
     for (boxes, sc), gt in zip(detections, ground_truth, strict=True):
-        if len(sc) == 0:
-            continue
-        order = np.argsort(-np.asarray(sc))
-        boxes, sc = np.asarray(boxes)[order], np.asarray(sc)[order]
-        tp = np.zeros(len(sc), bool)
-        if len(gt):
-            iou = box_iou_matrix(torch.as_tensor(boxes, dtype=torch.float32),
-                                 torch.as_tensor(gt, dtype=torch.float32)).numpy()
-            used = np.zeros(len(gt), bool)
-            for i in range(len(sc)):
-                cand = np.where(~used, iou[i], -1.0)
-                j = int(cand.argmax())
-                if cand[j] >= iou_threshold:
-                    used[j] = True
-                    tp[i] = True
-        scores.append(sc)
-        tps.append(tp)
-    if not scores:
-        return 0.0
-    sc = np.concatenate(scores)
-    tp = np.concatenate(tps)[np.argsort(-sc, kind="stable")]
-    ctp = np.cumsum(tp)
-    recall = ctp / n_gt
-    precision = ctp / np.arange(1, len(tp) + 1)
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.concatenate([[1.0], precision, [0.0]])
-    mpre = np.flip(np.maximum.accumulate(np.flip(mpre)))
-    idx = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+        tp, _ = match_image(boxes, sc, gt, iou_thresholds=(iou_threshold,))
+        tps.append(tp[:, 0])
+        scores.append(np.asarray(sc, np.float64).reshape(-1))
+    ap, _ = runtime_ap(np.concatenate(tps), np.concatenate(scores), n_gt,
+                       interpolation=Interpolation.ALL_POINT)
+    return ap
 
 
 @torch.no_grad()

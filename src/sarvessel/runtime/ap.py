@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sarvessel.runtime.nms import box_iou
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "evaluate_ap",
     "match_image",
     "recall_by_size",
+    "threshold_matches",
     "save_pr_curve",
 ]
 
@@ -172,6 +175,31 @@ def _greedy_match(iou: np.ndarray, order: np.ndarray, ignore: np.ndarray, t: flo
     return match
 
 
+def threshold_matches(det: ImageDetections, gt: ImageTruth, *, conf_threshold: float,
+                      iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """COCO's greedy matching of one image at one score and IoU threshold, class by class.
+
+    Returns ``(det_ok, gt_found)``: bool per detection with ``scores >= conf_threshold`` (in
+    index order; True when it matched a box, an ignored one included, i.e. it is no false
+    alarm) and per ground-truth box (ignored boxes count as found).
+    """
+    kept = np.flatnonzero(det.scores >= conf_threshold)
+    det_ok = np.zeros(len(det.scores), bool)
+    found = gt.ignore.copy()
+    for c in np.unique(gt.classes):
+        gm = np.flatnonzero(gt.classes == c)
+        dm = kept[det.classes[kept] == c]
+        if not len(dm):
+            continue
+        gt_order = gm[np.argsort(gt.ignore[gm], kind="stable")]
+        match = _greedy_match(box_iou(det.boxes[dm], gt.boxes[gt_order]),
+                              np.argsort(-det.scores[dm], kind="stable"),
+                              gt.ignore[gt_order], iou_threshold)
+        det_ok[dm] = match >= 0
+        found[gt_order[match[match >= 0]]] = True
+    return det_ok[kept], found
+
+
 #: Upper edges (px, longest box side) of the size bins of :func:`recall_by_size`.
 SIZE_BINS: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0, float("inf"))
 
@@ -195,18 +223,8 @@ def recall_by_size(
     for det, gt in zip(detections, truths, strict=True):
         side = np.maximum(np.abs(gt.boxes[:, 2] - gt.boxes[:, 0]),
                           np.abs(gt.boxes[:, 3] - gt.boxes[:, 1]))
-        found = np.zeros(len(gt.boxes), bool)
-        keep = det.scores >= conf_threshold
-        for c in np.unique(gt.classes):
-            gm = np.flatnonzero(gt.classes == c)
-            dm = keep & (det.classes == c)
-            if not dm.any():
-                continue
-            gt_order = gm[np.argsort(gt.ignore[gm], kind="stable")]
-            iou = box_iou(det.boxes[dm], gt.boxes[gt_order])
-            match = _greedy_match(iou, np.argsort(-det.scores[dm], kind="stable"),
-                                  gt.ignore[gt_order], iou_threshold)
-            found[gt_order[match[match >= 0]]] = True
+        _, found = threshold_matches(det, gt, conf_threshold=conf_threshold,
+                                     iou_threshold=iou_threshold)
         real = ~gt.ignore
         b = np.searchsorted(np.asarray(edges), side[real], side="right")
         np.add.at(counts, b, 1)
@@ -251,19 +269,6 @@ def average_precision(
         return float(sampled.mean()), curve
     steps = np.diff(np.concatenate([[0.0], recall]))
     return float((steps * envelope).sum()), curve
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[N, M]`` of corner boxes ``a [N, 4]`` and ``b [M, 4]``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def save_pr_curve(report: APReport, path: Path | str, *, title: str = "") -> Path:

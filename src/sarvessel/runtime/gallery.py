@@ -13,39 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sarvessel.runtime.ap import ImageDetections, ImageTruth, box_iou
+from sarvessel.runtime.ap import ImageDetections, ImageTruth, threshold_matches
 
-__all__ = ["image_errors", "save_gallery"]
+__all__ = ["save_gallery"]
 
 TP_COLOUR = (60, 220, 90)
 FN_COLOUR = (255, 215, 0)
 FP_COLOUR = (255, 60, 60)
-
-
-def image_errors(det: ImageDetections, gt: ImageTruth, *, conf_threshold: float,
-                 iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy (score-ordered) matching of one image at the threshold, classes kept apart.
-
-    Returns ``(det_ok, gt_found)``: bool per kept detection (``scores >= conf_threshold``, in
-    their order) and per ground-truth box. Ignored (difficult) boxes count as found.
-    """
-    keep = np.flatnonzero(det.scores >= conf_threshold)
-    keep = keep[np.argsort(-det.scores[keep], kind="stable")]
-    det_ok = np.zeros(len(keep), bool)
-    found = gt.ignore.copy()
-    if len(keep) and len(gt.boxes):
-        iou = box_iou(det.boxes[keep], gt.boxes)
-        iou[det.classes[keep][:, None] != gt.classes[None, :]] = 0.0
-        taken = np.zeros(len(gt.boxes), bool)
-        for i in range(len(keep)):
-            cand = np.where(taken, -1.0, iou[i])
-            j = int(np.argmax(cand))
-            if cand[j] >= iou_threshold:
-                taken[j] = det_ok[i] = True
-        found |= taken
-    # restore the detections' original order among the kept ones
-    order = np.argsort(keep, kind="stable")
-    return det_ok[order], found
 
 
 def save_gallery(
@@ -67,7 +41,7 @@ def save_gallery(
         raise ValueError("paths, detections and truths differ in length")
     if order not in ("worst", "first"):
         raise ValueError(f"order must be 'worst' or 'first', got {order!r}")
-    errs = [image_errors(d, g, conf_threshold=conf_threshold)
+    errs = [threshold_matches(d, g, conf_threshold=conf_threshold)
             for d, g in zip(detections, truths, strict=True)]
     counts = [int((~ok).sum() + (~found).sum()) for ok, found in errs]
     idx = list(range(len(paths)))
