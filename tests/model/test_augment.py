@@ -8,10 +8,12 @@ import pytest
 from sarvessel.model.augment import (
     AugmentConfig,
     augment,
+    augment_mosaic,
     crop_or_pad,
     db_jitter,
     flip,
     letterbox,
+    mosaic,
     resize,
     rot90,
     speckle,
@@ -104,3 +106,47 @@ def test_augment_is_deterministic_and_consistent() -> None:
         for box in b:
             x1, y1, x2, y2 = np.round(box).astype(int)
             assert out[0, y1:y2, x1:x2].min() == 250  # box interior is the bright object
+
+
+def _tile_with_boxes(value: int, boxes: np.ndarray, size: int = 96) -> np.ndarray:
+    img = np.full((1, size, size), 20, np.uint8)
+    for x1, y1, x2, y2 in boxes.astype(int):
+        img[:, y1:y2, x1:x2] = value
+    return img
+
+
+def test_mosaic_keeps_boxes_on_their_pixels_and_mixes_all_four_samples() -> None:
+    size = 96
+    values = (100, 140, 180, 220)  # one brightness per source sample
+    boxes = np.array([[10, 12, 22, 20], [50, 40, 64, 52], [70, 70, 80, 90]], np.float32)
+    pieces = [(_tile_with_boxes(v, boxes), boxes, np.full(3, i)) for i, v in enumerate(values)]
+    seen = set()
+    for seed in range(20):
+        out, b, c = mosaic(pieces, size, np.random.default_rng(seed))
+        assert out.shape == (1, size, size) and len(b) == len(c)
+        assert ((b >= 0) & (b <= size)).all()
+        for box, k in zip(b, c, strict=True):
+            x1, y1, x2, y2 = np.round(box).astype(int)
+            # a kept box covers only pixels of its own source sample's ships
+            assert (out[0, y1:y2, x1:x2] == values[k]).all()
+            seen.add(int(k))
+        # every bright pixel of the mosaic lies in some kept or cut box: only boxes with
+        # < 40 % visible are dropped, so at least half of the bright pixels are labelled
+        labelled = np.zeros((size, size), bool)
+        for x1, y1, x2, y2 in np.round(b).astype(int):
+            labelled[y1:y2, x1:x2] = True
+        bright = out[0] > 20
+        assert labelled[bright].mean() >= 0.5
+    assert seen == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="4 samples"):
+        mosaic(pieces[:3], size, np.random.default_rng(0))
+
+
+def test_augment_mosaic_is_deterministic() -> None:
+    boxes = np.array([[30, 30, 50, 44]], np.float32)
+    items = [(_tile_with_boxes(200, boxes, 120), boxes, np.zeros(1, np.int64), 1.0)] * 4
+    cfg = AugmentConfig(mosaic=1.0)
+    a = augment_mosaic(items, 96, np.random.default_rng(3), cfg)
+    b = augment_mosaic(items, 96, np.random.default_rng(3), cfg)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert a[0].shape == (1, 96, 96) and len(a[1]) >= 1

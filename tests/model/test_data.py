@@ -46,6 +46,35 @@ def test_ssdd_loader_shapes(ssdd_dir: Path) -> None:
     assert ((valid >= 0) & (valid <= 256)).all()
 
 
+def test_mosaic_samples_mix_images_until_closed(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sarvessel.runtime.datasets import LabeledImage
+
+    items = []
+    for i in range(4):  # image i holds one ship of brightness 60 + 40 i
+        img = np.full((96, 96), 10, np.uint8)
+        img[40:56, 30:50] = 60 + 40 * i
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        items.append(LabeledImage(tmp_path / f"{i}.png", 96, 96,
+                                  np.array([[30, 40, 50, 56]], np.float32), np.array([0])))
+    cfg = AugmentConfig(mosaic=1.0, jitter_p=0.0, speckle_p=0.0, scale_p=0.0)
+    ds = ImageDataset(items, tile_size=96, train_size=96, augment=cfg)
+    levels = set()
+    for index in range(4):
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            img, boxes, _ = ds[index]
+            levels |= {int(v) for v in np.unique(img)} - {0, 10}
+            assert ((boxes >= 0) & (boxes <= 96)).all()
+    assert len(levels) >= 3  # ships of several images share samples
+    ds.use_mosaic = False
+    for index in range(4):
+        img, boxes, _ = ds[index]
+        assert {int(v) for v in np.unique(img)} - {0, 10} <= {60 + 40 * index}
+        assert len(boxes) == 1
+
+
 def test_xview3_labels_boxes_and_classes(tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     csv.write_text(CSV_HEAD

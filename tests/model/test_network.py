@@ -134,3 +134,42 @@ def test_dilations_grow_the_receptive_field_at_equal_cost() -> None:
         ssdd_config(dilations=(1, 2))
     with pytest.raises(ConfigError, match="up to the last pooled block"):
         ssdd_config(dilations=(1, 2, 1, 1, 1))
+
+
+def test_context_branch_costs_a_quarter_and_shares_the_concat_quantizer() -> None:
+    cfg = _tiny(context_widths=(16, 16), context_dilations=(1, 2), quantized=False)
+    model = build_model(cfg).eval()
+    assert model(torch.rand(1, 1, 64, 64) * 255).shape == (1, 65, 8, 8)
+    # chain as in test_count_ops_by_hand, plus the branch at 4x4 (8->16, 16->16) and the first
+    # head conv reading 8 + 16 channels
+    hand = (32 * 32 * 4 * 9 + 16 * 16 * 8 * 4 * 9 + 8 * 8 * 8 * 8 * 9
+            + 4 * 4 * (16 * 8 * 9 + 16 * 16 * 9)
+            + 8 * 8 * (8 * 24 + 8 * 8 + 65 * 8))
+    assert count_ops(model, 64, 1).macs == hand
+    q = build_model(_tiny(context_widths=(16, 16), context_dilations=(1, 2)))
+    assert q.context[-2] is q.body[-1]  # one quantizer for both inputs of the concatenation
+    # the branch matters: changing its weights changes the output
+    x = torch.rand(1, 1, 64, 64) * 255
+    before = model(x)
+    with torch.no_grad():
+        model.context[1].weight.mul_(-1)
+    assert not torch.allclose(before, model(x))
+
+
+def test_context_branch_config() -> None:
+    v6 = ssdd_config(widths=(16, 32, 40, 40, 40), dilations=(1, 1, 1, 2, 4),
+                     context_widths=(80, 80, 80), context_dilations=(1, 2, 4))
+    # body 129 px; pool to stride 16 (+8); 3x3 convs at stride 16 dilated 1, 2, 4
+    assert v6.receptive_field() == 129 + 8 + 2 * 16 * (1 + 2 + 4) == 361
+    rep = count_ops(build_model(v6), 512, 2)
+    assert rep.gops <= 1.0 and rep.params > 2 * 100_000 - 1_000
+    assert ModelConfig.from_dict(v6.to_dict()) == v6
+    assert v6.head_in_channels == 120
+    old = {k: v for k, v in v6.to_dict().items() if not k.startswith("context")}
+    assert ModelConfig.from_dict(old).context_widths == ()
+    with pytest.raises(ConfigError, match="context_dilations"):
+        ssdd_config(context_widths=(8, 8), context_dilations=(1,))
+    with pytest.raises(ConfigError, match="ends in a ReLU"):
+        ssdd_config(widths=(8, 8), pools=2, context_widths=(8,))
+    with pytest.raises(ConfigError, match="twice the stride"):
+        ssdd_config(tile_size=72, context_widths=(8,))

@@ -11,10 +11,16 @@ import torch
 from PIL import Image
 
 from sarvessel.cli import build_parser, main
-from sarvessel.model.checkpoint import load_checkpoint
+from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.network import build_model
-from sarvessel.model.train import DataKind, ModelEMA, TrainConfig, train
+from sarvessel.model.train import (
+    DataKind,
+    ModelEMA,
+    TrainConfig,
+    init_from_checkpoint,
+    train,
+)
 from sarvessel.runtime.datasets import LabeledImage, write_yolo_labels
 
 
@@ -80,3 +86,28 @@ def test_cli_registers_train(tmp_path: Path) -> None:
     assert args.command == "train" and args.quantized is False
     assert main(["train", "--out", str(tmp_path), "--widths", "4,x"]) == 2
     assert main(["train", "--out", str(tmp_path), "--bits", "weight=two"]) == 2
+
+
+def test_init_grows_a_context_branch_from_a_chain_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    chain = build_model(ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                                    quantized=False))
+    ckpt = save_checkpoint(tmp_path / "chain.pt", chain)
+    grown = build_model(ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                                    context_widths=(8,)))
+    copied, fresh = init_from_checkpoint(grown, ckpt)
+    own = grown.state_dict()
+    # the whole body and the head after its first conv come from the chain
+    for k, v in chain.state_dict().items():
+        if k.startswith("body.") or k.startswith("head.3") or k.startswith("head.6"):
+            assert k in copied and torch.equal(own[k], v), k
+    # the branch and the first head conv (which now reads 8 + 8 channels) start fresh
+    assert "head.0.weight" in fresh and any(k.startswith("context.") for k in fresh)
+    assert "head.0.weight" not in copied
+
+
+def test_cli_parses_context_branch_and_mosaic(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["train", "--out", str(tmp_path), "--context-widths",
+                                      "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])
+    assert args.context_widths == "16,16" and args.mosaic == 0.5 and args.close_mosaic == 3
+    assert main(["train", "--out", str(tmp_path), "--context-widths", "8,a"]) == 2

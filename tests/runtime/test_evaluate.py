@@ -110,6 +110,14 @@ def test_false_positive_and_miss_are_counted(model_path: Path, tmp_path: Path) -
     assert r.precision == 0.5 and r.recall == 0.5
 
 
+def test_iou_threshold_overrides_the_model_nms(model_path: Path, tmp_path: Path) -> None:
+    # two ships one cell apart diagonally: their 32 px boxes overlap with IoU 576/1472 = 0.39
+    folder = _yolo_folder(tmp_path / "y", [_image(64, 64, [(16, 16), (24, 24)])])
+    assert evaluate(model_path, folder).report.tp == 2  # the model's NMS IoU is 0.5
+    r = evaluate(model_path, folder, iou_threshold=0.3).report
+    assert (r.tp, r.fn) == (1, 1)
+
+
 def test_voc_folder_with_split_and_cli(model_path: Path, tmp_path: Path) -> None:
     root = tmp_path / "voc"
     (root / "JPEGImages").mkdir(parents=True)

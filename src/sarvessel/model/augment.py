@@ -9,13 +9,14 @@ of fully developed speckle, additive in dB). Pixels at 0 (nodata) stay 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["AugmentConfig", "augment", "crop_or_pad", "db_jitter", "flip", "letterbox",
-           "resize", "rot90", "speckle"]
+__all__ = ["AugmentConfig", "augment", "augment_mosaic", "crop_or_pad", "db_jitter", "flip",
+           "letterbox", "mosaic", "resize", "rot90", "speckle"]
 
 #: dB per uint8 level of the shared preprocessing (70 dB over 255 levels).
 DB_PER_LEVEL = 70.0 / 255.0
@@ -39,6 +40,8 @@ class AugmentConfig:
     #: Equivalent number of looks of the extra speckle (lower is noisier), probability.
     looks: tuple[float, float] = (4.0, 16.0)
     speckle_p: float = 0.3
+    #: Probability that a training sample is a 4-image mosaic (:func:`mosaic`); 0 is off.
+    mosaic: float = 0.0
 
 
 def flip(img: np.ndarray, boxes: np.ndarray, *, horizontal: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -79,22 +82,24 @@ def resize(img: np.ndarray, boxes: np.ndarray, scale: float) -> tuple[np.ndarray
 
 
 def crop_or_pad(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, size: int, *,
-                x0: int, y0: int, min_visible: float = 0.4, min_side: float = 2.0
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Place ``img`` on a ``size`` x ``size`` zero canvas with its origin at canvas
-    ``(-x0, -y0)``: positive offsets crop, negative ones pad. Boxes are clipped; a box keeps only
-    if at least ``min_visible`` of its area and ``min_side`` pixels per side remain."""
+                x0: int, y0: int, min_visible: float = 0.4, min_side: float = 2.0,
+                height: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Place ``img`` on a ``size`` x ``size`` zero canvas (``height`` rows when given) with its
+    origin at canvas ``(-x0, -y0)``: positive offsets crop, negative ones pad. Boxes are clipped;
+    a box keeps only if at least ``min_visible`` of its area and ``min_side`` pixels per side
+    remain."""
     c, h, w = img.shape
-    canvas = np.zeros((c, size, size), img.dtype)
+    rows = size if height is None else height
+    canvas = np.zeros((c, rows, size), img.dtype)
     sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + size, w), min(y0 + size, h)
+    sx1, sy1 = min(x0 + size, w), min(y0 + rows, h)
     if sx1 > sx0 and sy1 > sy0:
         canvas[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = img[:, sy0:sy1, sx0:sx1]
     b = boxes - np.array([x0, y0, x0, y0], np.float32)
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     bc = b.copy()
     bc[:, [0, 2]] = bc[:, [0, 2]].clip(0, size)
-    bc[:, [1, 3]] = bc[:, [1, 3]].clip(0, size)
+    bc[:, [1, 3]] = bc[:, [1, 3]].clip(0, rows)
     bw, bh = bc[:, 2] - bc[:, 0], bc[:, 3] - bc[:, 1]
     keep = (bw >= min_side) & (bh >= min_side) & (bw * bh >= min_visible * np.maximum(area, 1e-6))
     return canvas, bc[keep].astype(np.float32), classes[keep]
@@ -163,6 +168,46 @@ def augment(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, size: int,
         x0 = _window_start(w, size, boxes[:, [0, 2]], rng)
         y0 = _window_start(h, size, boxes[:, [1, 3]], rng)
     return crop_or_pad(img, boxes, classes, size, x0=x0, y0=y0)
+
+
+def augment_mosaic(items: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]], size: int,
+                   rng: np.random.Generator, cfg: AugmentConfig
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`augment` each of four ``(img, boxes, classes, base_scale)`` items, then
+    :func:`mosaic` them. The speckle re-draw runs once on the mosaic (it is the costly step)."""
+    piece_cfg = replace(cfg, speckle_p=0.0)
+    pieces = [augment(img, b, k, size, rng, piece_cfg, base_scale=s) for img, b, k, s in items]
+    img, boxes, classes = mosaic(pieces, size, rng)
+    if rng.random() < cfg.speckle_p:
+        img = speckle(img, rng.uniform(*cfg.looks), rng)
+    return img, boxes, classes
+
+
+def mosaic(pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Four ``size`` x ``size`` samples -> one, as ultralytics' mosaic (without its affine): a
+    random centre splits the canvas into four quadrants and each is filled by a window of one
+    sample, placed near one of its boxes where it has any.
+
+    Why: one sample then shows ships of four scenes against four backgrounds (quays, open sea,
+    clutter), at their native scale, so a small data set such as SSDD yields more varied
+    context per step; it is the augmentation YOLOv8 relies on most."""
+    if len(pieces) != 4:
+        raise ValueError(f"mosaic needs 4 samples, got {len(pieces)}")
+    cx, cy = (int(rng.uniform(0.25, 0.75) * size) for _ in range(2))
+    canvas = np.zeros((pieces[0][0].shape[0], size, size), np.uint8)
+    all_boxes, all_classes = [], []
+    quads = ((0, 0, cx, cy), (cx, 0, size, cy), (0, cy, cx, size), (cx, cy, size, size))
+    for (img, boxes, classes), (qx0, qy0, qx1, qy1) in zip(pieces, quads, strict=True):
+        qw, qh = qx1 - qx0, qy1 - qy0
+        x0 = _window_start(img.shape[-1], qw, boxes[:, [0, 2]], rng)
+        y0 = _window_start(img.shape[-2], qh, boxes[:, [1, 3]], rng)
+        crop, b, k = crop_or_pad(img, boxes, classes, qw, x0=x0, y0=y0, height=qh)
+        canvas[:, qy0:qy1, qx0:qx1] = crop
+        all_boxes.append(b + np.array([qx0, qy0, qx0, qy0], np.float32))
+        all_classes.append(k)
+    return (canvas, np.concatenate(all_boxes).astype(np.float32).reshape(-1, 4),
+            np.concatenate(all_classes))
 
 
 def _window_start(extent: int, size: int, spans: np.ndarray, rng: np.random.Generator) -> int:

@@ -1,15 +1,15 @@
-"""Box maths in torch: IoU / CIoU, NMS, and the model's raw output decoded to boxes."""
+"""Box maths in torch for the loss and the assigner: element-wise IoU / CIoU.
+
+Decoding and NMS are the runtime's (:mod:`sarvessel.runtime.decode`), shared by training-time
+validation and every backend."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from sarvessel.model.anchors import dfl_decode, dist2bbox, make_anchors
-
-__all__ = ["bbox_iou", "box_iou_matrix", "decode_raw", "nms"]
+__all__ = ["bbox_iou"]
 
 
 def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, *, ciou: bool = False,
@@ -38,49 +38,3 @@ def bbox_iou(box1: torch.Tensor, box2: torch.Tensor, *, ciou: bool = False,
     with torch.no_grad():
         alpha = v / (v - iou + (1 + eps))
     return iou - (rho2 / c2 + v * alpha)
-
-
-def box_iou_matrix(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Pairwise IoU ``[N, M]`` of x1y1x2y2 boxes ``[N, 4]`` and ``[M, 4]``."""
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(0).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(0).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(0).prod(-1)
-    return inter / (area_a[:, None] + area_b[None] - inter + eps)
-
-
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS; returns indices of kept boxes in descending score order."""
-    order = scores.argsort(descending=True)
-    boxes = boxes[order]
-    over = (box_iou_matrix(boxes, boxes) > iou_threshold).numpy()
-    keep = np.ones(len(order), dtype=bool)
-    for i in range(len(order)):
-        if keep[i]:
-            keep[i + 1:] &= ~over[i, i + 1:]
-    return order[torch.from_numpy(keep)]
-
-
-def decode_raw(raw: torch.Tensor, *, stride: int, reg_max: int, conf_threshold: float = 0.001,
-               iou_threshold: float = 0.5, max_det: int = 300
-               ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Raw output ``[B, 4*reg_max+nc, h, w]`` to per-image (boxes x1y1x2y2 px ``[K, 4]``,
-    scores ``[K]``, classes ``[K]``) after a class-aware NMS."""
-    b, _, h, w = raw.shape
-    x = raw.flatten(2).permute(0, 2, 1)  # B, N, C
-    dist = dfl_decode(x[..., : 4 * reg_max].float(), reg_max)
-    anchors = make_anchors(h, w, stride, device=raw.device)
-    boxes = dist2bbox(dist, anchors) * stride
-    scores = x[..., 4 * reg_max:].float().sigmoid()
-    out = []
-    for i in range(b):
-        conf, cls = scores[i].max(-1)
-        keep = conf > conf_threshold
-        bx, cf, cl = boxes[i][keep], conf[keep], cls[keep]
-        if len(cf) > 3 * max_det:
-            top = cf.topk(3 * max_det).indices
-            bx, cf, cl = bx[top], cf[top], cl[top]
-        k = nms(bx + cl[:, None].float() * 4096.0, cf, iou_threshold)[:max_det]
-        out.append((bx[k], cf[k], cl[k]))
-    return out

@@ -46,10 +46,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", default="16,32,48,64,64", help="body widths, comma separated")
     p.add_argument("--dilations", default="",
                    help="dilation of each body block's conv, comma separated (default all 1)")
+    p.add_argument("--context-widths", default="",
+                   help="widths of the context branch at twice the stride, comma separated "
+                   "(default: no branch)")
+    p.add_argument("--context-dilations", default="",
+                   help="dilation of each context block, comma separated (default all 1)")
     p.add_argument("--stem-stride", type=int, default=2, choices=[1, 2],
                    help="stride of the first conv (default 2)")
     p.add_argument("--pools", type=int, default=2,
                    help="max-pools (stride = stem_stride * 2**pools; default 2)")
+    p.add_argument("--mosaic", type=float, default=0.0, metavar="P",
+                   help="probability of a 4-image mosaic sample (default 0: off)")
+    p.add_argument("--close-mosaic", type=int, default=0, metavar="N",
+                   help="train the last N epochs without mosaics (default 0)")
     p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--lr-final", type=float, default=0.05, help="final lr as a fraction of --lr")
     p.add_argument("--head-width", type=int, default=32)
@@ -72,6 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of ``sarvessel train``."""
+    from sarvessel.model.augment import AugmentConfig
     from sarvessel.model.config import BitWidths, ModelConfig
     from sarvessel.model.train import DataKind, TrainConfig
 
@@ -85,16 +95,16 @@ def run_train(args: argparse.Namespace) -> int:
         widths = tuple(int(w) for w in args.widths.split(","))
     except ValueError as exc:
         raise SarvesselError(f"--widths: not integers: {args.widths!r}") from exc
-    try:
-        dilations = tuple(int(d) for d in args.dilations.split(",")) if args.dilations else ()
-    except ValueError as exc:
-        raise SarvesselError(f"--dilations: not integers: {args.dilations!r}") from exc
+    dilations, context_widths, context_dilations = (
+        _int_list(getattr(args, n), "--" + n.replace("_", "-"))
+        for n in ("dilations", "context_widths", "context_dilations"))
     if args.channels == 1:
         names, bands = ("ship",), ("grey",)
     else:
         names, bands = ("non_vessel", "vessel", "fishing"), ("VV_dB", "VH_dB")[:args.channels]
     mc = ModelConfig(name=args.name, in_channels=args.channels, class_names=names,
-                     widths=widths, dilations=dilations, stem_stride=args.stem_stride,
+                     widths=widths, dilations=dilations, context_widths=context_widths,
+                     context_dilations=context_dilations, stem_stride=args.stem_stride,
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
                      quantized=args.quantized, bits=bits, bands=bands)
@@ -116,10 +126,19 @@ def run_train(args: argparse.Namespace) -> int:
                      ema_decay=args.ema_decay, train_size=args.train_size,
                      seed=args.seed, threads=args.threads, init=args.init, resume=args.resume,
                      eval_every=args.eval_every, export_dir=args.export_dir,
-                     max_batches=args.max_batches, max_images=args.max_images)
+                     max_batches=args.max_batches, max_images=args.max_images,
+                     augment=AugmentConfig(mosaic=args.mosaic), close_mosaic=args.close_mosaic)
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0
+
+
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    """Comma-separated integers (empty text: empty tuple)."""
+    try:
+        return tuple(int(v) for v in text.split(",")) if text.strip() else ()
+    except ValueError as exc:
+        raise SarvesselError(f"{flag}: not integers: {text!r}") from exc
 
 
 def _train_with_progress(tc: TrainConfig, mc: ModelConfig) -> dict[str, Any]:

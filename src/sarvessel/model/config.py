@@ -61,6 +61,16 @@ class ModelConfig:
     #: outgrow the ~65 px field of a plain 3-conv stride-8 chain. FINN's sliding-window
     #: generator implements dilation (``ConvolutionInputGenerator`` ``Dilation``).
     dilations: tuple[int, ...] = ()
+    #: Widths of the context branch's blocks (empty: no branch). The body output is
+    #: max-pooled to twice the output stride, run through these [3x3 conv -> BN -> ReLU] blocks,
+    #: upsampled (nearest) back and concatenated with the body output before the head. Why: a
+    #: conv at twice the stride costs a quarter of the MACs, so the same budget buys four times
+    #: the weights and a wider view (quays, moored rows of ships). The branch ends in the
+    #: body's last ReLU module, so both halves of the concatenation share one quantizer, as
+    #: FINN's StreamingConcat needs.
+    context_widths: tuple[int, ...] = ()
+    #: Dilation of each context block (empty: all 1).
+    context_dilations: tuple[int, ...] = ()
     #: Width of each head branch (box and class); head convs have 2*head_width channels.
     head_width: int = 32
     #: Kernel size of the first head conv (1 or 3).
@@ -81,6 +91,8 @@ class ModelConfig:
             self.bits = BitWidths(**self.bits)
         self.widths = tuple(int(w) for w in self.widths)
         self.dilations = tuple(int(d) for d in self.dilations)
+        self.context_widths = tuple(int(w) for w in self.context_widths)
+        self.context_dilations = tuple(int(d) for d in self.context_dilations)
         self.class_names = tuple(self.class_names)
         self.bands = tuple(self.bands)
         self.validate()
@@ -99,8 +111,17 @@ class ModelConfig:
         """Dilation of every body block (1 where ``dilations`` is empty)."""
         return self.dilations or (1,) * len(self.widths)
 
+    def context_block_dilations(self) -> tuple[int, ...]:
+        """Dilation of every context block (1 where ``context_dilations`` is empty)."""
+        return self.context_dilations or (1,) * len(self.context_widths)
+
+    @property
+    def head_in_channels(self) -> int:
+        """Channels into the head: the body's last width, plus the context branch's."""
+        return self.widths[-1] + (self.context_widths[-1] if self.context_widths else 0)
+
     def receptive_field(self) -> int:
-        """Receptive field of one output cell in input pixels (body and head)."""
+        """Receptive field of one output cell in input pixels (body, context branch, head)."""
         rf, jump = 1, 1
         for i, d in enumerate(self.block_dilations()):
             stride = self.stem_stride if i == 0 else 1
@@ -109,6 +130,9 @@ class ModelConfig:
             if i < self.pools:
                 rf += jump
                 jump *= 2
+        if self.context_widths:
+            rf += jump  # the branch's max-pool
+            rf += sum(2 * d * 2 * jump for d in self.context_block_dilations())
         return rf + (self.head_kernel - 1) * jump
 
     @property
@@ -130,6 +154,16 @@ class ModelConfig:
                               f"block ({len(self.widths)})")
         if self.dilations and any(d != 1 for d in self.dilations[:self.pools + 1]):
             raise ConfigError("dilations must be 1 up to the last pooled block and the stem")
+        if any(w < 1 for w in self.context_widths) or (
+                self.context_dilations and (len(self.context_dilations) != len(self.context_widths)
+                                            or any(d < 1 for d in self.context_dilations))):
+            raise ConfigError(f"context_widths {self.context_widths} must be positive, with one "
+                              f"positive context_dilations entry each ({self.context_dilations})")
+        if self.context_widths and self.pools >= len(self.widths):
+            raise ConfigError("a context branch needs a body that ends in a ReLU block, not a pool")
+        if self.context_widths and (self.tile_size // self.stride) % 2:
+            raise ConfigError(f"a context branch needs tile_size {self.tile_size} to be a "
+                              f"multiple of twice the stride {self.stride}")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
         if self.head_kernel not in (1, 3):
@@ -145,6 +179,8 @@ class ModelConfig:
         d = asdict(self)
         d["widths"] = list(self.widths)
         d["dilations"] = list(self.dilations)
+        d["context_widths"] = list(self.context_widths)
+        d["context_dilations"] = list(self.context_dilations)
         d["class_names"] = list(self.class_names)
         d["bands"] = list(self.bands)
         return d

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sarvessel.model.augment import AugmentConfig, augment, letterbox
+from sarvessel.model.augment import AugmentConfig, augment, augment_mosaic, letterbox
 from sarvessel.runtime.datasets import LabeledImage, load_image_grey
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.preprocess import DEFAULT_BANDS, BandRange, preprocess
@@ -74,6 +74,9 @@ class ImageDataset(Dataset):
         self.augment = augment
         self.seed, self.epoch = seed, 0
         self.channels = channels
+        #: Draw mosaics (``augment.mosaic``); the training loop turns it off for the last
+        #: ``close_mosaic`` epochs so the model ends on whole, unstitched images.
+        self.use_mosaic = True
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -106,6 +109,11 @@ class ImageDataset(Dataset):
             tile, boxes, _ = letterbox(img, it.boxes, self.tile_size)
             return tile, boxes, it.classes.copy()
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.use_mosaic and self.augment.mosaic > 0 and rng.random() < self.augment.mosaic:
+            picks = [index, *(int(i) for i in rng.integers(len(self.items), size=3))]
+            return augment_mosaic([(self.image(i), self.items[i].boxes, self.items[i].classes,
+                                    self.letterbox_scale(i)) for i in picks],
+                                  self.train_size, rng, self.augment)
         return augment(img, it.boxes, it.classes, self.train_size, rng, self.augment,
                        base_scale=self.letterbox_scale(index))
 

@@ -1,5 +1,6 @@
-"""Quick AP50 for training-time validation: torch inference on the letterboxed tiles, scored by
-the runtime's COCO matching (:func:`sarvessel.runtime.ap.match_image`) with all-point
+"""Quick AP50 for training-time validation: torch inference on the letterboxed tiles, decoded by
+the runtime's :func:`~sarvessel.runtime.decode.decode` (as every backend) and scored by the
+runtime's COCO matching (:func:`sarvessel.runtime.ap.match_image`) with all-point
 interpolation (VOC 2010+), at one IoU threshold and class-agnostic.
 """
 
@@ -10,10 +11,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from sarvessel.model.boxes import decode_raw
 from sarvessel.model.data import ImageDataset, SceneChipDataset, collate
 from sarvessel.runtime.ap import Interpolation, match_image
 from sarvessel.runtime.ap import average_precision as runtime_ap
+from sarvessel.runtime.decode import decode
 
 __all__ = ["average_precision", "evaluate_ap", "predict_dataset"]
 
@@ -54,13 +55,12 @@ def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDat
         for s in range(0, len(dataset), batch):
             idx = list(range(s, min(s + batch, len(dataset))))
             b = collate([dataset[i] for i in idx])
-            raw = model(b.images)
-            for i, (bx, sc, cl) in zip(idx, decode_raw(raw, stride=stride, reg_max=reg_max,
-                                                       conf_threshold=conf_threshold,
-                                                       iou_threshold=iou_threshold),
-                                       strict=True):
-                scale = dataset.letterbox_scale(i)
-                out.append(((bx / scale).numpy(), sc.numpy(), cl.numpy()))
+            raw = model(b.images).numpy()
+            dets = decode(raw, stride=stride, reg_max=reg_max, conf_threshold=conf_threshold,
+                          iou_threshold=iou_threshold)
+            for i, d in zip(idx, dets, strict=True):
+                xyxy = d.boxes[:, [1, 0, 3, 2]] / dataset.letterbox_scale(i)  # tlbr -> x1y1x2y2
+                out.append((xyxy, d.scores, d.classes))
     finally:
         model.train(was)
     return out

@@ -1,7 +1,9 @@
 """The detector: a FINN-friendly YOLOv8-style network (one plain chain, one output stride).
 
 Body: [3x3 conv (no bias) -> BN -> ReLU] blocks, the first one with stride ``stem_stride``, the
-first ``pools`` of them followed by MaxPool2d(2). Head: YOLOv8's decoupled box (DFL) and class
+first ``pools`` of them followed by MaxPool2d(2). Optional context branch: max-pool, more such
+blocks at twice the stride, nearest upsampling, concatenated with the body output (both halves
+leave through one shared ReLU quantizer). Head: YOLOv8's decoupled box (DFL) and class
 branches, computed as one chain of dense convs whose weights are masked block-diagonal (box half /
 class half), so FINN sees a plain sequence with no Split/Concat. ``forward`` always returns the
 raw output
@@ -97,9 +99,23 @@ class SarYolo(nn.Module):
                 layers.append(nn.MaxPool2d(2))
             cin = w
         self.body = nn.Sequential(*layers)
+        self.context: nn.Sequential | None = None
+        if cfg.context_widths:
+            ctx: list[nn.Module] = [nn.MaxPool2d(2)]
+            c = cin
+            for i, (w, dil) in enumerate(zip(cfg.context_widths, cfg.context_block_dilations(),
+                                             strict=True)):
+                last = i == len(cfg.context_widths) - 1
+                # the last ReLU is the body's own module: one quantizer for both concat inputs
+                ctx += [_conv(cfg, c, w, 3, b.weight, dilation=dil), nn.BatchNorm2d(w),
+                        self.body[-1] if last else _relu(cfg, b.act)]
+                c = w
+            ctx.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            self.context = nn.Sequential(*ctx)
         h2 = 2 * cfg.head_width
         self.head = nn.Sequential(
-            _conv(cfg, cin, h2, cfg.head_kernel, b.weight), nn.BatchNorm2d(h2), _relu(cfg, b.act),
+            _conv(cfg, cfg.head_in_channels, h2, cfg.head_kernel, b.weight), nn.BatchNorm2d(h2),
+            _relu(cfg, b.act),
             _conv(cfg, h2, h2, 1, b.weight), nn.BatchNorm2d(h2), _relu(cfg, b.last_act),
             _conv(cfg, h2, cfg.out_channels, 1, b.last_weight, bias=True),
         )
@@ -114,7 +130,10 @@ class SarYolo(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: float ``[B, C, H, W]`` holding uint8 values 0..255 (H, W multiples of the
         stride). Returns raw ``[B, 4*reg_max + nc, H/s, W/s]``."""
-        return self.head(self.body(x))
+        f = self.body(x)
+        if self.context is not None:
+            f = torch.cat([f, self.context(f)], 1)
+        return self.head(f)
 
     def head_masks(self) -> dict[str, torch.Tensor]:
         """Block-diagonal masks of the two masked head convs, by module name."""

@@ -35,7 +35,7 @@ from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataKind", "ModelEMA", "TrainConfig", "train"]
+__all__ = ["DataKind", "ModelEMA", "TrainConfig", "init_from_checkpoint", "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "val_ap50",
                  "train_s", "eval_s")
@@ -87,6 +87,8 @@ class TrainConfig:
     #: Limit the number of training / validation images (smoke tests); None is all.
     max_images: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: Train the last n epochs without mosaics (ultralytics ``close_mosaic``).
+    close_mosaic: int = 0
 
 
 class ModelEMA:
@@ -132,11 +134,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
 
     model = build_model(model_cfg)
     if cfg.init is not None and not cfg.resume:
-        src, _ = load_checkpoint(cfg.init, quantized=model_cfg.quantized)
-        missing, _ = model.load_state_dict(src.state_dict(), strict=False)
-        log.info("initialised from %s (%d quantizer entries start from statistics)",
-                 cfg.init, len(missing))
-        model.apply_masks()
+        copied, fresh = init_from_checkpoint(model, cfg.init)
+        log.info("initialised from %s: %d tensors copied, %d start fresh (quantizer scales "
+                 "start from statistics)", cfg.init, len(copied), len(fresh))
     ops = count_ops(model, model_cfg.tile_size, model_cfg.in_channels)
     ops2 = count_ops(model, 512, 2)
     log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
@@ -180,6 +180,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
 
     for epoch in range(start_epoch, cfg.epochs):
         train_ds.set_epoch(epoch)
+        if hasattr(train_ds, "use_mosaic"):
+            train_ds.use_mosaic = epoch < cfg.epochs - cfg.close_mosaic
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_ds))
         model.train()
         t0 = time.time()
@@ -272,6 +274,20 @@ def plot_curves(csv_path: Path, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` every tensor of checkpoint ``path`` whose name and shape match; the
+    rest keep their fresh init. Returns (copied, fresh) names.
+
+    Why: a float run's weights seed QAT (the quantizer scales start fresh), and a grown network
+    (e.g. a context branch added to a trained body) starts from the trained body."""
+    src, _ = load_checkpoint(path, quantized=model.cfg.quantized)
+    own = model.state_dict()
+    state = {k: v for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape}
+    missing, _ = model.load_state_dict(state, strict=False)
+    model.apply_masks()
+    return sorted(state), sorted(missing)
 
 
 def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDataset]:

@@ -65,6 +65,7 @@ def evaluate(
     split: str = "test",
     eval_conf: float = 0.001,
     conf_threshold: float | None = None,
+    iou_threshold: float | None = None,
     overlap: int = 64,
     threads: int | None = None,
     interpolation: Interpolation | str = Interpolation.COCO101,
@@ -74,18 +75,20 @@ def evaluate(
     split: ``test``, ``test_inshore``, ``test_offshore``, ``train`` or ``all`` (SSDD and VOC
     folders with ``ImageSets/Main``; ignored for YOLO folders). eval_conf: score above which
     detections enter the AP; the default is 0.001. conf_threshold: score for precision/recall/F1;
-    the default is the model's. overlap: tile overlap in pixels for images larger than a tile;
+    the default is the model's. iou_threshold: NMS overlap (within and across tiles); the
+    default is the model's. overlap: tile overlap in pixels for images larger than a tile;
     the default is 64. threads: onnxruntime intra-op threads. interpolation: AP interpolation;
     the default is COCO's 101 points.
     """
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
 
     items = load_dataset(data, split=split)
-    backend = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf)
-    meta = backend.metadata
+    backend = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
+                          iou_threshold=iou_threshold)
     result = evaluate_backend(
-        backend, items, nc=meta.nc, iou_threshold=meta.iou_threshold,
-        conf_threshold=meta.conf_threshold if conf_threshold is None else conf_threshold,
+        backend, items, nc=backend.metadata.nc, iou_threshold=backend.iou_threshold,
+        conf_threshold=(backend.metadata.conf_threshold if conf_threshold is None
+                        else conf_threshold),
         overlap=overlap, interpolation=interpolation)
     result.model = str(model_path)
     result.data = str(data)
@@ -246,6 +249,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    choices=[s.value for s in SsddSplit] + [ALL_SPLITS],
                    help="split of an SSDD/VOC folder (default: test)")
     p.add_argument("--conf", type=float, help="score threshold for P/R/F1 (default: model's)")
+    p.add_argument("--iou", type=float, help="NMS IoU threshold (default: model's)")
     p.add_argument("--eval-conf", type=float, default=0.001,
                    help="lowest score entering the AP (default 0.001)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
@@ -264,8 +268,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of ``sarvessel eval``."""
     result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
-                      conf_threshold=args.conf, overlap=args.overlap, threads=args.threads,
-                      interpolation=args.interpolation)
+                      conf_threshold=args.conf, iou_threshold=args.iou, overlap=args.overlap,
+                      threads=args.threads, interpolation=args.interpolation)
     r = result.report
     print(f"{result.images} images ({result.tiles} tiles), {r.n_gt} objects, "
           f"{1e3 * result.seconds / result.images:.1f} ms/image")
