@@ -65,6 +65,52 @@ def test_standin_converts_fully(standin_qonnx: Path, tmp_path: Path) -> None:
     _check_full_conversion(cfg, result)
 
 
+def test_chain_takes_the_plain_path(flow_64) -> None:
+    """A plain chain is not treated as branched: no fork/join handling, no stream layers."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sarvessel.hw.steps import has_branches
+
+    _, result = flow_64
+    for step in ("qonnx_to_finn", "streamline", "convert_to_hw"):
+        assert not has_branches(ModelWrapper(str(result.checkpoints[step]))), step
+    ops = {n.op_type for n in result.model.graph.node}
+    assert not ops & {"DuplicateStreams_hls", "StreamingConcat_hls",
+                      "UpsampleNearestNeighbour_hls"}
+
+
+def test_context_branch_with_its_own_quantizer_is_rejected(tmp_path: Path) -> None:
+    """StreamingConcat joins integers of one grid: a context branch that ends in a quantizer
+    of its own (a second scale) cannot stream, and the error says why."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import _calibrate, _finn_or_skip
+
+    _finn_or_skip()
+    try:
+        from sarvessel.model.config import scene_config
+        from sarvessel.model.network import _relu, build_model
+        from sarvessel.quantize.export import export_qonnx
+    except ImportError:
+        pytest.skip("the real network is needed for a context branch")
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.flow import run_flow
+
+    cfg = scene_config(tile_size=64, widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2),
+                       context_widths=(16, 16), context_dilations=(1, 2))
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    net.context[-2] = _relu(cfg, cfg.bits.act)  # not the body's quantizer any more
+    _calibrate(net, 2)
+    path = tmp_path / "two_scales.onnx"
+    export_qonnx(net, path, tile=64, channels=2)
+    with pytest.raises(ConversionError, match="one shared quantizer"):
+        run_flow(path, HWConfig(output_dir=tmp_path / "out", tile_size=64, tile_overlap=8))
+
+
 def test_float_op_inside_the_chain_is_rejected(tmp_path: Path) -> None:
     import brevitas.nn as qnn
     import torch

@@ -71,6 +71,90 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path) -> None:
     assert all(t.ref_std > 0 for t in report.tiles)
 
 
+def test_context_branch_converts_and_stays_bit_exact(tmp_path) -> None:
+    """A context branch (the body output forks into a Concat and a max-pool -> dilated convs ->
+    nearest x2 upsampling path, both Concat inputs leaving one shared quantizer) becomes
+    DuplicateStreams, UpsampleNearestNeighbour and StreamingConcat inside the one dataflow
+    partition; the HW graphs equal the QONNX model bit for bit and the estimate prices the
+    Concat's skip FIFO."""
+    import sys
+    from pathlib import Path
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.estimate import load_report
+    from sarvessel.hw.flow import run_flow
+    from sarvessel.hw.steps import (
+        _fold_upsamplers,
+        conversion_problems,
+        has_branches,
+        is_hw_node,
+        parent_model_path,
+    )
+    from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import _finn_or_skip, export_contract_qonnx
+
+    _finn_or_skip()
+    path, which = export_contract_qonnx(tmp_path / "context.onnx", tile=64,
+                                        widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2),
+                                        context_widths=(16, 16), context_dilations=(1, 2))
+    if which != "sarvessel.model.network":
+        pytest.skip("the real network is needed for a context branch")
+    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
+    result = run_flow(path, cfg)
+    assert has_branches(ModelWrapper(str(result.checkpoints["qonnx_to_finn"])))
+    hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
+    assert conversion_problems(hw, cfg) == []
+    ops = [n.op_type for n in hw.graph.node]
+    for op in ("StreamingConcat", "UpsampleNearestNeighbour", "DuplicateStreams"):
+        assert ops.count(op) == 1, (op, ops)
+    dup = next(n for n in hw.graph.node if n.op_type == "DuplicateStreams")
+    concat = next(n for n in hw.graph.node if n.op_type == "StreamingConcat")
+    assert any(o in concat.input for o in dup.output)  # the skip path
+    up = next(n for n in hw.graph.node if n.op_type == "UpsampleNearestNeighbour")
+    assert up.output[0] in concat.input
+    # all of it in one partition, specialised; only the layout head and CPU tail outside
+    df = result.model
+    assert all(is_hw_node(n) for n in df.graph.node)
+    df_ops = {n.op_type for n in df.graph.node}
+    assert {"StreamingConcat_hls", "UpsampleNearestNeighbour_hls",
+            "DuplicateStreams_hls"} <= df_ops
+    parent = ModelWrapper(str(parent_model_path(df)))
+    assert [n.op_type for n in parent.graph.node] == [
+        "Transpose", "StreamingDataflowPartition", "Transpose", "Mul", "Add"
+    ]
+    # SetFolding ignores the upsampler; the flow folds it to the target itself (8x8x16 words
+    # at SIMD 1 = 1024 cycles; a 256-cycle target needs SIMD 4)
+    spec = ModelWrapper(str(result.checkpoints["specialize_layers"]))
+    up_hls = next(n for n in _fold_upsamplers(spec, 256).graph.node
+                  if n.op_type == "UpsampleNearestNeighbour_hls")
+    assert next(a.i for a in up_hls.attribute if a.name == "SIMD") == 4
+    tiles = synthetic_sar_tiles(2, channels=2, tile=64)
+    report = verify_flow_outputs(path, cfg.output_dir, tiles)
+    assert report.hw_exact
+    assert report.tiles[0].max_abs_ref != report.tiles[1].max_abs_ref
+    for t in report.tiles:
+        assert t.ref_std > 0
+        assert t.hw_vs_finn_exact is True and t.dataflow_exact is True
+        assert t.qonnx_mismatch <= 0.01
+    # the estimate: the new layers are listed, the skip FIFO holds the whole 8-row map
+    # (the branch's pool + 3x3 d1 + 3x3 d2 windows reach 7 rows past the current one)
+    rep = load_report(cfg.report_dir() / "estimate.json")
+    names = {ly.op_type for ly in rep.layers}
+    assert {"StreamingConcat_hls", "UpsampleNearestNeighbour_hls",
+            "DuplicateStreams_hls"} <= names
+    fifo = [ly for ly in rep.layers if ly.name.startswith("skip_fifo_")]
+    assert len(fifo) == 1 and fifo[0].cycles == 0
+    simd = next(a.i for n in df.graph.node if n.op_type == "StreamingConcat_hls"
+                for a in n.attribute if a.name == "SIMD")
+    assert fifo[0].folding["depth"] == 8 * 8 * 16 // simd
+    assert fifo[0].resources["LUT"] > 0
+    assert rep.totals["LUT"] == pytest.approx(sum(ly.resources["LUT"] for ly in rep.layers))
+
+
 def test_tampered_dataflow_model_is_caught(flow_64, small_qonnx, tmp_path) -> None:
     from qonnx.core.modelwrapper import ModelWrapper
 

@@ -236,6 +236,79 @@ def test_standin_network_exports_exactly(bits: int, tmp_path: Path) -> None:
     assert OnnxBackend(c.path).metadata.name == "standin"
 
 
+def _context_saryolo(bits: int) -> nn.Module:
+    """SarYolo with a context branch: fork after the body, max-pool + dilated convs at twice
+    the stride, nearest upsampling, Concat with the body output."""
+    cfg = scene_config(widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2), context_widths=(16, 16),
+                       context_dilations=(1, 2), head_width=8, reg_max=4, tile_size=TILE,
+                       bits=BitWidths(weight=bits, act=bits))
+    torch.manual_seed(bits)
+    model = build_model(cfg)
+    _calibrate(model, cfg.in_channels)
+    _nontrivial_bn(model, seed=bits)
+    return model
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_context_branch_exports_exactly(bits: int, tmp_path: Path) -> None:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    model = _context_saryolo(bits)
+    assert model.context[-2] is model.body[-1]  # one QuantReLU ends both Concat inputs
+    q = export_qonnx(model, tmp_path / "ctx_qonnx.onnx", tile=TILE, channels=2)
+    c = export_qcdq(model, tmp_path / "ctx.onnx", tile=TILE, channels=2)
+    out = TILE // model.cfg.stride
+    assert q.output_shape == [1, 4 * 4 + 3, out, out] and c.output_shape[1:] == q.output_shape[1:]
+    for r in (q, c):
+        assert r.op_counts["Concat"] == 1 and r.op_counts["Resize"] == 1
+        assert r.op_counts["Conv"] == 4 + 2 + 3
+    # QONNX: both Concat inputs come out of Quant nodes with the same scale and bit width
+    mw = ModelWrapper(str(q.path))
+    concat = mw.get_nodes_by_op_type("Concat")[0]
+    quants = []
+    for t in concat.input:
+        node = mw.find_producer(t)
+        while node.op_type != "Quant":
+            node = mw.find_producer(node.input[0])
+        quants.append(node)
+    scales = [mw.get_initializer(n.input[1]) for n in quants]
+    widths = [mw.get_initializer(n.input[3]) for n in quants]
+    assert quants[0] is not quants[1]
+    assert np.array_equal(scales[0], scales[1]) and np.array_equal(widths[0], widths[1])
+    assert len(mw.find_consumers(quants[0].output[0])) == 2  # the fork: Concat, MaxPool
+    rep = check_equivalence(model, q.path, c.path, _tiles(2, 3), atol=1e-4)
+    assert [(p.a, p.b) for p in rep.pairs] == [("brevitas", "qonnx"), ("brevitas", "onnxruntime"),
+                                               ("qonnx", "onnxruntime")]
+    for p in rep.pairs:
+        assert p.code_mismatches == 0, p  # integer-exact accumulators of the last conv
+        assert p.max_abs_diff < 1e-4
+    assert rep.quantum_residual < 0.25
+    # integer-fusable variant: the fork's DequantizeLinear is split, MaxPool and Resize move
+    # before theirs and the Concat joins integers, so with 4 bits every 4-bit conv fuses
+    # (3 body + 2 context + 2 head: all but the 8-bit first and the float-output last conv)
+    i8 = export_qcdq_int8(model, tmp_path / "ctx_int8.onnx", tile=TILE, channels=2)
+    assert i8.op_counts["Concat"] == 1
+    fused = {4: 7, 8: 0}[bits]
+    assert i8.op_counts.get("BatchNormalization", 0) == 8 - fused
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "ctx_opt.onnx")
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(i8.path), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "ctx_opt.onnx")).graph.node]
+    assert ops.count("QLinearConv") == fused, ops
+    x = _tiles(2, 2, seed=3).astype(np.float32)
+    runs = []
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        o = ort.SessionOptions()
+        o.graph_optimization_level = level
+        sess = ort.InferenceSession(str(i8.path), o, providers=["CPUExecutionProvider"])
+        runs.append(sess.run(None, {"x": x})[0])
+    np.testing.assert_allclose(runs[1], runs[0], atol=1e-4)
+    check_equivalence(model, None, i8.path, _tiles(2, 3), atol=0.25)
+
+
 def test_metadata_must_fit_the_export(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="channels"):
         export_qcdq(StandIn(4), tmp_path / "x.onnx", tile=TILE, channels=2,

@@ -7,9 +7,14 @@ its builder steps without ``XILINX_VIVADO`` (NOTES §5). Steps are registered by
 checkpoint after each.
 
 The flow turns the cleaned QONNX detector (UINT8 input, Conv+BN+QuantReLU(+MaxPool) chain, final
-conv with bias) into ONE dataflow partition. Only layout transposes may stay in front of it, and
-the last conv's per-channel scale ``Mul`` and bias ``Add`` (plus a transpose back to NCHW) after
-it: these run on the CPU. Anything else left outside raises :class:`ConversionError`.
+conv with bias) into ONE dataflow partition. A detector with a context branch (the body output
+forks into a Concat and a MaxPool -> convs -> nearest Resize x2 path that rejoins it; both
+Concat inputs leave one shared quantizer) converts too: the fork becomes ``DuplicateStreams``,
+the Resize ``UpsampleNearestNeighbour`` and the Concat ``StreamingConcat``, all in the same
+partition; a plain chain goes through exactly the transformations it always did. Only layout
+transposes may stay in front of the partition, and the last conv's per-channel scale ``Mul`` and
+bias ``Add`` (plus a transpose back to NCHW) after it: these run on the CPU. Anything else left
+outside raises :class:`ConversionError`.
 """
 
 from __future__ import annotations
@@ -153,7 +158,10 @@ def step_streamline(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
+    branched = has_branches(model)
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    if branched:
+        model = _scales_past_fork_and_join(model)
     model = model.transform(Streamline())
     model = model.transform(LowerConvsToMatMul())
     model = model.transform(MakeMaxPoolNHWC())
@@ -163,14 +171,96 @@ def step_streamline(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     model = model.transform(Streamline())
     model = model.transform(RoundAndClipThresholds())
     model = model.transform(InferDataLayouts())
+    if branched:
+        model = _branches_to_nhwc(model)
     model = model.transform(RemoveUnusedTensors())
     return model
+
+
+def has_branches(model: ModelWrapper) -> bool:
+    """True when the graph is not a plain chain: some tensor feeds two nodes (a fork) or some
+    node takes two dynamic inputs (a join, e.g. the context branch's Concat)."""
+    for node in model.graph.node:
+        for t in node.output:
+            if len(model.find_consumers(t)) > 1:
+                return True
+        dynamic = [t for t in node.input if t and model.get_initializer(t) is None]
+        if node.op_type != "MultiThreshold" and len(dynamic) > 1:
+            return True
+    return False
+
+
+def _scales_past_fork_and_join(model: ModelWrapper) -> ModelWrapper:
+    """Move the activation scales of a branched graph out of the way of streamlining.
+
+    A QuantReLU becomes ``MultiThreshold -> Mul(scale)``; the body's last one forks (Concat and
+    the context branch's MaxPool) and the two Concat inputs both end in such a Mul (one shared
+    quantizer: equal scalar scales). Copy each forking Mul into every branch, move the context
+    branch's Mul past the nearest Resize (which commutes with a scalar), then the two equal Muls
+    past the Concat, where the usual streamlining absorbs it into the next thresholds. Unequal
+    scales stay in front of the Concat and :func:`conversion_problems` reports them.
+    """
+    from finn.transformation.streamline.reorder import (
+        MoveAddPastJoinConcat,
+        MoveLinearPastFork,
+        MoveMulPastJoinConcat,
+        MoveScalarLinearPastInvariants,
+    )
+
+    for trn in (MoveLinearPastFork(), MoveScalarLinearPastInvariants(), MoveMulPastJoinConcat(),
+                MoveAddPastJoinConcat()):
+        model = model.transform(trn)
+        model = model.transform(InferShapes())
+        model = model.transform(InferDataTypes())
+        model = model.transform(InferDataLayouts())
+    return model
+
+
+def _branches_to_nhwc(model: ModelWrapper) -> ModelWrapper:
+    """Bring the Resize and the Concat of a context branch into NHWC, as the streaming layers
+    want them, and cancel the layout transposes around them.
+
+    After lowering, the branch reads ``MT(NHWC) -> Transpose(NCHW) -> Resize -> Concat(axis 1)
+    -> Transpose(NHWC)`` and the fork's other side ``Transpose(NCHW) -> Transpose(NHWC) ->
+    MaxPoolNHWC``. The Resize swaps with the transpose in front of it (its scales permuted to
+    NHWC); identical transposes on every Concat input move past it (the axis becomes 3); the
+    forking transpose is copied into each branch; opposite pairs cancel.
+    """
+    from finn.transformation.streamline.absorb import AbsorbConsecutiveTransposes
+    from finn.transformation.streamline.reorder import MakeScaleResizeNHWC
+
+    model = model.transform(MakeScaleResizeNHWC())
+    model = model.transform(InferDataLayouts())
+    model = model.transform(_identical_transposes_past_concat())
+    model = model.transform(AbsorbConsecutiveTransposes())
+    model = model.transform(InferShapes())
+    model = model.transform(InferDataTypes())
+    model = model.transform(InferDataLayouts())
+    return model
+
+
+def _identical_transposes_past_concat() -> object:
+    """finn-plus's ``MoveTransposePastJoinConcat``, but only for equal permutations on every
+    Concat input (its own check compares them and then never returns False)."""
+    from finn.transformation.streamline.reorder import MoveTransposePastJoinConcat
+    from qonnx.util.basic import get_by_name
+
+    class MoveIdenticalTransposesPastJoinConcat(MoveTransposePastJoinConcat):
+        def are_producers_identical(self, model: ModelWrapper, producers: list) -> bool:
+            if not all(p is not None and p.op_type == "Transpose" for p in producers):
+                return False
+            perms = [list(get_by_name(p.attribute, "perm").ints) for p in producers]
+            return all(p == perms[0] for p in perms)
+
+    return MoveIdenticalTransposesPastJoinConcat()
 
 
 @register_step()
 def step_convert_to_hw(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     """Map MatMul(+MultiThreshold) to MVAU, Im2Col to padding + sliding-window generators,
-    MaxPoolNHWC to Pool, leftover MultiThresholds to Thresholding."""
+    MaxPoolNHWC to Pool, leftover MultiThresholds to Thresholding; in a branched graph also
+    nearest Resize to UpsampleNearestNeighbour, channel Concat to StreamingConcat and every
+    fork to DuplicateStreams."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
     from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
@@ -182,10 +272,22 @@ def step_convert_to_hw(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     )
     from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
 
+    branched = has_branches(model)
     model = model.transform(InferQuantizedMatrixVectorActivation())
     model = model.transform(InferThresholdingLayer())
     model = model.transform(InferPool())
     model = model.transform(InferConvInpGen())
+    if branched:
+        from finn.transformation.fpgadataflow.convert_to_hw.concat import InferConcatLayer
+        from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+            InferDuplicateStreamsLayer,
+        )
+        from finn.transformation.fpgadataflow.convert_to_hw.upsample import InferUpsample
+
+        model = model.transform(InferUpsample())
+        model = model.transform(InferConcatLayer())
+        # last: every fork between HW layers becomes an explicit stream duplicator
+        model = model.transform(InferDuplicateStreamsLayer())
     model = model.transform(absorb.AbsorbConsecutiveTransposes())
     model = model.transform(RemoveCNVtoFCFlatten())
     model = model.transform(GiveUniqueNodeNames())
@@ -251,7 +353,8 @@ def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     The target is :meth:`HWConfig.target_cycles_per_tile`. When the estimated resources exceed
     the budget the target is relaxed by ``cfg.folding_relax_factor`` and the folding redone from
     scratch, at most ``cfg.max_folding_attempts`` times; the chosen target and whether it fits are
-    stored in the model metadata (the estimate report shows both).
+    stored in the model metadata (the estimate report shows both). SetFolding leaves nearest
+    upsampling layers alone, so they are folded first (:func:`_fold_upsamplers`).
     """
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
@@ -259,7 +362,7 @@ def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
 
     target = cfg.target_cycles_per_tile()
     for attempt in range(1, cfg.max_folding_attempts + 1):
-        folded = copy.deepcopy(model).transform(
+        folded = _fold_upsamplers(copy.deepcopy(model), target).transform(
             SetFolding(target, mvau_wwidth_max=cfg.mvau_wwidth_max, two_pass_relaxation=True)
         )
         over = over_budget(total_resources(folded, cfg), cfg)
@@ -296,6 +399,22 @@ def step_generate_estimates(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     return model
 
 
+def _fold_upsamplers(model: ModelWrapper, target: int) -> ModelWrapper:
+    """Give every UpsampleNearestNeighbour layer the smallest SIMD (a divisor of its channels)
+    that meets ``target`` cycles per tile (the largest when none does); finn-plus's SetFolding
+    does not handle the op and would leave it at SIMD 1, possibly the bottleneck."""
+    for node in model.graph.node:
+        if not node.op_type.startswith("UpsampleNearestNeighbour"):
+            continue
+        inst = getCustomOp(node)
+        channels = int(inst.get_nodeattr("NumChannels"))
+        for simd in (d for d in range(1, channels + 1) if channels % d == 0):
+            inst.set_nodeattr("SIMD", simd)
+            if inst.get_exp_cycles() <= target:
+                break
+    return model
+
+
 def _minimize_bit_width(model: ModelWrapper) -> ModelWrapper:
     from finn.transformation.fpgadataflow.minimize_accumulator_width import (
         MinimizeAccumulatorWidth,
@@ -321,7 +440,8 @@ def conversion_problems(model: ModelWrapper, cfg: HWConfig) -> list[str]:
     CPU tail; empty when it converts fully.
 
     Checks: every non-HW node is an allowed head op before the first HW node or an allowed tail
-    op after the last; no HW layer has a FLOAT32 input or output.
+    op after the last; no HW layer has a FLOAT32 input or output (every stream of a
+    StreamingConcat or DuplicateStreams included).
     """
     nodes = list(model.graph.node)
     hw_idx = [i for i, n in enumerate(nodes) if is_hw_node(n)]
@@ -338,10 +458,15 @@ def conversion_problems(model: ModelWrapper, cfg: HWConfig) -> list[str]:
             continue
         where = "inside" if first < i < last else "before" if i < first else "after"
         problems.append(f"{n.op_type} node {n.name!r} {where} the HW layers is not a HW layer")
+        if n.op_type == "Concat" and not all(
+                model.get_tensor_datatype(t).is_integer() for t in n.input):
+            problems.append(f"Concat {n.name!r} joins non-integer tensors: its inputs must "
+                            "leave one shared quantizer (same scale) for the scales to move past")
     float_dt = DataType["FLOAT32"]
     for i in hw_idx:
         n = nodes[i]
-        for t in (n.input[0], n.output[0]):
+        dynamic = [t for t in n.input if t and model.get_initializer(t) is None]
+        for t in [*dynamic, *n.output]:
             if model.get_tensor_datatype(t) == float_dt:
                 problems.append(f"HW layer {n.op_type} {n.name!r} has FLOAT32 tensor {t!r}")
     return problems

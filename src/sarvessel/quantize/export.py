@@ -304,6 +304,11 @@ class _IntegerRewrite:
     per-channel weight scale and an int32 bias (a negative BN gain flips the sign of that
     channel's integer weights, which a narrow symmetric range keeps in range); quantise the float
     graph input with scale 1 (exact for 0..255); move MaxPool before its DequantizeLinear.
+    A context branch adds a fork (one DequantizeLinear feeding the Concat and the branch's
+    MaxPool: each consumer gets its own copy), a nearest Resize (moved before its
+    DequantizeLinear like MaxPool) and a Concat of two DequantizeLinears with one scale (the
+    shared quantizer: concatenated as integers, dequantised once), so the convs behind the
+    MaxPool and the Concat see a DequantizeLinear input and can fuse too.
     """
 
     def __init__(self, model_proto: Any) -> None:
@@ -315,7 +320,9 @@ class _IntegerRewrite:
     def run(self) -> None:
         self._fold_weight_clips()
         self._quantize_graph_input()
+        self._split_shared_dequant()
         self._maxpool_before_dequant()
+        self._concat_before_dequant()
         for conv in [n for n in self.graph.node if n.op_type == "Conv"]:
             self._fold_bn(conv)
         self._prune()
@@ -380,10 +387,30 @@ class _IntegerRewrite:
         self.graph.node.insert(0, dq)
         self.graph.node.insert(0, q)
 
+    def _split_shared_dequant(self) -> None:
+        """Give every consumer of an activation DequantizeLinear its own copy (the context
+        branch's fork feeds the Concat and a MaxPool from one), so that each can be moved."""
+        for dq in [n for n in self.graph.node if n.op_type == "DequantizeLinear"]:
+            if dq.input[0] in self.inits:
+                continue
+            consumers = self._consumers(dq.output[0])
+            for k, consumer in enumerate(consumers[1:], start=1):
+                twin = type(dq)()
+                twin.CopyFrom(dq)
+                twin.name = f"{dq.name}_copy{k}"
+                twin.output[0] = f"{dq.output[0]}_copy{k}"
+                for j, t in enumerate(consumer.input):
+                    if t == dq.output[0]:
+                        consumer.input[j] = twin.output[0]
+                self.graph.node.insert(list(self.graph.node).index(dq) + 1, twin)
+
     def _maxpool_before_dequant(self) -> None:
         """Turn ``DequantizeLinear → MaxPool`` into ``MaxPool → DequantizeLinear`` (exact: the
-        per-tensor scale is positive, so dequantisation is monotone)."""
-        for pool in [n for n in self.graph.node if n.op_type == "MaxPool"]:
+        per-tensor scale is positive, so dequantisation is monotone), and the same for a
+        nearest Resize (it only copies values)."""
+        for pool in [n for n in self.graph.node if n.op_type == "MaxPool" or (
+                n.op_type == "Resize" and any(a.name == "mode" and a.s == b"nearest"
+                                              for a in n.attribute))]:
             dq = self._producer(pool.input[0])
             if (dq is None or dq.op_type != "DequantizeLinear"
                     or len(self._consumers(dq.output[0])) != 1
@@ -402,6 +429,31 @@ class _IntegerRewrite:
                 moved.CopyFrom(pool)
                 self.graph.node.remove(pool)
                 self.graph.node.insert(i_dq, moved)
+
+    def _concat_before_dequant(self) -> None:
+        """Turn a Concat of DequantizeLinears with one per-tensor scale and zero point into
+        ``Concat(integers) → DequantizeLinear`` (exact: the same affine map on every input)."""
+        for cat in [n for n in self.graph.node if n.op_type == "Concat"]:
+            dqs = [self._producer(t) for t in cat.input]
+            if any(d is None or d.op_type != "DequantizeLinear" or d.input[0] in self.inits
+                   or len(self._consumers(d.output[0])) != 1 or len(d.input) < 3 for d in dqs):
+                continue
+            scales = [self._array(d.input[1]) for d in dqs]
+            zps = [self._array(d.input[2]) for d in dqs]
+            if any(x.size != 1 or not np.array_equal(x, scales[0]) for x in scales) or any(
+                    z.size != 1 or z.dtype != zps[0].dtype or not np.array_equal(z, zps[0])
+                    for z in zps):
+                continue
+            out = cat.output[0]
+            for k, d in enumerate(dqs):
+                cat.input[k] = d.input[0]
+            cat.output[0] = f"{out}_int"
+            dq = type(dqs[0])()
+            dq.CopyFrom(dqs[0])
+            dq.input[0], dq.output[0] = cat.output[0], out
+            for d in dqs:
+                self.graph.node.remove(d)
+            self.graph.node.insert(list(self.graph.node).index(cat) + 1, dq)
 
     def _fold_bn(self, conv: Any) -> None:
         """Fold a following BatchNormalization into ``conv``; give the conv an int32 bias."""
@@ -476,8 +528,10 @@ class _IntegerRewrite:
     def _max_code(self, tensor: str) -> int:
         """Largest integer code a dequantised activation can carry (255 when unknown)."""
         node = self._producer(tensor)
-        while node is not None and node.op_type in ("DequantizeLinear", "MaxPool"):
+        while node is not None and node.op_type in ("DequantizeLinear", "MaxPool", "Resize"):
             node = self._producer(node.input[0])
+        if node is not None and node.op_type == "Concat":
+            return max(self._max_code(t) for t in node.input)
         if node is not None and node.op_type == "Clip" and len(node.input) > 2 and node.input[2]:
             return int(np.abs(self._array(node.input[2])).max())
         return 255
