@@ -111,3 +111,18 @@ def test_cli_parses_context_branch_and_mosaic(tmp_path: Path) -> None:
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])
     assert args.context_widths == "16,16" and args.mosaic == 0.5 and args.close_mosaic == 3
     assert main(["train", "--out", str(tmp_path), "--context-widths", "8,a"]) == 2
+
+
+def test_init_from_a_quantised_checkpoint_keeps_its_learned_scales(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64)
+    trained = build_model(cfg)
+    trained.train()
+    trained(torch.rand(2, 1, 64, 64) * 255)  # activation scales initialised from statistics
+    trained.eval()
+    ckpt = save_checkpoint(tmp_path / "q.pt", trained)
+    fresh = build_model(cfg)
+    _, missing = init_from_checkpoint(fresh, ckpt)
+    assert missing == []
+    x = torch.rand(1, 1, 64, 64) * 255
+    assert torch.equal(fresh.eval()(x), load_checkpoint(ckpt)[0](x))

@@ -284,10 +284,12 @@ def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], l
     (e.g. a context branch added to a trained body) starts from the trained body."""
     src, _ = load_checkpoint(path, quantized=model.cfg.quantized)
     own = model.state_dict()
-    state = {k: v for k, v in src.state_dict().items() if k in own and own[k].shape == v.shape}
-    missing, _ = model.load_state_dict(state, strict=False)
+    # keys absent from ``own`` stay: Brevitas registers learned activation scales (``.value``)
+    # only once initialised, and takes them from the state dict when loading
+    state = {k: v for k, v in src.state_dict().items() if k not in own or own[k].shape == v.shape}
+    missing, unexpected = model.load_state_dict(state, strict=False)
     model.apply_masks()
-    return sorted(state), sorted(missing)
+    return sorted(set(state) - set(unexpected)), sorted(missing)
 
 
 def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDataset]:
