@@ -135,8 +135,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     model = build_model(model_cfg)
     if cfg.init is not None and not cfg.resume:
         copied, fresh = init_from_checkpoint(model, cfg.init)
-        log.info("initialised from %s: %d tensors copied, %d start fresh (quantizer scales "
-                 "start from statistics)", cfg.init, len(copied), len(fresh))
+        log.info("initialised from %s: %d tensors copied, %d start fresh (fresh activation "
+                 "scales are set from statistics)", cfg.init, len(copied), len(fresh))
     ops = count_ops(model, model_cfg.tile_size, model_cfg.in_channels)
     ops2 = count_ops(model, 512, 2)
     log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
