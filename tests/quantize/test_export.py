@@ -134,23 +134,17 @@ def test_qonnx_and_qcdq_match_brevitas_exactly(exported) -> None:
     assert rep.quantum_residual < 0.25
 
 
-def test_int8_variant_is_fused_and_close(exported, tmp_path: Path) -> None:
-    bits, model, reports = exported
-    path = reports[ExportFormat.QCDQ_INT8].path
-    # Fused: convs whose pair sums 2*max|w|*max(x) fit the int16 of the AVX2 U8S8 kernel,
-    # i.e. the 4-bit convs on 4-bit inputs (not the 8-bit first conv on the 0..255 image, nor
-    # the float-output last conv). With 8-bit weights and activations nothing qualifies.
-    fused = {4: 4, 8: 0}[bits]
-    assert reports[ExportFormat.QCDQ_INT8].op_counts.get("BatchNormalization", 0) == 5 - fused
+def _assert_fused_and_unchanged(path: Path, fused: int, optimized: Path) -> None:
+    """onnxruntime's optimiser turns exactly ``fused`` convs of ``path`` into QLinearConv, and
+    the fused integer kernels compute what the unfused graph specifies (no int16 saturation of
+    the U8S8 kernel: the rewrite leaves convs that could saturate in float)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    opts.optimized_model_filepath = str(optimized)
     opts.log_severity_level = 3
     ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    ops = [n.op_type for n in onnx.load(str(optimized)).graph.node]
     assert ops.count("QLinearConv") == fused, ops
-    # The fused integer kernels compute exactly what the unfused graph specifies (no int16
-    # saturation of the U8S8 kernel: the rewrite leaves convs that could saturate in float).
     x = _tiles(2, 2, seed=3).astype(np.float32)
     runs = []
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -160,6 +154,17 @@ def test_int8_variant_is_fused_and_close(exported, tmp_path: Path) -> None:
         sess = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
         runs.append(sess.run(None, {"x": x})[0])
     np.testing.assert_allclose(runs[1], runs[0], atol=1e-4)
+
+
+def test_int8_variant_is_fused_and_close(exported, tmp_path: Path) -> None:
+    bits, model, reports = exported
+    path = reports[ExportFormat.QCDQ_INT8].path
+    # Fused: convs whose pair sums 2*max|w|*max(x) fit the int16 of the AVX2 U8S8 kernel,
+    # i.e. the 4-bit convs on 4-bit inputs (not the 8-bit first conv on the 0..255 image, nor
+    # the float-output last conv). With 8-bit weights and activations nothing qualifies.
+    fused = {4: 4, 8: 0}[bits]
+    assert reports[ExportFormat.QCDQ_INT8].op_counts.get("BatchNormalization", 0) == 5 - fused
+    _assert_fused_and_unchanged(path, fused, tmp_path / "opt.onnx")
     # Bias rounding to int32 flips a few activation roundings: close, not exact.
     rep = check_equivalence(model, None, path, _tiles(2, 3), atol=0.25)
     if not fused:
@@ -290,22 +295,7 @@ def test_context_branch_exports_exactly(bits: int, tmp_path: Path) -> None:
     assert i8.op_counts["Concat"] == 1
     fused = {4: 7, 8: 0}[bits]
     assert i8.op_counts.get("BatchNormalization", 0) == 8 - fused
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.optimized_model_filepath = str(tmp_path / "ctx_opt.onnx")
-    opts.log_severity_level = 3
-    ort.InferenceSession(str(i8.path), opts, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(tmp_path / "ctx_opt.onnx")).graph.node]
-    assert ops.count("QLinearConv") == fused, ops
-    x = _tiles(2, 2, seed=3).astype(np.float32)
-    runs = []
-    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                  ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
-        o = ort.SessionOptions()
-        o.graph_optimization_level = level
-        sess = ort.InferenceSession(str(i8.path), o, providers=["CPUExecutionProvider"])
-        runs.append(sess.run(None, {"x": x})[0])
-    np.testing.assert_allclose(runs[1], runs[0], atol=1e-4)
+    _assert_fused_and_unchanged(i8.path, fused, tmp_path / "ctx_opt.onnx")
     check_equivalence(model, None, i8.path, _tiles(2, 3), atol=0.25)
 
 
