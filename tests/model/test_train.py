@@ -18,10 +18,12 @@ from sarvessel.model.train import (
     DataKind,
     ModelEMA,
     TrainConfig,
+    holdout_split,
     init_from_checkpoint,
     train,
 )
 from sarvessel.runtime.datasets import LabeledImage, write_yolo_labels
+from sarvessel.runtime.errors import SarvesselError
 
 
 def _yolo_folder(root: Path, n: int = 4) -> Path:
@@ -126,3 +128,27 @@ def test_init_from_a_quantised_checkpoint_keeps_its_learned_scales(tmp_path: Pat
     assert missing == []
     x = torch.rand(1, 1, 64, 64) * 255
     assert torch.equal(fresh.eval()(x), load_checkpoint(ckpt)[0](x))
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete() -> None:
+    items = list(range(50))
+    train_a, val_a = holdout_split(items, 0.1, seed=3)
+    train_b, val_b = holdout_split(items, 0.1, seed=3)
+    assert (train_a, val_a) == (train_b, val_b) and len(val_a) == 5
+    assert sorted(train_a + val_a) == items and not set(train_a) & set(val_a)
+    assert train_a == sorted(train_a) and val_a == sorted(val_a)
+    assert holdout_split(items, 0.1, seed=4)[1] != val_a
+    with pytest.raises(SarvesselError, match="holdout"):
+        holdout_split(items, 1.0)
+
+
+def test_train_validates_on_a_holdout_of_the_training_folder(tmp_path: Path, caplog) -> None:
+    data = _yolo_folder(tmp_path / "data", n=6)
+    tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
+                     train_size=64, threads=1, holdout=0.34, max_batches=1)
+    with caplog.at_level("INFO", logger="sarvessel.model.train"):
+        train(tc, _tiny_cfg())
+    # 6 training images: 2 held out for validation (the val/ folder is not used)
+    assert "data: 4 training images (4 boxes), 2 validation images (2 boxes)" in caplog.text
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["train"]["holdout"] == 0.34

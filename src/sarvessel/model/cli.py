@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--holdout", type=float, default=0.0, metavar="F",
+                   help="validate on this fraction of the training images, held out from "
+                   "training (default 0: SSDD validates on its test split)")
     p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-images", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
@@ -125,7 +128,8 @@ def run_train(args: argparse.Namespace) -> int:
                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final,
                      ema_decay=args.ema_decay, train_size=args.train_size,
                      seed=args.seed, threads=args.threads, init=args.init, resume=args.resume,
-                     eval_every=args.eval_every, export_dir=args.export_dir,
+                     eval_every=args.eval_every, holdout=args.holdout,
+                     export_dir=args.export_dir,
                      max_batches=args.max_batches, max_images=args.max_images,
                      augment=AugmentConfig(mosaic=args.mosaic), close_mosaic=args.close_mosaic)
     best = _train_with_progress(tc, mc)

@@ -15,11 +15,11 @@ import math
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,7 +35,10 @@ from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DataKind", "ModelEMA", "TrainConfig", "init_from_checkpoint", "train"]
+T = TypeVar("T")
+
+__all__ = ["DataKind", "ModelEMA", "TrainConfig", "holdout_split", "init_from_checkpoint",
+           "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "val_ap50",
                  "train_s", "eval_s")
@@ -80,6 +83,10 @@ class TrainConfig:
     eval_every: int = 1
     #: Validation split name (SSDD) — SSDD has no separate val split; its test split is used.
     val_split: str = "test"
+    #: Fraction of the training images held out as the validation set instead (SSDD and YOLO
+    #: folders; 0 is off). Why: SSDD's only other split is its test split, so without a
+    #: hold-out every checkpoint or threshold choice would be made on the test images.
+    holdout: float = 0.0
     #: Folder to copy the best small checkpoint and the curves to (e.g. models/ssdd_w4a4).
     export_dir: Path | None = None
     #: Stop each epoch after this many batches (smoke tests); None is all.
@@ -292,6 +299,18 @@ def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], l
     return sorted(set(state) - set(unexpected)), sorted(missing)
 
 
+def holdout_split(items: Sequence[T], fraction: float, *, seed: int = 0
+                  ) -> tuple[list[T], list[T]]:
+    """Split ``items`` into (train, held-out) with ``round(fraction * n)`` held-out items chosen
+    by a seeded permutation; both keep the original order."""
+    if not 0.0 < fraction < 1.0:
+        raise SarvesselError(f"holdout fraction must be in (0, 1), got {fraction}")
+    n_out = max(1, round(fraction * len(items)))
+    out = set(np.random.default_rng([seed, 7]).permutation(len(items))[:n_out].tolist())
+    return ([it for i, it in enumerate(items) if i not in out],
+            [it for i, it in enumerate(items) if i in out])
+
+
 def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDataset]:
     from sarvessel.runtime.datasets import load_ssdd, load_yolo_folder
 
@@ -306,6 +325,8 @@ def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDat
     else:
         train_items = load_yolo_folder(Path(cfg.data_dir) / "train")
         val_items = load_yolo_folder(Path(cfg.data_dir) / "val")
+    if cfg.holdout > 0:
+        train_items, val_items = holdout_split(train_items, cfg.holdout, seed=cfg.seed)
     if cfg.max_images:
         train_items, val_items = train_items[:cfg.max_images], val_items[:cfg.max_images]
     if not train_items or not val_items:
