@@ -64,9 +64,12 @@ def _calibrate(model: nn.Module, channels: int) -> None:
     model.eval()
 
 
-def _saryolo(bits: int) -> nn.Module:
-    cfg = scene_config(widths=(8, 16, 16), pools=2, head_width=8, reg_max=4, tile_size=TILE,
-                       bits=BitWidths(weight=bits, act=bits))
+def _saryolo(bits: int, **overrides: object) -> nn.Module:
+    """A small calibrated SarYolo with ``bits``-bit body weights and activations; ``overrides``
+    change its :class:`ModelConfig` fields."""
+    cfg = scene_config(**{"widths": (8, 16, 16), "pools": 2, "head_width": 8, "reg_max": 4,
+                          "tile_size": TILE, "bits": BitWidths(weight=bits, act=bits),
+                          **overrides})
     torch.manual_seed(bits)
     model = build_model(cfg)
     _calibrate(model, cfg.in_channels)
@@ -121,17 +124,23 @@ def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return bits, model, reports
 
 
-def test_qonnx_and_qcdq_match_brevitas_exactly(exported) -> None:
-    bits, model, reports = exported
-    rep = check_equivalence(model, reports[ExportFormat.QONNX].path,
-                            reports[ExportFormat.QCDQ].path, _tiles(2, 3), atol=1e-4)
+def _assert_integer_exact(rep) -> None:
+    """All three pairs compared, integer-exact accumulators of the last conv, float outputs
+    equal to 1e-4."""
     assert rep.ok and [(p.a, p.b) for p in rep.pairs] == [("brevitas", "qonnx"),
                                                           ("brevitas", "onnxruntime"),
                                                           ("qonnx", "onnxruntime")]
     for p in rep.pairs:
-        assert p.code_mismatches == 0, p  # integer-exact accumulators of the last conv
+        assert p.code_mismatches == 0, p
         assert p.max_abs_diff < 1e-4
     assert rep.quantum_residual < 0.25
+
+
+def test_qonnx_and_qcdq_match_brevitas_exactly(exported) -> None:
+    bits, model, reports = exported
+    _assert_integer_exact(check_equivalence(model, reports[ExportFormat.QONNX].path,
+                                            reports[ExportFormat.QCDQ].path, _tiles(2, 3),
+                                            atol=1e-4))
 
 
 def _assert_fused_and_unchanged(path: Path, fused: int, optimized: Path) -> None:
@@ -244,14 +253,8 @@ def test_standin_network_exports_exactly(bits: int, tmp_path: Path) -> None:
 def _context_saryolo(bits: int) -> nn.Module:
     """SarYolo with a context branch: fork after the body, max-pool + dilated convs at twice
     the stride, nearest upsampling, Concat with the body output."""
-    cfg = scene_config(widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2), context_widths=(16, 16),
-                       context_dilations=(1, 2), head_width=8, reg_max=4, tile_size=TILE,
-                       bits=BitWidths(weight=bits, act=bits))
-    torch.manual_seed(bits)
-    model = build_model(cfg)
-    _calibrate(model, cfg.in_channels)
-    _nontrivial_bn(model, seed=bits)
-    return model
+    return _saryolo(bits, widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2),
+                    context_widths=(16, 16), context_dilations=(1, 2))
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -281,13 +284,7 @@ def test_context_branch_exports_exactly(bits: int, tmp_path: Path) -> None:
     assert quants[0] is not quants[1]
     assert np.array_equal(scales[0], scales[1]) and np.array_equal(widths[0], widths[1])
     assert len(mw.find_consumers(quants[0].output[0])) == 2  # the fork: Concat, MaxPool
-    rep = check_equivalence(model, q.path, c.path, _tiles(2, 3), atol=1e-4)
-    assert [(p.a, p.b) for p in rep.pairs] == [("brevitas", "qonnx"), ("brevitas", "onnxruntime"),
-                                               ("qonnx", "onnxruntime")]
-    for p in rep.pairs:
-        assert p.code_mismatches == 0, p  # integer-exact accumulators of the last conv
-        assert p.max_abs_diff < 1e-4
-    assert rep.quantum_residual < 0.25
+    _assert_integer_exact(check_equivalence(model, q.path, c.path, _tiles(2, 3), atol=1e-4))
     # integer-fusable variant: the fork's DequantizeLinear is split, MaxPool and Resize move
     # before theirs and the Concat joins integers, so with 4 bits every 4-bit conv fuses
     # (3 body + 2 context + 2 head: all but the 8-bit first and the float-output last conv)
