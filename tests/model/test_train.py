@@ -108,11 +108,15 @@ def test_init_grows_a_context_branch_from_a_chain_checkpoint(tmp_path: Path) -> 
     assert "head.0.weight" not in copied
 
 
-def test_cli_parses_context_branch_and_mosaic(tmp_path: Path) -> None:
+def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--context-widths",
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])
     assert args.context_widths == "16,16" and args.mosaic == 0.5 and args.close_mosaic == 3
     assert main(["train", "--out", str(tmp_path), "--context-widths", "8,a"]) == 2
+    for flag in ("--holdout", "--mosaic"):  # scene data has its own val/ scenes, no mosaics
+        assert main(["train", "--out", str(tmp_path), "--data", "xview3", "--data-dir",
+                     str(tmp_path), flag, "0.1"]) == 2
+        assert "not to xView3 scenes" in capsys.readouterr().err
 
 
 def test_init_from_a_quantised_checkpoint_keeps_its_learned_scales(tmp_path: Path) -> None:

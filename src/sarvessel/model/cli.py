@@ -94,13 +94,9 @@ def run_train(args: argparse.Namespace) -> int:
         if not hasattr(bits, key) or not val.strip().isdigit():
             raise SarvesselError(f"--bits: bad entry {item!r}")
         setattr(bits, key, int(val))
-    try:
-        widths = tuple(int(w) for w in args.widths.split(","))
-    except ValueError as exc:
-        raise SarvesselError(f"--widths: not integers: {args.widths!r}") from exc
-    dilations, context_widths, context_dilations = (
+    widths, dilations, context_widths, context_dilations = (
         _int_list(getattr(args, n), "--" + n.replace("_", "-"))
-        for n in ("dilations", "context_widths", "context_dilations"))
+        for n in ("widths", "dilations", "context_widths", "context_dilations"))
     if args.channels == 1:
         names, bands = ("ship",), ("grey",)
     else:
