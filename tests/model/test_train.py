@@ -156,3 +156,17 @@ def test_train_validates_on_a_holdout_of_the_training_folder(tmp_path: Path, cap
     assert "data: 4 training images (4 boxes), 2 validation images (2 boxes)" in caplog.text
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["holdout"] == 0.34
+
+
+def test_qat_run_distils_from_a_float_teacher(tmp_path: Path) -> None:
+    data = _yolo_folder(tmp_path / "data")
+    torch.manual_seed(0)
+    fcfg = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64, quantized=False)
+    ckpt = save_checkpoint(tmp_path / "teacher.pt", build_model(fcfg))
+    tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
+                     train_size=64, threads=1, teacher=ckpt, distill_gain=0.5)
+    train(tc, _tiny_cfg())
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["loss_kd"]) > 0.0
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["train"]["teacher"] == str(ckpt) and state["train"]["distill_gain"] == 0.5

@@ -77,6 +77,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.0, metavar="F",
                    help="validate on this fraction of the training images, held out from "
                    "training (default 0: SSDD validates on its test split)")
+    p.add_argument("--teacher", type=Path, default=None, metavar="CKPT",
+                   help="float checkpoint to distil from during QAT (its outputs become extra "
+                   "targets; default: none)")
+    p.add_argument("--distill-gain", type=float, default=1.0,
+                   help="weight of the distillation loss (default 1)")
     p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-images", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
@@ -127,7 +132,8 @@ def run_train(args: argparse.Namespace) -> int:
                      eval_every=args.eval_every, holdout=args.holdout,
                      export_dir=args.export_dir,
                      max_batches=args.max_batches, max_images=args.max_images,
-                     augment=AugmentConfig(mosaic=args.mosaic), close_mosaic=args.close_mosaic)
+                     augment=AugmentConfig(mosaic=args.mosaic), close_mosaic=args.close_mosaic,
+                     teacher=args.teacher, distill_gain=args.distill_gain)
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0

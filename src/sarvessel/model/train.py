@@ -28,6 +28,7 @@ from sarvessel.model.augment import AugmentConfig
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.data import ImageDataset, collate
+from sarvessel.model.distill import DistillLoss, load_teacher
 from sarvessel.model.evaluate import evaluate_ap
 from sarvessel.model.loss import DetectionLoss
 from sarvessel.model.network import SarYolo, build_model, count_ops
@@ -40,8 +41,8 @@ T = TypeVar("T")
 __all__ = ["DataKind", "ModelEMA", "TrainConfig", "holdout_split", "init_from_checkpoint",
            "train"]
 
-METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "val_ap50",
-                 "train_s", "eval_s")
+METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
+                 "val_ap50", "train_s", "eval_s")
 
 
 class DataKind(str, Enum):
@@ -96,6 +97,11 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     #: Train the last n epochs without mosaics (ultralytics ``close_mosaic``).
     close_mosaic: int = 0
+    #: Float checkpoint whose outputs the student also learns (output distillation, see
+    #: :mod:`sarvessel.model.distill`); None is off.
+    teacher: Path | None = None
+    #: Weight of the distillation loss relative to the detection loss.
+    distill_gain: float = 1.0
 
 
 class ModelEMA:
@@ -156,6 +162,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
                             betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
+    teacher, kd_fn = None, None
+    if cfg.teacher is not None:
+        teacher = load_teacher(cfg.teacher, model_cfg)
+        kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
+        log.info("distilling from %s (gain %g)", cfg.teacher, cfg.distill_gain)
     ema = ModelEMA(model, decay=cfg.ema_decay, tau=cfg.ema_tau)
     start_epoch, best = 0, {"val_ap50": -1.0, "epoch": -1}
     last_path, best_path, csv_path = out / "last.pt", out / "best.pt", out / "metrics.csv"
@@ -193,6 +204,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         model.train()
         t0 = time.time()
         sums = torch.zeros(3)
+        kd_sum = 0.0
         lr = cfg.lr
         for bi in range(n_batches):
             step = epoch * n_batches + bi
@@ -203,6 +215,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             batch = collate([train_ds[int(i)] for i in idx])
             raw = model(batch.images)
             loss, parts = loss_fn(raw, batch.boxes, batch.labels, batch.mask)
+            if teacher is not None and kd_fn is not None:
+                with torch.no_grad():
+                    t_raw = teacher(batch.images)
+                kd = kd_fn(raw, t_raw)
+                loss = loss + kd
+                kd_sum += float(kd.detach()) / len(idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -223,12 +241,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max)
         eval_s = time.time() - t1
         row = {"epoch": epoch, "lr": lr, "loss": sum(means), "loss_box": means[0],
-               "loss_cls": means[1], "loss_dfl": means[2], "val_ap50": ap,
-               "train_s": train_s, "eval_s": eval_s}
+               "loss_cls": means[1], "loss_dfl": means[2], "loss_kd": kd_sum / n_batches,
+               "val_ap50": ap, "train_s": train_s, "eval_s": eval_s}
         _append_csv(csv_path, row)
-        log.info("epoch %d/%d loss %.4f (box %.4f cls %.4f dfl %.4f) val AP50 %.4f "
-                 "[%.0f s train, %.0f s eval]", epoch + 1, cfg.epochs, row["loss"], *means, ap,
-                 train_s, eval_s)
+        log.info("epoch %d/%d loss %.4f (box %.4f cls %.4f dfl %.4f, distill %.4f) val AP50 "
+                 "%.4f [%.0f s train, %.0f s eval]", epoch + 1, cfg.epochs, row["loss"], *means,
+                 row["loss_kd"], ap, train_s, eval_s)
         metrics = {"val_ap50": ap, "loss": row["loss"]}
         if not math.isnan(ap) and ap > best["val_ap50"]:
             best = {"val_ap50": ap, "epoch": epoch}
@@ -264,8 +282,10 @@ def plot_curves(csv_path: Path, png: Path) -> None:
         return
     ep = [int(r["epoch"]) + 1 for r in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k in ("loss_box", "loss_cls", "loss_dfl", "loss"):
-        a1.plot(ep, [float(r[k]) for r in rows], label=k)
+    for k in ("loss_box", "loss_cls", "loss_dfl", "loss", "loss_kd"):
+        vals = [float(r.get(k) or 0.0) for r in rows]
+        if k != "loss_kd" or any(vals):  # metrics of runs without a teacher have no kd
+            a1.plot(ep, vals, label=k)
     a1.set_xlabel("epoch")
     a1.set_ylabel("training loss")
     a1.legend()
@@ -373,9 +393,14 @@ def _sync_counters(model: SarYolo, ema: torch.nn.Module) -> None:
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row``; a resumed run keeps the columns its CSV was started with."""
+    fields: Sequence[str] = METRIC_FIELDS
     new = not path.exists()
+    if not new:
+        with path.open(newline="") as f:
+            fields = next(csv.reader(f), None) or METRIC_FIELDS
     with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new:
             w.writeheader()
         w.writerow(row)
