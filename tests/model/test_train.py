@@ -170,3 +170,15 @@ def test_qat_run_distils_from_a_float_teacher(tmp_path: Path) -> None:
     assert len(rows) == 1 and float(rows[0]["loss_kd"]) > 0.0
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["teacher"] == str(ckpt) and state["train"]["distill_gain"] == 0.5
+
+
+def test_metrics_csv_of_an_older_run_keeps_its_columns_on_resume(tmp_path: Path) -> None:
+    from sarvessel.model.train import _append_csv
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,lr,loss,val_ap50\n0,0.001,3.0,0.5\n")  # written before loss_kd existed
+    _append_csv(path, {"epoch": 1, "lr": 0.002, "loss": 2.5, "loss_kd": 0.1, "val_ap50": 0.6,
+                       "train_s": 1.0})
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[1]) == ["epoch", "lr", "loss", "val_ap50"]
+    assert rows[1] == {"epoch": "1", "lr": "0.002", "loss": "2.5", "val_ap50": "0.6"}
