@@ -18,6 +18,7 @@ from sarvessel.model.train import (
     DataKind,
     ModelEMA,
     TrainConfig,
+    _append_csv,
     holdout_split,
     init_from_checkpoint,
     train,
@@ -173,8 +174,6 @@ def test_qat_run_distils_from_a_float_teacher(tmp_path: Path) -> None:
 
 
 def test_metrics_csv_of_an_older_run_keeps_its_columns_on_resume(tmp_path: Path) -> None:
-    from sarvessel.model.train import _append_csv
-
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,lr,loss,val_ap50\n0,0.001,3.0,0.5\n")  # written before loss_kd existed
     _append_csv(path, {"epoch": 1, "lr": 0.002, "loss": 2.5, "loss_kd": 0.1, "val_ap50": 0.6,

@@ -162,10 +162,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
                             betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
-    teacher, kd_fn = None, None
-    if cfg.teacher is not None:
-        teacher = load_teacher(cfg.teacher, model_cfg)
-        kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
+    kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
+    teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg)
+    if teacher is not None:
         log.info("distilling from %s (gain %g)", cfg.teacher, cfg.distill_gain)
     ema = ModelEMA(model, decay=cfg.ema_decay, tau=cfg.ema_tau)
     start_epoch, best = 0, {"val_ap50": -1.0, "epoch": -1}
@@ -215,7 +214,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             batch = collate([train_ds[int(i)] for i in idx])
             raw = model(batch.images)
             loss, parts = loss_fn(raw, batch.boxes, batch.labels, batch.mask)
-            if teacher is not None and kd_fn is not None:
+            if teacher is not None:
                 with torch.no_grad():
                     t_raw = teacher(batch.images)
                 kd = kd_fn(raw, t_raw)
