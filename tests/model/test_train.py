@@ -21,6 +21,7 @@ from sarvessel.model.train import (
     _append_csv,
     holdout_split,
     init_from_checkpoint,
+    join_metrics,
     train,
 )
 from sarvessel.runtime.datasets import LabeledImage, write_yolo_labels
@@ -181,3 +182,21 @@ def test_metrics_csv_of_an_older_run_keeps_its_columns_on_resume(tmp_path: Path)
     rows = list(csv.DictReader(path.open()))
     assert list(rows[1]) == ["epoch", "lr", "loss", "val_ap50"]
     assert rows[1] == {"epoch": "1", "lr": "0.002", "loss": "2.5", "val_ap50": "0.6"}
+
+
+def test_join_metrics_numbers_stages_as_one_history(tmp_path: Path) -> None:
+    a, b, out = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "joined.csv"
+    a.write_text("epoch,lr,loss,val_ap50\n0,0.003,3.0,0.5\n1,0.002,2.8,0.6\n")
+    # stage b resumed after a crash: epoch 1 is written twice, the later row counts
+    b.write_text("epoch,lr,loss,loss_kd,val_ap50\n0,0.001,2.7,0.2,nan\n1,0.001,2.9,0.3,nan\n"
+                 "1,0.001,2.6,0.1,0.7\n")
+    assert join_metrics([a, b], out) == 4
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["epoch", "lr", "loss", "val_ap50", "loss_kd"]
+    assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["loss"] for r in rows] == ["3.0", "2.8", "2.7", "2.6"]
+    assert rows[0]["loss_kd"] == "" and rows[3]["loss_kd"] == "0.1"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("epoch,lr\n")
+    with pytest.raises(SarvesselError, match="empty.csv: no epochs"):
+        join_metrics([a, empty], out)

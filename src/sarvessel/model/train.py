@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = ["DataKind", "ModelEMA", "TrainConfig", "holdout_split", "init_from_checkpoint",
-           "train"]
+           "join_metrics", "plot_curves", "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
                  "val_ap50", "train_s", "eval_s")
@@ -300,6 +300,34 @@ def plot_curves(csv_path: Path, png: Path) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def join_metrics(stages: Sequence[Path | str], out: Path | str) -> int:
+    """Join the ``metrics.csv`` of consecutive training stages (e.g. a float run and the warm
+    restarts that ``--init`` from it) into one CSV with one epoch count; returns its rows.
+
+    Why: a shipped model's curve spans several runs, each numbering its epochs from 0. Stage
+    k's epochs are shifted past the last epoch of the stages before it; a row repeated by a
+    resume keeps its last copy; columns are the union in order of first appearance (a column a
+    stage lacks is left empty)."""
+    fields: list[str] = []
+    rows: list[dict[str, str]] = []
+    offset = 0
+    for stage in stages:
+        with Path(stage).open(newline="") as f:
+            reader = csv.DictReader(f)
+            fields += [k for k in reader.fieldnames or () if k not in fields]
+            by_epoch = {int(r["epoch"]): r for r in reader}
+        if not by_epoch:
+            raise SarvesselError(f"{stage}: no epochs in this metrics CSV")
+        for ep in sorted(by_epoch):
+            rows.append({**by_epoch[ep], "epoch": str(ep + offset)})
+        offset += max(by_epoch) + 1
+    with Path(out).open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return len(rows)
 
 
 def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], list[str]]:
