@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from sarvessel.model.train import join_metrics, plot_curves
+from sarvessel.runtime.errors import SarvesselError
 
 
 def main() -> int:
@@ -27,7 +28,10 @@ def main() -> int:
     for s in args.stages:
         if not s.is_file():
             ap.error(f"{s}: metrics CSV not found")
-    n = join_metrics(args.stages, args.out)
+    try:
+        n = join_metrics(args.stages, args.out)
+    except SarvesselError as e:
+        ap.error(str(e))
     if args.png is not None:
         plot_curves(args.out, args.png)
     print(f"{args.out}: {n} epochs from {len(args.stages)} stages")

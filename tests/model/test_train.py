@@ -200,3 +200,7 @@ def test_join_metrics_numbers_stages_as_one_history(tmp_path: Path) -> None:
     empty.write_text("epoch,lr\n")
     with pytest.raises(SarvesselError, match="empty.csv: no epochs"):
         join_metrics([a, empty], out)
+    other = tmp_path / "other.csv"
+    other.write_text("step,loss\n0,1.0\n")
+    with pytest.raises(SarvesselError, match="other.csv: not a metrics CSV"):
+        join_metrics([a, other], out)

@@ -316,6 +316,8 @@ def join_metrics(stages: Sequence[Path | str], out: Path | str) -> int:
     for stage in stages:
         with Path(stage).open(newline="") as f:
             reader = csv.DictReader(f)
+            if "epoch" not in (reader.fieldnames or ()):
+                raise SarvesselError(f"{stage}: not a metrics CSV (no 'epoch' column)")
             fields += [k for k in reader.fieldnames or () if k not in fields]
             by_epoch = {int(r["epoch"]): r for r in reader}
         if not by_epoch:
