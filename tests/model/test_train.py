@@ -204,3 +204,7 @@ def test_join_metrics_numbers_stages_as_one_history(tmp_path: Path) -> None:
     other.write_text("step,loss\n0,1.0\n")
     with pytest.raises(SarvesselError, match="other.csv: not a metrics CSV"):
         join_metrics([a, other], out)
+    cut = tmp_path / "cut.csv"
+    cut.write_text("epoch,lr\n0,0.001\nx,0.001\n")  # a damaged row
+    with pytest.raises(SarvesselError, match="cut.csv: line 3: epoch is not an integer"):
+        join_metrics([a, cut], out)

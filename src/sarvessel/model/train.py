@@ -316,10 +316,15 @@ def join_metrics(stages: Sequence[Path | str], out: Path | str) -> int:
     for stage in stages:
         with Path(stage).open(newline="") as f:
             reader = csv.DictReader(f)
-            if "epoch" not in (reader.fieldnames or ()):
+            names = reader.fieldnames or []
+            if "epoch" not in names:
                 raise SarvesselError(f"{stage}: not a metrics CSV (no 'epoch' column)")
-            fields += [k for k in reader.fieldnames or () if k not in fields]
-            by_epoch = {int(r["epoch"]): r for r in reader}
+            fields += [k for k in names if k not in fields]
+            try:
+                by_epoch = {int(r["epoch"]): r for r in reader}
+            except (TypeError, ValueError) as e:
+                raise SarvesselError(f"{stage}: line {reader.line_num}: epoch is not an "
+                                     f"integer ({e})") from None
         if not by_epoch:
             raise SarvesselError(f"{stage}: no epochs in this metrics CSV")
         for ep in sorted(by_epoch):
