@@ -173,3 +173,26 @@ def test_context_branch_config() -> None:
         ssdd_config(widths=(8, 8), pools=2, context_widths=(8,))
     with pytest.raises(ConfigError, match="twice the stride"):
         ssdd_config(tile_size=72, context_widths=(8,))
+
+
+def test_separable_blocks_cost_by_hand_and_validate() -> None:
+    cfg = _tiny(widths=(4, 8, 16, 16), separable_from=1, quantized=False)
+    model = build_model(cfg).eval()
+    assert model(torch.rand(1, 1, 64, 64) * 255).shape == (1, 65, 8, 8)
+    # stem 3x3 s2 1->4 at 32x32, pool; depthwise 3x3 on 4 + 1x1 4->8 at 16x16, pool;
+    # depthwise 3x3 on 8 + 1x1 8->16, then on 16 + 16->16 at 8x8; head 16->8, 8->8, 8->65
+    hand = (32 * 32 * 4 * 9 + 16 * 16 * (4 * 9 + 4 * 8) + 8 * 8 * (8 * 9 + 8 * 16)
+            + 8 * 8 * (16 * 9 + 16 * 16) + 8 * 8 * (16 * 8 + 8 * 8 + 65 * 8))
+    assert count_ops(model, 64, 1).macs == hand
+    assert [m.groups for m in model.body if isinstance(m, torch.nn.Conv2d)] == [1, 4, 1, 8, 1,
+                                                                               16, 1]
+    # the receptive field is the plain chain's: a 1x1 conv adds nothing
+    assert cfg.receptive_field() == _tiny(widths=(4, 8, 16, 16)).receptive_field()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    old = {k: v for k, v in cfg.to_dict().items() if k != "separable_from"}
+    assert ModelConfig.from_dict(old).separable_from == 0
+    q = build_model(_tiny(widths=(4, 8, 16, 16), separable_from=2))
+    assert [m.groups for m in q.body if isinstance(m, torch.nn.Conv2d)] == [1, 1, 8, 1, 16, 1]
+    for bad in (-1, 4):
+        with pytest.raises(ConfigError, match="separable_from"):
+            _tiny(widths=(4, 8, 16, 16), separable_from=bad)

@@ -208,3 +208,25 @@ def test_join_metrics_numbers_stages_as_one_history(tmp_path: Path) -> None:
     cut.write_text("epoch,lr\n0,0.001\nx,0.001\n")  # a damaged row
     with pytest.raises(SarvesselError, match="cut.csv: line 3: epoch is not an integer"):
         join_metrics([a, cut], out)
+
+
+def test_channels_last_trains_a_separable_body_to_the_same_numbers(tmp_path: Path) -> None:
+    """``--channels-last`` only changes the memory order: same seed, same losses and weights."""
+    data = _yolo_folder(tmp_path / "data")
+    mc = ModelConfig(name="sep", widths=(4, 8, 8), head_width=4, tile_size=64, separable_from=1,
+                     quantized=False)
+    losses, weights = [], []
+    for cl in (False, True):
+        out = tmp_path / f"run_{cl}"
+        tc = TrainConfig(out=out, data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
+                         train_size=64, threads=1, max_batches=2, channels_last=cl)
+        train(tc, mc)
+        losses.append(float(next(csv.DictReader((out / "metrics.csv").open()))["loss"]))
+        model, _ = load_checkpoint(out / "last.pt")
+        weights.append(model.body[4].weight.detach())  # the first depthwise conv
+    assert weights[0].shape == (4, 1, 3, 3)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-4, atol=1e-5)
+    args = build_parser().parse_args(["train", "--out", str(tmp_path), "--separable-from", "2",
+                                      "--channels-last"])
+    assert args.separable_from == 2 and args.channels_last

@@ -321,3 +321,26 @@ def test_export_cli_writes_checked_models(tmp_path: Path) -> None:
     backend = OnnxBackend(out / "toy.onnx")
     assert (backend.channels, backend.tile_size) == (2, TILE)
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_separable_body_exports_exactly(bits: int, tmp_path: Path) -> None:
+    """Depthwise-separable blocks (grouped 3x3 conv, then 1x1) keep the export integer-exact and
+    the int8 variant fuses the depthwise convs too."""
+    model = _saryolo(bits, widths=(8, 16, 24, 24), dilations=(1, 1, 1, 2), separable_from=1)
+    dw = [m for m in model.body if getattr(m, "groups", 1) > 1]
+    assert [m.groups for m in dw] == [8, 16, 24]
+    q = export_qonnx(model, tmp_path / "sep_qonnx.onnx", tile=TILE, channels=2)
+    c = export_qcdq(model, tmp_path / "sep.onnx", tile=TILE, channels=2)
+    # stem + 3 x (depthwise + pointwise) + 3 head convs
+    for r in (q, c):
+        assert r.op_counts["Conv"] == 1 + 2 * 3 + 3
+    groups = [a.i for n in onnx.load(str(c.path)).graph.node if n.op_type == "Conv"
+              for a in n.attribute if a.name == "group"]
+    assert sorted(g for g in groups if g > 1) == [8, 16, 24]
+    _assert_integer_exact(check_equivalence(model, q.path, c.path, _tiles(2, 3), atol=1e-4))
+    i8 = export_qcdq_int8(model, tmp_path / "sep_int8.onnx", tile=TILE, channels=2)
+    # with 4 bits all but the 8-bit first and the float-output last conv fuse: 3 depthwise,
+    # 3 pointwise, 2 head
+    _assert_fused_and_unchanged(i8.path, {4: 8, 8: 0}[bits], tmp_path / "sep_opt.onnx")
+    check_equivalence(model, None, i8.path, _tiles(2, 3), atol=0.25)

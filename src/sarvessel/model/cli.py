@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--widths", default="16,32,48,64,64", help="body widths, comma separated")
     p.add_argument("--dilations", default="",
                    help="dilation of each body block's conv, comma separated (default all 1)")
+    p.add_argument("--separable-from", type=int, default=0, metavar="I",
+                   help="build body blocks I.. depthwise-separable (default 0: none)")
     p.add_argument("--context-widths", default="",
                    help="widths of the context branch at twice the stride, comma separated "
                    "(default: no branch)")
@@ -72,6 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--export-dir", type=Path, default=None,
                    help="copy the best checkpoint, metrics.csv and curve here (models/<name>)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory order (faster for depthwise-separable bodies)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--holdout", type=float, default=0.0, metavar="F",
@@ -107,7 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         names, bands = ("non_vessel", "vessel", "fishing"), ("VV_dB", "VH_dB")[:args.channels]
     mc = ModelConfig(name=args.name, in_channels=args.channels, class_names=names,
-                     widths=widths, dilations=dilations, context_widths=context_widths,
+                     widths=widths, dilations=dilations, separable_from=args.separable_from,
+                     context_widths=context_widths,
                      context_dilations=context_dilations, stem_stride=args.stem_stride,
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
@@ -128,7 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
                      epochs=args.epochs, batch=args.batch, lr=args.lr,
                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final,
                      ema_decay=args.ema_decay, train_size=args.train_size,
-                     seed=args.seed, threads=args.threads, init=args.init, resume=args.resume,
+                     seed=args.seed, threads=args.threads, channels_last=args.channels_last,
+                     init=args.init, resume=args.resume,
                      eval_every=args.eval_every, holdout=args.holdout,
                      export_dir=args.export_dir,
                      max_batches=args.max_batches, max_images=args.max_images,

@@ -61,6 +61,12 @@ class ModelConfig:
     #: outgrow the ~65 px field of a plain 3-conv stride-8 chain. FINN's sliding-window
     #: generator implements dilation (``ConvolutionInputGenerator`` ``Dilation``).
     dilations: tuple[int, ...] = ()
+    #: Index of the first body block built depthwise-separable (a depthwise 3x3 conv -> BN ->
+    #: ReLU, then a 1x1 conv -> BN -> ReLU); 0 or less: none, every block a full 3x3 conv. The
+    #: stem (block 0) is always a full conv. Why: a full 3x3 conv costs 9*C*C MACs a pixel, a
+    #: separable one 9*C + C*C, so at the same budget the stride-8 features can be ~2.5x wider
+    #: (MobileNet-v1; FINN builds the depthwise half as a VectorVectorActivation).
+    separable_from: int = 0
     #: Widths of the context branch's blocks (empty: no branch). The body output is
     #: max-pooled to twice the output stride, run through these [3x3 conv -> BN -> ReLU] blocks,
     #: upsampled (nearest) back and concatenated with the body output before the head. Why: a
@@ -152,6 +158,9 @@ class ModelConfig:
                                or any(d < 1 for d in self.dilations)):
             raise ConfigError(f"dilations {self.dilations} must be one positive integer per body "
                               f"block ({len(self.widths)})")
+        if self.separable_from < 0 or self.separable_from >= len(self.widths):
+            raise ConfigError(f"separable_from={self.separable_from} must be 0 (none) or a body "
+                              f"block index in 1..{len(self.widths) - 1}")
         if self.dilations and any(d != 1 for d in self.dilations[:self.pools + 1]):
             raise ConfigError("dilations must be 1 up to the last pooled block and the stem")
         if any(w < 1 for w in self.context_widths) or (

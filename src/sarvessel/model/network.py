@@ -93,8 +93,13 @@ class SarYolo(nn.Module):
         for i, (w, dil) in enumerate(zip(cfg.widths, cfg.block_dilations(), strict=True)):
             wbits = b.first_weight if i == 0 else b.weight
             stride = cfg.stem_stride if i == 0 else 1
-            layers += [_conv(cfg, cin, w, 3, wbits, stride=stride, dilation=dil),
-                       nn.BatchNorm2d(w), _relu(cfg, b.act)]
+            if cfg.separable_from and i >= cfg.separable_from:
+                layers += [_conv(cfg, cin, cin, 3, wbits, dilation=dil, groups=cin),
+                           nn.BatchNorm2d(cin), _relu(cfg, b.act),
+                           _conv(cfg, cin, w, 1, wbits), nn.BatchNorm2d(w), _relu(cfg, b.act)]
+            else:
+                layers += [_conv(cfg, cin, w, 3, wbits, stride=stride, dilation=dil),
+                           nn.BatchNorm2d(w), _relu(cfg, b.act)]
             if i < cfg.pools:
                 layers.append(nn.MaxPool2d(2))
             cin = w
@@ -172,15 +177,17 @@ class SarYolo(nn.Module):
 
 
 def _conv(cfg: ModelConfig, cin: int, cout: int, k: int, wbits: int, *, bias: bool = False,
-          stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+          stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
     pad = dilation * (k // 2)
     if not cfg.quantized:
-        return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=bias)
+        return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation,
+                         groups=groups, bias=bias)
     from brevitas.nn import QuantConv2d
 
     from sarvessel.model.quant import IntWeightPerChannelQuant
 
-    return QuantConv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=bias,
+    return QuantConv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation,
+                       groups=groups, bias=bias,
                        weight_quant=IntWeightPerChannelQuant, weight_bit_width=wbits)
 
 

@@ -74,6 +74,10 @@ class TrainConfig:
     train_size: int = 320
     seed: int = 0
     threads: int = 2
+    #: Keep weights and activations in channels-last memory order. Why: PyTorch's CPU
+    #: depthwise convs run ~1.4x faster that way (measured on a separable 112-wide body); the
+    #: numbers are the same either way.
+    channels_last: bool = False
     #: EMA decay (0.995: a window of ~200 steps, suited to runs of a few thousand steps).
     ema_decay: float = 0.995
     ema_tau: float = 200.0
@@ -146,6 +150,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     train_ds, val_ds = _datasets(cfg, model_cfg)
 
     model = build_model(model_cfg)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     if cfg.init is not None and not cfg.resume:
         copied, fresh = init_from_checkpoint(model, cfg.init)
         log.info("initialised from %s: %d tensors copied, %d start fresh (fresh activation "
@@ -212,7 +218,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
                 g["lr"] = lr
             idx = order[bi * cfg.batch:(bi + 1) * cfg.batch]
             batch = collate([train_ds[int(i)] for i in idx])
-            raw = model(batch.images)
+            raw = model(batch.images.contiguous(memory_format=fmt))
             loss, parts = loss_fn(raw, batch.boxes, batch.labels, batch.mask)
             if teacher is not None:
                 with torch.no_grad():
