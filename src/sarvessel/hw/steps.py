@@ -7,14 +7,14 @@ its builder steps without ``XILINX_VIVADO`` (NOTES §5). Steps are registered by
 checkpoint after each.
 
 The flow turns the cleaned QONNX detector (UINT8 input, Conv+BN+QuantReLU(+MaxPool) chain, final
-conv with bias) into ONE dataflow partition. A detector with a context branch (the body output
-forks into a Concat and a MaxPool -> convs -> nearest Resize x2 path that rejoins it; both
-Concat inputs leave one shared quantizer) converts too: the fork becomes ``DuplicateStreams``,
-the Resize ``UpsampleNearestNeighbour`` and the Concat ``StreamingConcat``, all in the same
-partition; a plain chain goes through exactly the transformations it always did. Only layout
-transposes may stay in front of the partition, and the last conv's per-channel scale ``Mul`` and
-bias ``Add`` (plus a transpose back to NCHW) after it: these run on the CPU. Anything else left
-outside raises :class:`ConversionError`.
+conv with bias) into ONE dataflow partition; the depthwise convs of a separable body become
+VVAUs. A detector with a context branch (the body output forks into a Concat and a MaxPool ->
+convs -> nearest Resize x2 path that rejoins it; both Concat inputs leave one shared quantizer)
+converts too: the fork becomes ``DuplicateStreams``, the Resize ``UpsampleNearestNeighbour`` and
+the Concat ``StreamingConcat``, all in the same partition; a plain chain goes through exactly the
+transformations it always did. Only layout transposes may stay in front of the partition, and
+the last conv's per-channel scale ``Mul`` and bias ``Add`` (plus a transpose back to NCHW) after
+it: these run on the CPU. Anything else left outside raises :class:`ConversionError`.
 """
 
 from __future__ import annotations
@@ -257,8 +257,9 @@ def _identical_transposes_past_concat() -> object:
 
 @register_step()
 def step_convert_to_hw(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
-    """Map MatMul(+MultiThreshold) to MVAU, Im2Col to padding + sliding-window generators,
-    MaxPoolNHWC to Pool, leftover MultiThresholds to Thresholding; in a branched graph also
+    """Map MatMul(+MultiThreshold) to MVAU, depthwise MatMul(+MultiThreshold) to VVAU, Im2Col
+    to padding + sliding-window generators (``depthwise`` ones for the VVAUs), MaxPoolNHWC to
+    Pool, leftover MultiThresholds to Thresholding; in a branched graph also
     nearest Resize to UpsampleNearestNeighbour, channel Concat to StreamingConcat and every
     fork to DuplicateStreams."""
     import finn.transformation.streamline.absorb as absorb
@@ -270,10 +271,16 @@ def step_convert_to_hw(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     from finn.transformation.fpgadataflow.convert_to_hw.thresholding import (
         InferThresholdingLayer,
     )
+    from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
+        InferVectorVectorActivation,
+    )
     from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
 
     branched = has_branches(model)
     model = model.transform(InferQuantizedMatrixVectorActivation())
+    # after the MVAUs (which skip MatMuls with a depthwise sparsity annotation) and before the
+    # standalone thresholds, so each VVAU absorbs its MultiThreshold (finn-plus order)
+    model = model.transform(InferVectorVectorActivation())
     model = model.transform(InferThresholdingLayer())
     model = model.transform(InferPool())
     model = model.transform(InferConvInpGen())
@@ -354,7 +361,10 @@ def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     the budget the target is relaxed by ``cfg.folding_relax_factor`` and the folding redone from
     scratch, at most ``cfg.max_folding_attempts`` times; the chosen target and whether it fits are
     stored in the model metadata (the estimate report shows both). SetFolding leaves nearest
-    upsampling layers alone, so they are folded first (:func:`_fold_upsamplers`).
+    upsampling layers alone, so they are folded first (:func:`_fold_upsamplers`). Depthwise
+    VVAUs need nothing extra: SetFolding raises their PE (channels) first and SIMD (kernel
+    elements) only once PE is full, and gives the depthwise sliding-window generator in front
+    SIMD = PE (and ``parallel_window`` when the VVAU's SIMD > 1), as both must stream alike.
     """
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
