@@ -26,6 +26,23 @@ def test_estimate_command(small_qonnx: Path, tmp_path: Path, capsys) -> None:
     assert "bottleneck" in capsys.readouterr().out
 
 
+def test_swg_ram_style_option_overrides_the_config(tmp_path: Path, capsys) -> None:
+    from sarvessel.cli import build_parser
+    from sarvessel.hw.cli import _config
+
+    cfg = tmp_path / "hw.yaml"
+    cfg.write_text("swg_ram_style: distributed\n")
+    parser = build_parser()
+    for cmd in ("estimate", "build"):
+        base = ["hw", cmd, str(tmp_path / "m.onnx"), "--config", str(cfg)]
+        assert _config(parser.parse_args(base)).swg_ram_style == "distributed"
+        args = parser.parse_args([*base, "--swg-ram-style", "block"])
+        assert _config(args).swg_ram_style == "block"
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["hw", "estimate", "m.onnx", "--swg-ram-style", "ultra"])
+    assert exc.value.code == 2 and "--swg-ram-style" in capsys.readouterr().err
+
+
 def test_estimate_missing_model_exits_2(tmp_path: Path, capsys) -> None:
     from sarvessel.cli import main
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sarvessel.hw.config import ESTIMATE_STEPS, KV260_FABRIC, Board, HWConfig
+from sarvessel.hw.config import ESTIMATE_STEPS, KV260_FABRIC, Board, HWConfig, SwgRamStyle
 from sarvessel.hw.errors import HWConfigError
 from sarvessel.runtime.errors import SarvesselError
 
@@ -49,6 +49,17 @@ def test_yaml_loads(tmp_path: Path) -> None:
     assert cfg.tile_size == 256 and cfg.steps == ("tidy_up", "qonnx_to_finn")
 
 
+def test_swg_ram_style_defaults_to_lutram_and_round_trips(tmp_path: Path) -> None:
+    assert HWConfig().swg_ram_style == SwgRamStyle.DISTRIBUTED == "distributed"
+    f = tmp_path / "hw.yaml"
+    f.write_text("swg_ram_style: block\n")
+    cfg = HWConfig.from_file(f)
+    assert cfg.swg_ram_style is SwgRamStyle.BLOCK
+    assert cfg.to_dict()["swg_ram_style"] == "block"
+    assert HWConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert cfg.replace(swg_ram_style="distributed").swg_ram_style is SwgRamStyle.DISTRIBUTED
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [
@@ -62,6 +73,10 @@ def test_yaml_loads(tmp_path: Path) -> None:
         ({"stop_step": "nope"}, "stop_step"),
         ({"steps": "tidy_up"}, "steps must be a list"),
         ({"start_step": "set_folding", "stop_step": "tidy_up"}, "comes before"),
+        ({"swg_ram_style": "ultra"}, r"swg_ram_style must be one of \['auto', 'distributed', "
+                                     r"'block'\], got 'ultra'"),
+        ({"swg_ram_style": 1}, "swg_ram_style must be one of"),
+        ({"swg_ram_style": None}, "swg_ram_style must be one of"),
     ],
 )
 def test_invalid_configs_are_rejected(data: dict, match: str) -> None:

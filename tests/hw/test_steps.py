@@ -161,3 +161,163 @@ def test_register_step_rejects_duplicates() -> None:
         del STEP_REGISTRY["test_dup"]
     with pytest.raises(StepError, match="unknown step 'nope'"):
         resolve_step("nope")
+
+
+# -- line-buffer memory of the sliding-window generators (HWConfig.swg_ram_style) -----------
+
+
+@pytest.fixture(scope="module")
+def dilated_specialized(tmp_path_factory: pytest.TempPathFactory):
+    """A 64 px detector with dilated body convs (dilations 1-1-1-2-4), run up to
+    ``specialize_layers``: (model, config kwargs). Folding is redone per test (fast)."""
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.flow import run_flow
+
+    from .conftest import _finn_or_skip, export_contract_qonnx
+
+    _finn_or_skip()
+    tmp = tmp_path_factory.mktemp("swg")
+    path, which = export_contract_qonnx(tmp / "dilated.onnx", tile=64,
+                                        widths=(8, 16, 16, 16, 16), dilations=(1, 1, 1, 2, 4))
+    if which != "sarvessel.model.network":
+        pytest.skip("the real network is needed for dilated convs")
+    kw = {"output_dir": tmp / "flow", "tile_size": 64, "tile_overlap": 8}
+    result = run_flow(path, HWConfig(**kw, stop_step="specialize_layers"))
+    return result.model, kw
+
+
+def _fold(base, **kw):
+    """(folded model, config) after ``step_set_folding`` on a copy of ``base``."""
+    import copy
+
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.steps import step_set_folding
+
+    cfg = HWConfig(**kw)
+    return step_set_folding(copy.deepcopy(base), cfg), cfg
+
+
+def _styles(model) -> dict[str, str]:
+    from sarvessel.hw.steps import sliding_window_generators
+
+    return {i.onnx_node.name: i.get_nodeattr("ram_style")
+            for i in sliding_window_generators(model)}
+
+
+def test_swg_ram_style_block_and_distributed_reach_every_generator_and_the_estimate(
+        dilated_specialized, tmp_path: Path) -> None:
+    """"block" puts every line buffer in BRAM, "distributed" none; the estimate moves by
+    exactly FINN's per-generator LUT/BRAM difference and the folding (cycles) is unchanged."""
+    import json
+
+    from sarvessel.hw.estimate import estimate_model, load_report, write_report
+    from sarvessel.hw.steps import (
+        SWG_RAM_STYLE_PROP,
+        sliding_window_generators,
+        swg_block_trade,
+    )
+
+    base, kw = dilated_specialized
+    dist, cfg = _fold(base, **kw, swg_ram_style="distributed")
+    block, _ = _fold(base, **kw, swg_ram_style="block")
+    assert len(_styles(dist)) == 7  # stem, two pools, four body convs (two dilated)
+    assert set(_styles(dist).values()) == {"distributed"}
+    assert set(_styles(block).values()) == {"block"}
+    assert block.get_metadata_prop(SWG_RAM_STYLE_PROP) == "block"
+    trades = [swg_block_trade(i, cfg.fpga_part) for i in sliding_window_generators(dist)]
+    r_dist, r_block = estimate_model(dist, cfg), estimate_model(block, cfg)
+    assert r_block.bottleneck_cycles == r_dist.bottleneck_cycles
+    assert r_dist.totals["LUT"] - r_block.totals["LUT"] == sum(t[0] for t in trades) > 0
+    assert r_block.totals["BRAM_18K"] - r_dist.totals["BRAM_18K"] == sum(t[1] for t in trades) > 0
+    # the report lists each generator's choice (other layers: None) and the setting
+    swg = [ly for ly in r_block.layers if ly.op_type.startswith("ConvolutionInputGenerator")]
+    assert len(swg) == 7 and all(ly.ram_style == "block" for ly in swg)
+    assert all(ly.ram_style is None for ly in r_block.layers if ly not in swg)
+    assert r_block.swg_ram_style == "block"
+    paths = write_report(r_block, tmp_path)
+    assert "block" in paths["txt"].read_text() and "7 block" in " ".join(r_block.notes)
+    assert load_report(paths["json"]).layers[1].ram_style == r_block.layers[1].ram_style
+    # reports written before the option load too
+    data = json.loads(paths["json"].read_text())
+    del data["swg_ram_style"]
+    for ly in data["layers"]:
+        del ly["ram_style"]
+    paths["json"].write_text(json.dumps(data))
+    assert load_report(paths["json"]).swg_ram_style is None
+
+
+def test_swg_ram_style_auto_moves_only_the_big_buffers_to_bram(dilated_specialized) -> None:
+    """"auto" takes a generator to BRAM when its LUTs saved per BRAM18 beat the LUT-budget /
+    BRAM-budget exchange rate: at the default 70 %/80 % (356 LUT per BRAM18) none of these small
+    64 px buffers qualifies; at a cheaper rate exactly the buffers above it do, the biggest (the
+    dilation-4 conv's) first, and LUT goes down and BRAM up against "distributed"."""
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.estimate import total_resources
+    from sarvessel.hw.steps import sliding_window_generators, swg_block_trade
+
+    base, kw = dilated_specialized
+    dist, cfg = _fold(base, **kw, swg_ram_style="distributed")
+    auto, _ = _fold(base, **kw, swg_ram_style="auto")
+    assert HWConfig(**kw).swg_ram_style == "distributed"  # the default keeps FINN's LUTRAM
+    assert set(_styles(auto).values()) == {"distributed"}
+    assert total_resources(auto, cfg) == total_resources(dist, cfg)
+
+    ratio = {}
+    for inst in sliding_window_generators(dist):
+        luts, brams = swg_block_trade(inst, cfg.fpga_part)
+        ratio[inst.onnx_node.name] = luts / brams
+        if list(inst.get_nodeattr("Dilation")) == [4, 4]:
+            biggest = inst.onnx_node.name
+    assert max(ratio, key=ratio.get) == biggest
+    rate = 150.0  # LUT per BRAM18: lut_budget * LUT / (bram_budget * BRAM18)
+    lut_budget = rate * 0.8 * 288 / 117_120
+    assert min(ratio.values()) < rate < max(ratio.values())
+    auto, acfg = _fold(base, **kw, lut_budget=lut_budget, bram_budget=0.8, swg_ram_style="auto")
+    styles = _styles(auto)
+    assert _styles(dist).keys() == styles.keys()  # same folding, same generators
+    chosen = {n for n, s in styles.items() if s == "block"}
+    assert chosen == {n for n, r in ratio.items() if r > rate} and biggest in chosen
+    assert len(chosen) < len(styles)
+    t_auto, t_dist = total_resources(auto, acfg), total_resources(dist, acfg)
+    assert t_auto["LUT"] < t_dist["LUT"] and t_auto["BRAM_18K"] > t_dist["BRAM_18K"]
+
+
+def test_swg_ram_style_auto_stays_within_the_bram_budget(dilated_specialized) -> None:
+    """With room for one more BRAM18 only, "auto" takes the best generator and no other."""
+    from sarvessel.hw.estimate import total_resources
+    from sarvessel.hw.steps import apply_swg_ram_style, sliding_window_generators
+
+    base, kw = dilated_specialized
+    dist, cfg = _fold(base, **kw, swg_ram_style="distributed")
+    base_bram = total_resources(dist, cfg)["BRAM_18K"]
+    bram_budget = (base_bram + 1.5) / 288
+    # a LUT budget that makes every generator with a line buffer worth moving (rate ~20)
+    tight = cfg.replace(swg_ram_style="auto", bram_budget=bram_budget, lut_budget=0.005)
+    auto = apply_swg_ram_style(dist, tight)
+    styles = _styles(auto)
+    assert list(styles.values()).count("block") == 1
+    (chosen,) = (i for i in sliding_window_generators(auto)
+                 if i.get_nodeattr("ram_style") == "block")
+    assert list(chosen.get_nodeattr("Dilation")) == [4, 4]
+    assert total_resources(auto, tight)["BRAM_18K"] <= bram_budget * 288
+
+
+def test_folding_budget_check_sees_the_swg_ram_style(dilated_specialized) -> None:
+    """A LUT budget between the LUTRAM and the BRAM line-buffer variants of the first folding:
+    with "block" the target is kept, with "distributed" the folding relaxes it."""
+    from sarvessel.hw.estimate import total_resources
+    from sarvessel.hw.steps import FOLDING_FITS_PROP, FOLDING_TARGET_PROP
+
+    base, kw = dilated_specialized
+    one = {**kw, "max_folding_attempts": 1}
+    dist, cfg = _fold(base, **one, swg_ram_style="distributed")
+    block, _ = _fold(base, **one, swg_ram_style="block")
+    lut_d, lut_b = (total_resources(m, cfg)["LUT"] for m in (dist, block))
+    budget = (lut_d + lut_b) / 2 / 117_120
+    target = cfg.target_cycles_per_tile()
+    block, _ = _fold(base, **kw, swg_ram_style="block", lut_budget=budget, max_folding_attempts=3)
+    assert block.get_metadata_prop(FOLDING_TARGET_PROP) == str(target)
+    assert block.get_metadata_prop(FOLDING_FITS_PROP) == "1"
+    dist, _ = _fold(base, **kw, swg_ram_style="distributed", lut_budget=budget,
+                    max_folding_attempts=3)
+    assert int(dist.get_metadata_prop(FOLDING_TARGET_PROP)) > target

@@ -131,10 +131,19 @@ def cmd_check_deploy(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
+    from sarvessel.hw.config import SwgRamStyle  # no finn import: safe for --help
+
     p.add_argument("model", type=Path, help="cleaned QONNX model (.onnx / .qonnx)")
     p.add_argument("--config", type=Path, default=None, help="HW config (.json / .yaml)")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides the config)")
     p.add_argument("--clock-mhz", type=float, default=None, help="clock (MHz); overrides config")
+    p.add_argument(
+        "--swg-ram-style",
+        choices=[s.value for s in SwgRamStyle],
+        default=None,
+        help="line-buffer memory of the sliding-window generators: LUTRAM (distributed), BRAM "
+        "(block) or chosen per generator (auto); overrides the config",
+    )
 
 
 def _help(p: argparse.ArgumentParser) -> int:
@@ -151,6 +160,8 @@ def _config(args: argparse.Namespace) -> Any:
         changes["output_dir"] = args.out
     if getattr(args, "clock_mhz", None) is not None:
         changes["clock_mhz"] = args.clock_mhz
+    if getattr(args, "swg_ram_style", None) is not None:
+        changes["swg_ram_style"] = args.swg_ram_style
     if getattr(args, "target_scene_s", None) is not None:
         changes["target_scene_seconds"] = args.target_scene_s
         changes["target_tiles_per_s"] = None

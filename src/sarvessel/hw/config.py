@@ -38,6 +38,7 @@ __all__ = [
     "Fabric",
     "HWConfig",
     "ShellFlow",
+    "SwgRamStyle",
 ]
 
 
@@ -51,6 +52,16 @@ class ShellFlow(str, Enum):
     """FINN shell flows (``finn.builder.build_dataflow_config.ShellFlowType`` values)."""
 
     VIVADO_ZYNQ = "vivado_zynq"
+
+
+class SwgRamStyle(str, Enum):
+    """Memory of the sliding-window generators' line buffers (``ConvolutionInputGenerator``
+    ``ram_style``); ``auto`` picks per generator
+    (:func:`sarvessel.hw.steps.apply_swg_ram_style`)."""
+
+    AUTO = "auto"
+    DISTRIBUTED = "distributed"
+    BLOCK = "block"
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,14 @@ class HWConfig:
     folding_relax_factor: float = 1.5
     #: Folding attempts before giving up on the budget (the last attempt is kept and reported).
     max_folding_attempts: int = 8
+    #: Line-buffer memory of the sliding-window generators: "distributed" (LUTRAM, FINN's
+    #: default), "block" (BRAM) or "auto" (per generator: BRAM where it saves more of the LUT
+    #: budget than it spends of the BRAM budget, within the BRAM budget; see
+    #: :func:`sarvessel.hw.steps.apply_swg_ram_style`). Set with the folding, so the budget check
+    #: of each folding attempt and the estimate include it. The default keeps FINN's LUTRAM, so
+    #: the shipped models' quoted estimates and builds stay as they are; a body with wide
+    #: dilated depthwise convs needs "auto" to meet the throughput target.
+    swg_ram_style: SwgRamStyle = SwgRamStyle.DISTRIBUTED
     #: Widest MVAU weight stream SetFolding may create (bits; FINN's mvau_wwidth_max).
     mvau_wwidth_max: int = 1024
     #: FINN datatype of the graph input; annotated when the QONNX input carries none.

@@ -51,6 +51,9 @@ class LayerEstimate:
     cycles: int
     resources: dict[str, float]
     folding: dict[str, int] = field(default_factory=dict)
+    #: Line-buffer memory of a sliding-window generator ("distributed" / "block"); None for
+    #: other layers.
+    ram_style: str | None = None
 
 
 @dataclass
@@ -89,6 +92,9 @@ class EstimateReport:
     scene_seconds: float
     meets_target: bool
     notes: list[str] = field(default_factory=list)
+    #: ``HWConfig.swg_ram_style`` the folding applied ("auto" / "distributed" / "block"), if
+    #: recorded; the per-generator result is each layer's ``ram_style``.
+    swg_ram_style: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping."""
@@ -231,7 +237,7 @@ def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-    from sarvessel.hw.steps import FOLDING_FITS_PROP, FOLDING_TARGET_PROP
+    from sarvessel.hw.steps import FOLDING_FITS_PROP, FOLDING_TARGET_PROP, SWG_RAM_STYLE_PROP
 
     cycles = exp_cycles_per_layer(model)
     res = res_estimation(model, fpgapart=cfg.fpga_part)
@@ -244,6 +250,7 @@ def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
         folding = {
             a: int(inst.get_nodeattr(a)) for a in ("PE", "SIMD", "parallel_window") if a in known
         }
+        swg = node.op_type.startswith("ConvolutionInputGenerator") and "ram_style" in known
         layers.append(
             LayerEstimate(
                 name=node.name,
@@ -251,6 +258,7 @@ def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
                 cycles=int(cycles[node.name]),
                 resources={k: float(res.get(node.name, {}).get(k, 0)) for k in RESOURCE_KEYS},
                 folding=folding,
+                ram_style=str(inst.get_nodeattr("ram_style")) if swg else None,
             )
         )
     if not layers:
@@ -275,6 +283,12 @@ def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
     unmodelled = sorted({ly.op_type for ly in layers if ly.op_type in _NO_RESOURCE_MODEL})
     if unmodelled:
         notes.append(f"FINN has no resource model for {', '.join(unmodelled)} (counted as 0).")
+    styles = [ly.ram_style for ly in layers if ly.ram_style is not None]
+    swg_style = model.get_metadata_prop(SWG_RAM_STYLE_PROP)
+    if styles:
+        counts = ", ".join(f"{styles.count(s)} {s}" for s in sorted(set(styles)))
+        notes.append(f"sliding-window line buffers: {counts}"
+                     + (f" (swg_ram_style={swg_style})." if swg_style else "."))
     notes += [f"{f.name}: {f.rows} rows = {f.depth} x {f.width} bit words "
               f"(analytical skip-FIFO estimate, included in the totals)." for f in fifos]
     return EstimateReport(
@@ -302,6 +316,7 @@ def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
         scene_seconds=scene_s,
         meets_target=bott.cycles <= cfg.target_cycles_per_tile(),
         notes=notes,
+        swg_ram_style=swg_style or None,
     )
 
 
@@ -314,6 +329,7 @@ def render_table(report: EstimateReport) -> Any:
     t.add_column("layer")
     t.add_column("op")
     t.add_column("fold", justify="right")
+    t.add_column("ram")
     t.add_column("cycles/tile", justify="right")
     for k in RESOURCE_KEYS:
         t.add_column(k, justify="right")
@@ -324,15 +340,17 @@ def render_table(report: EstimateReport) -> Any:
             ly.name + mark,
             ly.op_type,
             fold,
+            ly.ram_style or "",
             f"{ly.cycles:,}",
             *(f"{ly.resources[k]:,.0f}" for k in RESOURCE_KEYS),
         )
     t.add_section()
     t.add_row(
-        "total", "", "", "", *(f"{(report.totals[k] or 0):,.0f}" for k in RESOURCE_KEYS)
+        "total", "", "", "", "", *(f"{(report.totals[k] or 0):,.0f}" for k in RESOURCE_KEYS)
     )
     t.add_row(
         "share of KV260",
+        "",
         "",
         "",
         "",
@@ -354,6 +372,8 @@ def render_table(report: EstimateReport) -> Any:
         ("meets target", str(report.meets_target)),
         ("fits budget", str(report.fits_budget)),
     ]
+    if report.swg_ram_style is not None:
+        rows.append(("SWG line buffers (swg_ram_style)", report.swg_ram_style))
     for a, b in rows:
         s.add_row(a, b)
     return Group(t, s)

@@ -23,7 +23,7 @@ import copy
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
@@ -41,7 +41,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 from qonnx.util.cleanup import cleanup_model
 
-from sarvessel.hw.config import HWConfig
+from sarvessel.hw.config import HWConfig, SwgRamStyle
 from sarvessel.hw.errors import ConversionError, StepError
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ PARENT_MODEL_PROP = "sarvessel_parent_model"
 FOLDING_TARGET_PROP = "sarvessel_folding_target_cycles"
 #: Metadata key recording whether the final folding fits the resource budget ("1"/"0").
 FOLDING_FITS_PROP = "sarvessel_folding_fits_budget"
+#: Metadata key recording ``cfg.swg_ram_style`` as applied by the folding step.
+SWG_RAM_STYLE_PROP = "sarvessel_swg_ram_style"
 
 _HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
@@ -365,6 +367,10 @@ def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     VVAUs need nothing extra: SetFolding raises their PE (channels) first and SIMD (kernel
     elements) only once PE is full, and gives the depthwise sliding-window generator in front
     SIMD = PE (and ``parallel_window`` when the VVAU's SIMD > 1), as both must stream alike.
+
+    After each SetFolding the line-buffer memory of the sliding-window generators is set from
+    ``cfg.swg_ram_style`` (:func:`apply_swg_ram_style`), before the budget check: their LUT and
+    BRAM cost depends on it, and for "auto" the choice depends on the SIMD just chosen.
     """
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
@@ -375,6 +381,7 @@ def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
         folded = _fold_upsamplers(copy.deepcopy(model), target).transform(
             SetFolding(target, mvau_wwidth_max=cfg.mvau_wwidth_max, two_pass_relaxation=True)
         )
+        folded = apply_swg_ram_style(folded, cfg)
         over = over_budget(total_resources(folded, cfg), cfg)
         log.info("folding attempt %d: target %d cycles/tile, over: %s", attempt, target, over)
         if not over or attempt == cfg.max_folding_attempts:
@@ -386,6 +393,7 @@ def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     folded = folded.transform(GiveUniqueNodeNames())
     folded.set_metadata_prop(FOLDING_TARGET_PROP, str(target))
     folded.set_metadata_prop(FOLDING_FITS_PROP, "1" if fits else "0")
+    folded.set_metadata_prop(SWG_RAM_STYLE_PROP, SwgRamStyle(cfg.swg_ram_style).value)
     return folded
 
 
@@ -407,6 +415,78 @@ def step_generate_estimates(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     model = model.transform(AnnotateCycles())
     write_report(estimate_model(model, cfg), cfg.report_dir())
     return model
+
+
+def sliding_window_generators(model: ModelWrapper) -> list[Any]:
+    """Custom ops of the ``ConvolutionInputGenerator*`` layers that have a ``ram_style``."""
+    out = []
+    for node in model.graph.node:
+        if node.op_type.startswith("ConvolutionInputGenerator"):
+            inst = getCustomOp(node)
+            if "ram_style" in inst.get_nodeattr_types():
+                out.append(inst)
+    return out
+
+
+def apply_swg_ram_style(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Set ``ram_style`` of every sliding-window generator from ``cfg.swg_ram_style``.
+
+    "distributed" (LUTRAM, FINN's default) and "block" (BRAM) go to every generator. "auto"
+    decides per generator from FINN's own estimates for the folded layer: the LUTs its line
+    buffer costs in LUTRAM (``lut_estimation``: one LUT per 38 entries of each buffer bit, the
+    300-LUT control logic is the same for both) against the BRAM18s it takes as block RAM
+    (``bram_estimation``, which rounds width and depth up to whole BRAM aspect ratios). A
+    generator goes to BRAM when the LUTs saved are a larger share of the LUT budget than the
+    BRAMs spent are of the BRAM budget, i.e. when it saves more than
+    ``lut_budget * LUT / (bram_budget * BRAM18)`` LUTs per BRAM18 (356 on the KV260 with the
+    default 70 % / 80 %). A full BRAM18 (18 Kib) replaces about 485 LUTs, so this takes the
+    buffers that fill their BRAMs to roughly 70 % or more: the big line buffers of wide
+    or dilated convs (rows x channels of thousands of entries), while short or narrow buffers,
+    which would leave most of a BRAM empty, stay in LUTRAM. Candidates are then taken best
+    LUT-per-BRAM first for as long as the model's total BRAM stays within ``cfg.bram_budget``
+    (every generator in LUTRAM counted as the base), so "auto" never pushes the BRAM over budget;
+    the folding step's budget check sees the result. Generators without line buffers (FINN
+    estimates 0 BRAM) stay in LUTRAM. This "auto" is resolved here and never handed to FINN,
+    whose own ``ram_style="auto"`` leaves the choice to the synthesis tool.
+    """
+    from sarvessel.hw.estimate import total_resources
+
+    style = SwgRamStyle(cfg.swg_ram_style)
+    swgs = sliding_window_generators(model)
+    if style is not SwgRamStyle.AUTO:
+        for inst in swgs:
+            inst.set_nodeattr("ram_style", style.value)
+        return model
+    for inst in swgs:
+        inst.set_nodeattr("ram_style", SwgRamStyle.DISTRIBUTED.value)
+    if not swgs:
+        return model
+    dev = cfg.fabric().totals()
+    lut_per_bram = cfg.lut_budget * dev["LUT"] / (cfg.bram_budget * dev["BRAM_18K"])
+    headroom = cfg.bram_budget * dev["BRAM_18K"] - total_resources(model, cfg)["BRAM_18K"]
+    candidates = []
+    for order, inst in enumerate(swgs):
+        luts, brams = swg_block_trade(inst, cfg.fpga_part)
+        if brams > 0 and luts > brams * lut_per_bram:
+            candidates.append((-luts / brams, order, brams, inst))
+    for _, _, brams, inst in sorted(candidates, key=lambda c: c[:2]):
+        if brams <= headroom:
+            inst.set_nodeattr("ram_style", SwgRamStyle.BLOCK.value)
+            headroom -= brams
+    return model
+
+
+def swg_block_trade(inst: Any, fpgapart: str) -> tuple[float, float]:
+    """(LUTs saved, BRAM18s spent) by moving one generator's line buffer from LUTRAM to BRAM,
+    from FINN's estimates at its current folding; its ``ram_style`` is left as it was."""
+    was = inst.get_nodeattr("ram_style")
+    cost: dict[str, tuple[float, float]] = {}
+    for style in (SwgRamStyle.DISTRIBUTED.value, SwgRamStyle.BLOCK.value):
+        inst.set_nodeattr("ram_style", style)
+        cost[style] = (inst.lut_estimation(fpgapart), inst.bram_estimation(fpgapart))
+    inst.set_nodeattr("ram_style", was)
+    (lut_d, bram_d), (lut_b, bram_b) = cost["distributed"], cost["block"]
+    return float(lut_d - lut_b), float(bram_b - bram_d)
 
 
 def _fold_upsamplers(model: ModelWrapper, target: int) -> ModelWrapper:
