@@ -62,7 +62,7 @@ class ModelConfig:
     #: generator implements dilation (``ConvolutionInputGenerator`` ``Dilation``).
     dilations: tuple[int, ...] = ()
     #: Index of the first body block built depthwise-separable (a depthwise 3x3 conv -> BN ->
-    #: ReLU, then a 1x1 conv -> BN -> ReLU); 0 or less: none, every block a full 3x3 conv. The
+    #: ReLU, then a 1x1 conv -> BN -> ReLU); 0: none, every block a full 3x3 conv. The
     #: stem (block 0) is always a full conv. Why: a full 3x3 conv costs 9*C*C MACs a pixel, a
     #: separable one 9*C + C*C, so at the same budget the stride-8 features can be ~2.5x wider
     #: (MobileNet-v1; FINN builds the depthwise half as a VectorVectorActivation).
