@@ -41,7 +41,8 @@ class BitWidths:
 
 @dataclass
 class ModelConfig:
-    """Shape of the detector (see /tmp/arch contract: plain conv chain, one stride, DFL head)."""
+    """Shape of the detector: a plain conv chain (FINN-friendly, NOTES §5), one stride, DFL
+    head."""
 
     #: Short model name (also the exported file stem).
     name: str = "ssdd_w4a4"
