@@ -196,3 +196,25 @@ def test_separable_blocks_cost_by_hand_and_validate() -> None:
     for bad in (-1, 4):
         with pytest.raises(ConfigError, match="separable_from"):
             _tiny(widths=(4, 8, 16, 16), separable_from=bad)
+
+
+def test_depthwise_weight_width_applies_to_depthwise_convs_only() -> None:
+    from brevitas.nn import QuantConv2d
+
+    def widths(**bits: int) -> list[tuple[int, int]]:
+        model = build_model(_tiny(widths=(4, 8, 16), separable_from=1, bits=bits))
+        return [(c.groups, int(c.quant_weight().bit_width)) for c in model.modules()
+                if isinstance(c, QuantConv2d)]
+
+    # stem, (dw, pw) x 2, head x 3: dw_weight 0 follows ``weight``
+    assert widths() == [(1, 8), (4, 4), (1, 4), (8, 4), (1, 4), (1, 4), (1, 4), (1, 8)]
+    assert widths(weight=3) == [(1, 8), (4, 3), (1, 3), (8, 3), (1, 3), (1, 3), (1, 3), (1, 8)]
+    assert widths(dw_weight=8) == [(1, 8), (4, 8), (1, 4), (8, 8), (1, 4), (1, 4), (1, 4),
+                                   (1, 8)]
+    # a checkpoint written before the field existed loads with it off
+    cfg = _tiny(bits={"dw_weight": 6})
+    old = cfg.to_dict()
+    del old["bits"]["dw_weight"]
+    assert ModelConfig.from_dict(old).bits.dw_weight == 0
+    with pytest.raises(ConfigError, match="dw_weight"):
+        _tiny(bits={"dw_weight": 1})

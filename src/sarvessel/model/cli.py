@@ -68,7 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reg-max", type=int, default=16)
     p.add_argument("--bits", default="",
                    help="bit widths, e.g. 'first_weight=8,weight=4,act=4,last_act=8,"
-                        "last_weight=8' (defaults as shown)")
+                        "last_weight=8,dw_weight=0' (defaults as shown; dw_weight 0: depthwise "
+                        "convs use weight)")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
     p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
     p.add_argument("--export-dir", type=Path, default=None,
