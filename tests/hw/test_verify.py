@@ -74,7 +74,8 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path) -> None:
 def test_separable_body_converts_and_stays_bit_exact(tmp_path) -> None:
     """A depthwise-separable body (``separable_from``) becomes one VVAU per depthwise 3x3 conv
     (fed by depthwise sliding-window generators, dilated ones keeping ``Dilation``) and one MVAU
-    per 1x1 conv, and the HW graphs still equal the QONNX model bit for bit."""
+    per 1x1 conv, and the HW graphs still equal the QONNX model bit for bit. The depthwise
+    weights are 8-bit (``dw_weight``) beside 4-bit dense ones: mixed precision survives."""
     import sys
     from pathlib import Path
 
@@ -92,7 +93,8 @@ def test_separable_body_converts_and_stays_bit_exact(tmp_path) -> None:
     _finn_or_skip()
     widths, dilations = (8, 16, 24, 24, 24), (1, 1, 1, 2, 4)
     path, which = export_contract_qonnx(tmp_path / "separable.onnx", tile=64, widths=widths,
-                                        dilations=dilations, separable_from=1)
+                                        dilations=dilations, separable_from=1,
+                                        bits={"dw_weight": 8})
     if which != "sarvessel.model.network":
         pytest.skip("the real network is needed for separable blocks")
     cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
@@ -102,6 +104,11 @@ def test_separable_body_converts_and_stays_bit_exact(tmp_path) -> None:
     ops = [n.op_type for n in hw.graph.node]
     n_sep = len(widths) - 1
     assert sum(o.startswith("VVAU") for o in ops) == n_sep
+    wdt = [(n.op_type[:4], getCustomOp(n).get_nodeattr("weightDataType")) for n in hw.graph.node
+           if n.op_type.startswith(("VVAU", "MVAU"))]
+    assert [d for op, d in wdt if op == "VVAU"] == ["INT8"] * n_sep
+    # 8-bit stem, 4-bit 1x1 convs and first two head convs, 8-bit last conv
+    assert [d for op, d in wdt if op == "MVAU"] == ["INT8"] + ["INT4"] * (n_sep + 2) + ["INT8"]
     # stem + 1x1 of every separable block + 3 head convs
     assert sum(o.startswith("MVAU") for o in ops) == 1 + n_sep + 3
     # every VVAU reads a depthwise sliding-window generator (the max-pools' are depthwise too)

@@ -218,3 +218,18 @@ def test_depthwise_weight_width_applies_to_depthwise_convs_only() -> None:
     assert ModelConfig.from_dict(old).bits.dw_weight == 0
     with pytest.raises(ConfigError, match="dw_weight"):
         _tiny(bits={"dw_weight": 1})
+
+
+def test_depthwise_act_width_applies_to_depthwise_outputs_only() -> None:
+    from brevitas.nn import QuantReLU
+
+    def acts(**bits: int) -> list[int]:
+        model = build_model(_tiny(widths=(4, 8, 16), separable_from=1, bits=bits))
+        return [int(m.act_quant.bit_width()) for m in model.modules() if isinstance(m, QuantReLU)]
+
+    # stem, (dw, pw) x 2, head x 2
+    assert acts() == [4, 4, 4, 4, 4, 4, 8]
+    assert acts(dw_act=8) == [4, 8, 4, 8, 4, 4, 8]
+    assert acts(act=3) == [3, 3, 3, 3, 3, 3, 8]
+    with pytest.raises(ConfigError, match="dw_act"):
+        _tiny(bits={"dw_act": 9})

@@ -68,8 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reg-max", type=int, default=16)
     p.add_argument("--bits", default="",
                    help="bit widths, e.g. 'first_weight=8,weight=4,act=4,last_act=8,"
-                        "last_weight=8,dw_weight=0' (defaults as shown; dw_weight 0: depthwise "
-                        "convs use weight)")
+                        "last_weight=8,dw_weight=0,dw_act=0' (defaults as shown; the dw_ widths "
+                        "of separable blocks' depthwise convs and their outputs, 0: follow "
+                        "weight / act)")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
     p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
     p.add_argument("--export-dir", type=Path, default=None,
@@ -98,12 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
     from sarvessel.model.config import BitWidths, ModelConfig
     from sarvessel.model.train import DataKind, TrainConfig
 
-    bits = BitWidths()
-    for item in filter(None, (s.strip() for s in args.bits.split(","))):
-        key, _, val = item.partition("=")
-        if not hasattr(bits, key) or not val.strip().isdigit():
-            raise SarvesselError(f"--bits: bad entry {item!r}")
-        setattr(bits, key, int(val))
+    bits = BitWidths.parse(args.bits)
     widths, dilations, context_widths, context_dilations = (
         _int_list(getattr(args, n), "--" + n.replace("_", "-"))
         for n in ("widths", "dilations", "context_widths", "context_dilations"))

@@ -35,16 +35,37 @@ class BitWidths:
     #: input channels to average its rounding out, so 4 bits cost it far more than a dense
     #: conv; it is ~8 % of a separable block's MACs, so 8 bits there are cheap in a VVAU.
     dw_weight: int = 0
+    #: Activations after the depthwise convs (the 1x1 convs' inputs); 0: same as ``act``.
+    #: Wider ones widen the 1x1 convs' multipliers, the bulk of a separable body's LUTs.
+    dw_act: int = 0
+
+    @classmethod
+    def parse(cls, spec: str) -> BitWidths:
+        """``'weight=4,dw_weight=8'`` -> BitWidths (unnamed fields keep their defaults)."""
+        bits = cls()
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            key, _, val = item.partition("=")
+            key = key.strip()
+            if key not in {f.name for f in fields(cls)} or not val.strip().isdigit():
+                raise ConfigError(f"bit widths: bad entry {item!r} (want name=int with a name "
+                                  f"in {', '.join(f.name for f in fields(cls))})")
+            setattr(bits, key, int(val))
+        bits.validate()
+        return bits
 
     def depthwise_weight(self) -> int:
         """Bit width of depthwise conv weights (``dw_weight``, or ``weight`` when 0)."""
         return self.dw_weight or self.weight
 
+    def depthwise_act(self) -> int:
+        """Bit width of the activations after depthwise convs (``dw_act``, or ``act`` when 0)."""
+        return self.dw_act or self.act
+
     def validate(self) -> None:
-        """Raise :class:`ConfigError` when a width is outside 2..8 (``dw_weight`` may be 0)."""
+        """Raise :class:`ConfigError` when a width is outside 2..8 (the ``dw_`` ones may be 0)."""
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "dw_weight" and v == 0:
+            if f.name.startswith("dw_") and v == 0:
                 continue
             if not isinstance(v, int) or not 2 <= v <= 8:
                 raise ConfigError(f"bit width {f.name}={v!r} must be an integer in 2..8")

@@ -95,7 +95,7 @@ class SarYolo(nn.Module):
             stride = cfg.stem_stride if i == 0 else 1
             if cfg.separable_from and i >= cfg.separable_from:
                 layers += [_conv(cfg, cin, cin, 3, b.depthwise_weight(), dilation=dil, groups=cin),
-                           nn.BatchNorm2d(cin), _relu(cfg, b.act),
+                           nn.BatchNorm2d(cin), _relu(cfg, b.depthwise_act()),
                            _conv(cfg, cin, w, 1, wbits), nn.BatchNorm2d(w), _relu(cfg, b.act)]
             else:
                 layers += [_conv(cfg, cin, w, 3, wbits, stride=stride, dilation=dil),

@@ -1,0 +1,79 @@
+"""Post-training quantization sensitivity: which quantizers of a float model cost accuracy.
+
+A float checkpoint is loaded into quantised twins that differ only in their bit widths; each
+twin's activation scales are calibrated on training batches (weights keep the float values,
+batch-norm statistics are frozen) and its AP50 is measured on the validation images, with no
+training. Why: a QAT run costs an hour on this project's CPUs and answers for one bit-width
+choice; this costs well under a minute per choice and ranks the quantizers (depthwise weights,
+depthwise outputs, dense weights, activations) by the accuracy they take before QAT repairs
+what it can, so the QAT hour goes to the choice that matters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sarvessel.model.checkpoint import load_checkpoint
+from sarvessel.model.config import BitWidths, ModelConfig
+from sarvessel.model.data import ImageDataset, collate
+from sarvessel.model.evaluate import evaluate_ap
+from sarvessel.model.network import SarYolo, build_model
+from sarvessel.runtime.errors import SarvesselError
+
+
+@dataclass(frozen=True)
+class SensitivityRow:
+    """AP50 of one bit-width choice (``bits`` is None for the float model itself)."""
+
+    label: str
+    bits: BitWidths | None
+    ap50: float
+
+
+def calibrate(model: SarYolo, train_ds: ImageDataset, *, batches: int, batch: int = 16,
+              seed: int = 0) -> None:
+    """Run ``batches`` training batches through ``model`` so Brevitas sets its activation
+    scales from their statistics, as the first QAT steps would; batch-norm statistics stay
+    frozen (eval mode) so only the quantizers change."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    order = np.random.default_rng([seed, 0]).permutation(len(train_ds))
+    with torch.no_grad():
+        for b in range(batches):
+            idx = order[(b * batch) % len(order):][:batch]
+            model(collate([train_ds[int(i)] for i in idx]).images)
+    model.eval()
+
+
+def sensitivity(checkpoint: Path | str, choices: dict[str, BitWidths], train_ds: ImageDataset,
+                val_ds: ImageDataset, *, calib_batches: int = 30, batch: int = 16,
+                ) -> list[SensitivityRow]:
+    """AP50 of the float model in ``checkpoint`` and of each quantised twin in ``choices``
+    (label -> bit widths), each calibrated on ``train_ds`` and scored on ``val_ds``."""
+    from sarvessel.model.quant import UintActQuant
+
+    if calib_batches < UintActQuant.collect_stats_steps:
+        raise SarvesselError(f"calib_batches={calib_batches}: the activation quantizers collect "
+                             f"statistics over their first {UintActQuant.collect_stats_steps} "
+                             "batches; use at least that many")
+    float_model, _ = load_checkpoint(checkpoint, quantized=False)
+    cfg: ModelConfig = float_model.cfg
+    rows = [SensitivityRow("float", None, evaluate_ap(float_model, val_ds, stride=cfg.stride,
+                                                      reg_max=cfg.reg_max))]
+    state = float_model.state_dict()
+    for label, bits in choices.items():
+        model = build_model(replace(cfg, quantized=True, bits=bits))
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        model.apply_masks()
+        torch.manual_seed(0)
+        calibrate(model, train_ds, batches=calib_batches, batch=batch)
+        rows.append(SensitivityRow(label, bits, evaluate_ap(model, val_ds, stride=cfg.stride,
+                                                            reg_max=cfg.reg_max)))
+    return rows
