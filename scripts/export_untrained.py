@@ -38,6 +38,7 @@ def main() -> int:
 
     from sarvessel.model.config import BitWidths, scene_config, ssdd_config
     from sarvessel.model.network import build_model
+    from sarvessel.model.sensitivity import calibrate
     from sarvessel.quantize.export import export_qonnx
     from sarvessel.runtime.errors import SarvesselError
 
@@ -51,14 +52,9 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    net = build_model(cfg).train()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.eval()
-    with torch.no_grad():
-        for _ in range(30):
-            net(torch.randint(0, 256, (1, args.channels, 128, 128)).float())
-    net.eval()
+    net = build_model(cfg)
+    calibrate(net, (torch.randint(0, 256, (1, args.channels, 128, 128)).float()
+                    for _ in range(30)))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     export_qonnx(net, args.out, tile=args.tile, channels=args.channels)
     print(f"wrote {args.out} ({sum(p.numel() for p in net.parameters())} params)")

@@ -56,14 +56,12 @@ def main() -> int:
                 raise SarvesselError(f"--choice {c!r}: want label=spec")
             choices[label] = BitWidths.parse(spec)
         root = ssdd_root() if args.data == "ssdd" else Path(args.data)
-        _, raw = load_checkpoint(args.checkpoint, quantized=False)
-        cfg = raw["config"]
-        tile, ch = int(cfg.get("tile_size", 512)), int(cfg.get("in_channels", 1))
+        model, _ = load_checkpoint(args.checkpoint, quantized=False)
+        tile, ch = model.cfg.tile_size, model.cfg.in_channels
         train_ds = ImageDataset(load_ssdd(root, "train"), tile_size=tile,
                                 train_size=args.train_size, augment=AugmentConfig(), channels=ch)
         val_ds = ImageDataset(load_ssdd(root, args.split), tile_size=tile, channels=ch)
-        rows = sensitivity(args.checkpoint, choices, train_ds, val_ds,
-                           calib_batches=args.calib_batches)
+        rows = sensitivity(model, choices, train_ds, val_ds, calib_batches=args.calib_batches)
     except SarvesselError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from sarvessel.model.checkpoint import save_checkpoint
+from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import BitWidths, ConfigError, ModelConfig
 from sarvessel.model.data import ImageDataset, collate
 from sarvessel.model.network import build_model
-from sarvessel.model.sensitivity import calibrate, sensitivity
+from sarvessel.model.sensitivity import calibrate, dataset_batches, sensitivity
 from sarvessel.runtime.datasets import LabeledImage
 from sarvessel.runtime.errors import SarvesselError
 
@@ -59,7 +59,7 @@ def test_wider_twins_track_the_float_model_more_closely(tmp_path: Path) -> None:
                                 bits=BitWidths(weight=b, act=b, first_weight=b, last_act=b,
                                                last_weight=b)))
         q.load_state_dict(fl.state_dict(), strict=False)
-        calibrate(q, ds, batches=30, batch=2)
+        calibrate(q, dataset_batches(ds, 30, batch=2))
         scales = [float(m.act_quant.scale()) for m in q.modules()
                   if type(m).__name__ == "QuantReLU"]
         assert all(np.isfinite(s) and s > 0 for s in scales)
@@ -72,10 +72,11 @@ def test_sensitivity_reports_the_float_model_then_every_choice(tmp_path: Path) -
     torch.manual_seed(0)
     ds = _dataset(tmp_path)
     ckpt = save_checkpoint(tmp_path / "f.pt", build_model(_cfg()))
-    rows = sensitivity(ckpt, {"w4a4": BitWidths(), "dw8": BitWidths(dw_weight=8, dw_act=8)},
+    model, _ = load_checkpoint(ckpt, quantized=False)
+    rows = sensitivity(model, {"w4a4": BitWidths(), "dw8": BitWidths(dw_weight=8, dw_act=8)},
                        ds, ds, calib_batches=30, batch=2)
     assert [r.label for r in rows] == ["float", "w4a4", "dw8"]
     assert rows[0].bits is None and rows[2].bits == BitWidths(dw_weight=8, dw_act=8)
     assert all(0.0 <= r.ap50 <= 1.0 for r in rows)
     with pytest.raises(SarvesselError, match="at least"):
-        sensitivity(ckpt, {"w4a4": BitWidths()}, ds, ds, calib_batches=5)
+        sensitivity(model, {"w4a4": BitWidths()}, ds, ds, calib_batches=5)

@@ -11,13 +11,12 @@ what it can, so the QAT hour goes to the choice that matters.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from sarvessel.model.checkpoint import load_checkpoint
 from sarvessel.model.config import BitWidths, ModelConfig
 from sarvessel.model.data import ImageDataset, collate
 from sarvessel.model.evaluate import evaluate_ap
@@ -34,35 +33,40 @@ class SensitivityRow:
     ap50: float
 
 
-def calibrate(model: SarYolo, train_ds: ImageDataset, *, batches: int, batch: int = 16,
-              seed: int = 0) -> None:
-    """Run ``batches`` training batches through ``model`` so Brevitas sets its activation
-    scales from their statistics, as the first QAT steps would; batch-norm statistics stay
-    frozen (eval mode) so only the quantizers change."""
+def calibrate(model: SarYolo, batches: Iterable[torch.Tensor]) -> None:
+    """Run ``batches`` (float ``[B, C, H, W]`` uint8-valued images) through ``model`` so
+    Brevitas sets its activation scales from their statistics, as the first QAT steps would;
+    batch-norm statistics stay frozen (eval mode) so only the quantizers change."""
     model.train()
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
-    order = np.random.default_rng([seed, 0]).permutation(len(train_ds))
     with torch.no_grad():
-        for b in range(batches):
-            idx = order[(b * batch) % len(order):][:batch]
-            model(collate([train_ds[int(i)] for i in idx]).images)
+        for images in batches:
+            model(images)
     model.eval()
 
 
-def sensitivity(checkpoint: Path | str, choices: dict[str, BitWidths], train_ds: ImageDataset,
+def dataset_batches(ds: ImageDataset, n: int, *, batch: int = 16, seed: int = 0
+                    ) -> Iterator[torch.Tensor]:
+    """``n`` image batches of ``ds`` in a seeded order (wrapping around a small dataset)."""
+    order = np.random.default_rng([seed, 0]).permutation(len(ds))
+    for b in range(n):
+        idx = order[(b * batch) % len(order):][:batch]
+        yield collate([ds[int(i)] for i in idx]).images
+
+
+def sensitivity(float_model: SarYolo, choices: dict[str, BitWidths], train_ds: ImageDataset,
                 val_ds: ImageDataset, *, calib_batches: int = 30, batch: int = 16,
                 ) -> list[SensitivityRow]:
-    """AP50 of the float model in ``checkpoint`` and of each quantised twin in ``choices``
-    (label -> bit widths), each calibrated on ``train_ds`` and scored on ``val_ds``."""
+    """AP50 of ``float_model`` and of each quantised twin in ``choices`` (label -> bit widths),
+    each calibrated on ``train_ds`` and scored on ``val_ds``."""
     from sarvessel.model.quant import UintActQuant
 
     if calib_batches < UintActQuant.collect_stats_steps:
         raise SarvesselError(f"calib_batches={calib_batches}: the activation quantizers collect "
                              f"statistics over their first {UintActQuant.collect_stats_steps} "
                              "batches; use at least that many")
-    float_model, _ = load_checkpoint(checkpoint, quantized=False)
     cfg: ModelConfig = float_model.cfg
     rows = [SensitivityRow("float", None, evaluate_ap(float_model, val_ds, stride=cfg.stride,
                                                       reg_max=cfg.reg_max))]
@@ -73,7 +77,7 @@ def sensitivity(checkpoint: Path | str, choices: dict[str, BitWidths], train_ds:
         model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
         model.apply_masks()
         torch.manual_seed(0)
-        calibrate(model, train_ds, batches=calib_batches, batch=batch)
+        calibrate(model, dataset_batches(train_ds, calib_batches, batch=batch))
         rows.append(SensitivityRow(label, bits, evaluate_ap(model, val_ds, stride=cfg.stride,
                                                             reg_max=cfg.reg_max)))
     return rows
