@@ -71,11 +71,16 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path) -> None:
     assert all(t.ref_std > 0 for t in report.tiles)
 
 
-def test_separable_body_converts_and_stays_bit_exact(tmp_path) -> None:
+@pytest.mark.parametrize(("bits", "dw_dtype"), [({"dw_weight": 8}, "INT8"),
+                                               ({"dw_in_per_channel": 1}, "INT4")])
+def test_separable_body_converts_and_stays_bit_exact(tmp_path, bits, dw_dtype) -> None:
     """A depthwise-separable body (``separable_from``) becomes one VVAU per depthwise 3x3 conv
     (fed by depthwise sliding-window generators, dilated ones keeping ``Dilation``) and one MVAU
-    per 1x1 conv, and the HW graphs still equal the QONNX model bit for bit. The depthwise
-    weights are 8-bit (``dw_weight``) beside 4-bit dense ones: mixed precision survives."""
+    per 1x1 conv, and the HW graphs still equal the QONNX model bit for bit. Case 1: 8-bit
+    depthwise weights (``dw_weight``) beside 4-bit dense ones (mixed precision survives).
+    Case 2: all 4-bit with one activation scale per channel into every depthwise conv
+    (``dw_in_per_channel``): streamlining moves the per-channel Mul past the max-pools and the
+    depthwise convs into the next thresholds, so no float op is left in the dataflow graph."""
     import sys
     from pathlib import Path
 
@@ -94,7 +99,7 @@ def test_separable_body_converts_and_stays_bit_exact(tmp_path) -> None:
     widths, dilations = (8, 16, 24, 24, 24), (1, 1, 1, 2, 4)
     path, which = export_contract_qonnx(tmp_path / "separable.onnx", tile=64, widths=widths,
                                         dilations=dilations, separable_from=1,
-                                        bits={"dw_weight": 8})
+                                        bits=bits)
     if which != "sarvessel.model.network":
         pytest.skip("the real network is needed for separable blocks")
     cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
@@ -106,7 +111,7 @@ def test_separable_body_converts_and_stays_bit_exact(tmp_path) -> None:
     assert sum(o.startswith("VVAU") for o in ops) == n_sep
     wdt = [(n.op_type[:4], getCustomOp(n).get_nodeattr("weightDataType")) for n in hw.graph.node
            if n.op_type.startswith(("VVAU", "MVAU"))]
-    assert [d for op, d in wdt if op == "VVAU"] == ["INT8"] * n_sep
+    assert [d for op, d in wdt if op == "VVAU"] == [dw_dtype] * n_sep
     # 8-bit stem, 4-bit 1x1 convs and first two head convs, 8-bit last conv
     assert [d for op, d in wdt if op == "MVAU"] == ["INT8"] + ["INT4"] * (n_sep + 2) + ["INT8"]
     # stem + 1x1 of every separable block + 3 head convs

@@ -64,16 +64,16 @@ def _calibrate(model: nn.Module, channels: int) -> None:
     model.eval()
 
 
-def _saryolo(bits: int, **overrides: object) -> nn.Module:
-    """A small calibrated SarYolo with ``bits``-bit body weights and activations; ``overrides``
+def _saryolo(nbits: int, **overrides: object) -> nn.Module:
+    """A small calibrated SarYolo with ``nbits``-bit body weights and activations; ``overrides``
     change its :class:`ModelConfig` fields."""
     cfg = scene_config(**{"widths": (8, 16, 16), "pools": 2, "head_width": 8, "reg_max": 4,
-                          "tile_size": TILE, "bits": BitWidths(weight=bits, act=bits),
+                          "tile_size": TILE, "bits": BitWidths(weight=nbits, act=nbits),
                           **overrides})
-    torch.manual_seed(bits)
+    torch.manual_seed(nbits)
     model = build_model(cfg)
     _calibrate(model, cfg.in_channels)
-    _nontrivial_bn(model, seed=bits)
+    _nontrivial_bn(model, seed=nbits)
     return model
 
 
@@ -323,13 +323,22 @@ def test_export_cli_writes_checked_models(tmp_path: Path) -> None:
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
 
 
-@pytest.mark.parametrize("bits", [4, 8])
-def test_separable_body_exports_exactly(bits: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("bits", "per_channel"), [(4, 0), (8, 0), (4, 1)])
+def test_separable_body_exports_exactly(bits: int, per_channel: int, tmp_path: Path) -> None:
     """Depthwise-separable blocks (grouped 3x3 conv, then 1x1) keep the export integer-exact and
-    the int8 variant fuses the depthwise convs too."""
-    model = _saryolo(bits, widths=(8, 16, 24, 24), dilations=(1, 1, 1, 2), separable_from=1)
+    the int8 variant fuses the depthwise convs too, also with one activation scale per channel
+    on the depthwise convs' inputs (``dw_in_per_channel``)."""
+    model = _saryolo(bits, widths=(8, 16, 24, 24), dilations=(1, 1, 1, 2), separable_from=1,
+                     bits=BitWidths(weight=bits, act=bits, dw_in_per_channel=per_channel))
     dw = [m for m in model.body if getattr(m, "groups", 1) > 1]
     assert [m.groups for m in dw] == [8, 16, 24]
+    scales = [tuple(m.act_quant.scale().shape) for m in model.body if hasattr(m, "act_quant")]
+    # the stem's and each 1x1's output scale (they feed depthwise convs; the last one does not)
+    pc = [(1, 8, 1, 1), (1, 16, 1, 1), (1, 24, 1, 1)] if per_channel else [()] * 3
+    assert [scales[0], scales[2], scales[4]] == pc and scales[6] == ()
+    if per_channel:  # the calibrated per-channel scales really differ between channels
+        s = model.body[2].act_quant.scale().flatten()
+        assert float(s.max() / s.min()) > 1.2
     q = export_qonnx(model, tmp_path / "sep_qonnx.onnx", tile=TILE, channels=2)
     c = export_qcdq(model, tmp_path / "sep.onnx", tile=TILE, channels=2)
     # stem + 3 x (depthwise + pointwise) + 3 head convs
@@ -341,6 +350,9 @@ def test_separable_body_exports_exactly(bits: int, tmp_path: Path) -> None:
     _assert_integer_exact(check_equivalence(model, q.path, c.path, _tiles(2, 3), atol=1e-4))
     i8 = export_qcdq_int8(model, tmp_path / "sep_int8.onnx", tile=TILE, channels=2)
     # with 4 bits all but the 8-bit first and the float-output last conv fuse: 3 depthwise,
-    # 3 pointwise, 2 head
-    _assert_fused_and_unchanged(i8.path, {4: 8, 8: 0}[bits], tmp_path / "sep_opt.onnx")
+    # 3 pointwise, 2 head. QLinearConv takes only per-tensor input and output scales, so with
+    # per-channel scales the 3 depthwise convs (input) and the first two 1x1 convs (output)
+    # stay QDQ: the last 1x1 and the 2 head convs fuse.
+    fused = 3 if per_channel else {4: 8, 8: 0}[bits]
+    _assert_fused_and_unchanged(i8.path, fused, tmp_path / "sep_opt.onnx")
     check_equivalence(model, None, i8.path, _tiles(2, 3), atol=0.25)

@@ -157,13 +157,18 @@ def step_streamline(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     MatMul."""
     import finn.transformation.streamline.absorb as absorb
     from finn.transformation.streamline import Streamline
-    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from finn.transformation.streamline.reorder import MakeMaxPoolNHWC, MoveMulPastDWConv
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
     branched = has_branches(model)
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
     if branched:
         model = _scales_past_fork_and_join(model)
+    model = model.transform(Streamline())
+    # per-channel activation scales (``dw_in_per_channel``) stop at depthwise convs, which
+    # Streamline() does not cross: swap them past (exact: channel c only scales output c),
+    # then Streamline() collapses them with the weight scales into the next thresholds
+    model = model.transform(MoveMulPastDWConv())
     model = model.transform(Streamline())
     model = model.transform(LowerConvsToMatMul())
     model = model.transform(MakeMaxPoolNHWC())

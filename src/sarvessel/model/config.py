@@ -38,6 +38,13 @@ class BitWidths:
     #: Activations after the depthwise convs (the 1x1 convs' inputs); 0: same as ``act``.
     #: Wider ones widen the 1x1 convs' multipliers, the bulk of a separable body's LUTs.
     dw_act: int = 0
+    #: 1: one learned activation scale per channel (not one per tensor) on the activations
+    #: that feed depthwise convs. Why: a depthwise conv sums no input channels, so a channel
+    #: whose range is far below the tensor's maximum keeps only one or two of its 4-bit levels
+    #: and nothing averages that rounding out. FINN takes the per-channel scales exactly
+    #: (MultiThreshold holds per-channel thresholds; the output Mul moves past MaxPool and the
+    #: depthwise conv and is absorbed into the next thresholds), so the hardware cost is nil.
+    dw_in_per_channel: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> BitWidths:
@@ -63,9 +70,11 @@ class BitWidths:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when a width is outside 2..8 (the ``dw_`` ones may be 0)."""
+        if self.dw_in_per_channel not in (0, 1):
+            raise ConfigError(f"dw_in_per_channel={self.dw_in_per_channel!r} must be 0 or 1")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name.startswith("dw_") and v == 0:
+            if f.name == "dw_in_per_channel" or (f.name.startswith("dw_") and v == 0):
                 continue
             if not isinstance(v, int) or not 2 <= v <= 8:
                 raise ConfigError(f"bit width {f.name}={v!r} must be an integer in 2..8")

@@ -90,16 +90,20 @@ class SarYolo(nn.Module):
         b = cfg.bits
         layers: list[nn.Module] = []
         cin = cfg.in_channels
+        n = len(cfg.widths)
         for i, (w, dil) in enumerate(zip(cfg.widths, cfg.block_dilations(), strict=True)):
             wbits = b.first_weight if i == 0 else b.weight
             stride = cfg.stem_stride if i == 0 else 1
+            # this block's output feeds the next block's depthwise conv
+            feeds_dw = bool(cfg.separable_from) and cfg.separable_from <= i + 1 < n
+            out_act = _relu(cfg, b.act, channels=w if feeds_dw and b.dw_in_per_channel else 0)
             if cfg.separable_from and i >= cfg.separable_from:
                 layers += [_conv(cfg, cin, cin, 3, b.depthwise_weight(), dilation=dil, groups=cin),
                            nn.BatchNorm2d(cin), _relu(cfg, b.depthwise_act()),
-                           _conv(cfg, cin, w, 1, wbits), nn.BatchNorm2d(w), _relu(cfg, b.act)]
+                           _conv(cfg, cin, w, 1, wbits), nn.BatchNorm2d(w), out_act]
             else:
                 layers += [_conv(cfg, cin, w, 3, wbits, stride=stride, dilation=dil),
-                           nn.BatchNorm2d(w), _relu(cfg, b.act)]
+                           nn.BatchNorm2d(w), out_act]
             if i < cfg.pools:
                 layers.append(nn.MaxPool2d(2))
             cin = w
@@ -191,11 +195,15 @@ def _conv(cfg: ModelConfig, cin: int, cout: int, k: int, wbits: int, *, bias: bo
                        weight_quant=IntWeightPerChannelQuant, weight_bit_width=wbits)
 
 
-def _relu(cfg: ModelConfig, bits: int) -> nn.Module:
+def _relu(cfg: ModelConfig, bits: int, *, channels: int = 0) -> nn.Module:
+    """ReLU, or a ``bits``-wide QuantReLU; ``channels`` > 0: one scale per channel."""
     if not cfg.quantized:
         return nn.ReLU(inplace=True)
     from brevitas.nn import QuantReLU
 
-    from sarvessel.model.quant import UintActQuant
+    from sarvessel.model.quant import UintActPerChannelQuant, UintActQuant
 
+    if channels:
+        return QuantReLU(act_quant=UintActPerChannelQuant, bit_width=bits,
+                         per_channel_broadcastable_shape=(1, channels, 1, 1))
     return QuantReLU(act_quant=UintActQuant, bit_width=bits)

@@ -10,6 +10,7 @@ activations with a float scale; both convert to MVAU + thresholds.
 from __future__ import annotations
 
 from brevitas.core.restrict_val import RestrictValueType
+from brevitas.core.scaling import ScalingPerOutputType
 from brevitas.quant.base import (
     MaxStatsScaling,
     NarrowIntQuant,
@@ -21,7 +22,8 @@ from brevitas.quant.base import (
 from brevitas.quant.solver.act import ActQuantSolver
 from brevitas.quant.solver.weight import WeightQuantSolver
 
-__all__ = ["IntWeightPerChannelQuant", "IntWeightPerTensorQuant", "UintActQuant"]
+__all__ = ["IntWeightPerChannelQuant", "IntWeightPerTensorQuant", "UintActPerChannelQuant",
+           "UintActQuant"]
 
 
 class IntWeightPerChannelQuant(NarrowIntQuant, MaxStatsScaling, PerChannelFloatScaling8bit,
@@ -63,3 +65,18 @@ class UintActQuant(UintQuant, ParamFromRuntimePercentileScaling, PerTensorFloatS
     #: the first epochs of a CPU run several times slower).
     collect_stats_steps = 30
     restrict_scaling_type = RestrictValueType.LOG_FP
+
+
+class UintActPerChannelQuant(UintActQuant):
+    """As :class:`UintActQuant` with one scale per channel of an NCHW tensor; the layer must
+    pass ``per_channel_broadcastable_shape=(1, C, 1, 1)``.
+
+    >>> from brevitas.nn import QuantReLU
+    >>> act = QuantReLU(act_quant=UintActPerChannelQuant, bit_width=4,
+    ...                 per_channel_broadcastable_shape=(1, 8, 1, 1))
+    >>> tuple(act.act_quant.scale().shape)
+    (1, 8, 1, 1)
+    """
+
+    scaling_per_output_type = ScalingPerOutputType.CHANNEL
+    scaling_stats_permute_dims = (1, 0, 2, 3)
