@@ -19,8 +19,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-DEFAULT_CHOICES = ("w4a4=", "dw_weight8=dw_weight=8", "dw_act8=dw_act=8",
-                   "dense_weight8=weight=8,dw_weight=4", "act8=act=8", "w8a8=weight=8,act=8")
+DEFAULT_CHOICES = ("w4a4=", "w4a4_pc=dw_in_per_channel=1", "dw_weight8=dw_weight=8",
+                   "dw_act8=dw_act=8", "dense_weight8=weight=8,dw_weight=4", "act8=act=8",
+                   "w8a8=weight=8,act=8")
 
 
 def main() -> int:

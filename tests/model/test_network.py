@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
-from sarvessel.model.config import ConfigError, ModelConfig, scene_config, ssdd_config
+from sarvessel.model.config import BitWidths, ConfigError, ModelConfig, scene_config, ssdd_config
 from sarvessel.model.network import build_model, count_ops
 from sarvessel.runtime.errors import ModelError
 
@@ -233,3 +233,28 @@ def test_depthwise_act_width_applies_to_depthwise_outputs_only() -> None:
     assert acts(act=3) == [3, 3, 3, 3, 3, 3, 8]
     with pytest.raises(ConfigError, match="dw_act"):
         _tiny(bits={"dw_act": 9})
+
+
+def test_per_channel_scales_only_on_depthwise_inputs() -> None:
+    """``dw_in_per_channel`` gives the activations that feed a depthwise conv (the stem's and
+    every 1x1 conv's output but the last block's) one scale per channel; the rest stay
+    per-tensor, and a dense body ignores the flag."""
+    from brevitas.nn import QuantReLU
+
+    def scales(**kw) -> list[tuple[int, ...]]:
+        model = build_model(_tiny(**kw))
+        return [tuple(m.act_quant.scale().shape) for m in model.modules()
+                if isinstance(m, QuantReLU)]
+
+    sep = {"widths": (4, 8, 16), "separable_from": 1}
+    # stem, (dw, pw) x 2, head x 2
+    assert scales(**sep) == [()] * 7
+    assert scales(**sep, bits={"dw_in_per_channel": 1}) == [
+        (1, 4, 1, 1), (), (1, 8, 1, 1), (), (), (), ()]
+    assert scales(bits={"dw_in_per_channel": 1}) == [()] * 5
+    assert BitWidths.parse("dw_in_per_channel=1").dw_in_per_channel == 1
+    with pytest.raises(ConfigError, match="dw_in_per_channel"):
+        BitWidths.parse("dw_in_per_channel=2")
+    old = _tiny(**sep).to_dict()
+    del old["bits"]["dw_in_per_channel"]
+    assert ModelConfig.from_dict(old).bits.dw_in_per_channel == 0
