@@ -406,7 +406,8 @@ class _IntegerRewrite:
 
     def _maxpool_before_dequant(self) -> None:
         """Turn ``DequantizeLinear → MaxPool`` into ``MaxPool → DequantizeLinear`` (exact: the
-        per-tensor scale is positive, so dequantisation is monotone), and the same for a
+        scale, per tensor or per channel, is positive, so dequantisation is monotone within each
+        channel), and the same for a
         nearest Resize (it only copies values)."""
         for pool in [n for n in self.graph.node if n.op_type == "MaxPool" or (
                 n.op_type == "Resize" and any(a.name == "mode" and a.s == b"nearest"
@@ -414,8 +415,7 @@ class _IntegerRewrite:
             dq = self._producer(pool.input[0])
             if (dq is None or dq.op_type != "DequantizeLinear"
                     or len(self._consumers(dq.output[0])) != 1
-                    or self._array(dq.input[1]).size != 1
-                    or float(self._array(dq.input[1]).reshape(())) <= 0):
+                    or np.any(self._array(dq.input[1]) <= 0)):
                 continue
             q_tensor, pooled = dq.input[0], pool.output[0]
             pool.input[0] = q_tensor
@@ -471,11 +471,26 @@ class _IntegerRewrite:
         if np.any(w_zp != 0):
             return
         x_scale = self._array(xdq.input[1]).astype(np.float64)
-        if x_scale.size != 1:
-            return
         cout = w_int.shape[0]
         if w_scale.size == 1:
             w_scale = np.full(cout, w_scale[0])
+        x_in = xdq.output[0]
+        if x_scale.size != 1:
+            # per-channel input scales (``dw_in_per_channel``): QLinearConv takes one input
+            # scale, but a depthwise conv's output channel c reads only input channel c, so
+            # channel c's scale moves exactly into channel c's weight scale
+            group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+            x_zp = self._array(xdq.input[2]) if len(xdq.input) > 2 else np.zeros(1, np.uint8)
+            if not (group == cout == x_scale.size and w_int.shape[1] == 1) or np.any(x_zp != 0):
+                return
+            w_scale = w_scale * x_scale.reshape(-1)
+            x_scale = np.ones(1)
+            x_in = f"{xdq.output[0]}_unit"
+            one = self._add_init(np.array(1.0, np.float32), "x_scale")
+            zero = self._add_init(np.zeros((), x_zp.dtype), "x_zp")
+            unit_dq = helper.make_node("DequantizeLinear", [xdq.input[0], one, zero], [x_in],
+                                       name=f"{xdq.name}_unit")
+            self.graph.node.insert(list(self.graph.node).index(conv), unit_dq)
         bias = (self._dequantized_const(conv.input[2]) if len(conv.input) > 2 and conv.input[2]
                 else np.zeros(cout))
         gain, shift = np.ones(cout), np.zeros(cout)
@@ -499,10 +514,12 @@ class _IntegerRewrite:
             log.debug("conv %s: |w| <= %d on inputs <= %d could saturate onnxruntime's U8S8 "
                       "kernel; left in float", conv.name, np.abs(new_w).max(), max_code)
             return
-        new_scale = (w_scale * np.abs(gain)).astype(np.float32)
+        out_scale = self._per_channel_requant(bn.output[0] if bn is not None else conv.output[0],
+                                              cout)
+        new_scale = (w_scale * np.abs(gain) / out_scale).astype(np.float32)
         new_bias = gain * bias + shift
         acc_scale = (float(x_scale.reshape(())) * new_scale.astype(np.float64))
-        bias_int = np.rint(new_bias / acc_scale)
+        bias_int = np.rint(new_bias / out_scale / acc_scale)
         if np.abs(bias_int).max(initial=0) >= 2**31 - 1:
             return
         w_name = self._add_init(new_w.astype(w_int.dtype), "w")
@@ -519,11 +536,45 @@ class _IntegerRewrite:
         self.graph.node.insert(idx, new_bdq)
         self.graph.node.insert(idx, new_wdq)
         del conv.input[:]
-        conv.input.extend([xdq.output[0], f"{w_name}_dq", f"{b_name}_dq"])
+        conv.input.extend([x_in, f"{w_name}_dq", f"{b_name}_dq"])
+        if np.any(out_scale != 1):
+            self._unit_requant(bn.output[0] if bn is not None else conv.output[0])
         if bn is not None:
             out = bn.output[0]
             self.graph.node.remove(bn)
             conv.output[0] = out
+
+    def _requant_after(self, tensor: str) -> Any:
+        """The ``QuantizeLinear`` that ``tensor`` feeds through a lone Relu, if any."""
+        consumers = self._consumers(tensor)
+        if len(consumers) != 1 or consumers[0].op_type != "Relu":
+            return None
+        after = self._consumers(consumers[0].output[0])
+        return after[0] if len(after) == 1 and after[0].op_type == "QuantizeLinear" else None
+
+    def _per_channel_requant(self, tensor: str, cout: int) -> np.ndarray:
+        """Per-channel output scales of the ``Relu → QuantizeLinear`` after a conv (all ones
+        when per tensor). QLinearConv takes one output scale; dividing channel c's weight scale
+        and bias by its scale (ReLU commutes with a positive scale) leaves a unit one."""
+        q = self._requant_after(tensor)
+        if q is None:
+            return np.ones(cout)
+        scale = self._array(q.input[1]).astype(np.float64).reshape(-1)
+        zp = self._array(q.input[2]) if len(q.input) > 2 else np.zeros(1)
+        if scale.size != cout or np.any(scale <= 0) or np.any(zp != 0):
+            return np.ones(cout)
+        return scale
+
+    def _unit_requant(self, tensor: str) -> None:
+        """Give the ``QuantizeLinear`` after ``tensor`` a unit per-tensor scale (its
+        per-channel scales were folded into the conv; the DequantizeLinear keeps them)."""
+        q = self._requant_after(tensor)
+        zp = self._array(q.input[2])
+        q.input[1] = self._add_init(np.array(1.0, np.float32), "y_scale")
+        q.input[2] = self._add_init(np.zeros((), zp.dtype), "y_zp")
+        for a in list(q.attribute):
+            if a.name == "axis":
+                q.attribute.remove(a)
 
     def _max_code(self, tensor: str) -> int:
         """Largest integer code a dequantised activation can carry (255 when unknown)."""
