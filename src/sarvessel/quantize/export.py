@@ -474,7 +474,7 @@ class _IntegerRewrite:
         cout = w_int.shape[0]
         if w_scale.size == 1:
             w_scale = np.full(cout, w_scale[0])
-        x_in = xdq.output[0]
+        x_in, unit_dq = xdq.output[0], None
         if x_scale.size != 1:
             # per-channel input scales (``dw_in_per_channel``): QLinearConv takes one input
             # scale, but a depthwise conv's output channel c reads only input channel c, so
@@ -490,7 +490,6 @@ class _IntegerRewrite:
             zero = self._add_init(np.zeros((), x_zp.dtype), "x_zp")
             unit_dq = helper.make_node("DequantizeLinear", [xdq.input[0], one, zero], [x_in],
                                        name=f"{xdq.name}_unit")
-            self.graph.node.insert(list(self.graph.node).index(conv), unit_dq)
         bias = (self._dequantized_const(conv.input[2]) if len(conv.input) > 2 and conv.input[2]
                 else np.zeros(cout))
         gain, shift = np.ones(cout), np.zeros(cout)
@@ -514,8 +513,8 @@ class _IntegerRewrite:
             log.debug("conv %s: |w| <= %d on inputs <= %d could saturate onnxruntime's U8S8 "
                       "kernel; left in float", conv.name, np.abs(new_w).max(), max_code)
             return
-        out_scale = self._per_channel_requant(bn.output[0] if bn is not None else conv.output[0],
-                                              cout)
+        requant = self._requant_after(bn.output[0] if bn is not None else conv.output[0])
+        out_scale = self._per_channel_scales(requant, cout)
         new_scale = (w_scale * np.abs(gain) / out_scale).astype(np.float32)
         new_bias = gain * bias + shift
         acc_scale = (float(x_scale.reshape(())) * new_scale.astype(np.float64))
@@ -535,10 +534,12 @@ class _IntegerRewrite:
         idx = list(self.graph.node).index(conv)
         self.graph.node.insert(idx, new_bdq)
         self.graph.node.insert(idx, new_wdq)
+        if unit_dq is not None:
+            self.graph.node.insert(idx, unit_dq)
         del conv.input[:]
         conv.input.extend([x_in, f"{w_name}_dq", f"{b_name}_dq"])
         if np.any(out_scale != 1):
-            self._unit_requant(bn.output[0] if bn is not None else conv.output[0])
+            self._unit_requant(requant)
         if bn is not None:
             out = bn.output[0]
             self.graph.node.remove(bn)
@@ -552,11 +553,11 @@ class _IntegerRewrite:
         after = self._consumers(consumers[0].output[0])
         return after[0] if len(after) == 1 and after[0].op_type == "QuantizeLinear" else None
 
-    def _per_channel_requant(self, tensor: str, cout: int) -> np.ndarray:
-        """Per-channel output scales of the ``Relu → QuantizeLinear`` after a conv (all ones
-        when per tensor). QLinearConv takes one output scale; dividing channel c's weight scale
-        and bias by its scale (ReLU commutes with a positive scale) leaves a unit one."""
-        q = self._requant_after(tensor)
+    def _per_channel_scales(self, q: Any, cout: int) -> np.ndarray:
+        """Per-channel scales of ``q``, the ``QuantizeLinear`` after a conv's Relu (all ones
+        when there is none or it is per tensor). QLinearConv takes one output scale; dividing
+        channel c's weight scale and bias by its scale (ReLU commutes with a positive scale)
+        leaves a unit one."""
         if q is None:
             return np.ones(cout)
         scale = self._array(q.input[1]).astype(np.float64).reshape(-1)
@@ -565,10 +566,9 @@ class _IntegerRewrite:
             return np.ones(cout)
         return scale
 
-    def _unit_requant(self, tensor: str) -> None:
-        """Give the ``QuantizeLinear`` after ``tensor`` a unit per-tensor scale (its
-        per-channel scales were folded into the conv; the DequantizeLinear keeps them)."""
-        q = self._requant_after(tensor)
+    def _unit_requant(self, q: Any) -> None:
+        """Give ``q`` (a ``QuantizeLinear``) a unit per-tensor scale: its per-channel scales
+        were folded into the conv before it; the DequantizeLinear after it keeps them."""
         zp = self._array(q.input[2])
         q.input[1] = self._add_init(np.array(1.0, np.float32), "y_scale")
         q.input[2] = self._add_init(np.zeros((), zp.dtype), "y_zp")
