@@ -10,10 +10,12 @@ from sarvessel.model.augment import (
     augment,
     augment_mosaic,
     crop_or_pad,
+    cut_patch,
     db_jitter,
     flip,
     letterbox,
     mosaic,
+    paste_patches,
     resize,
     rot90,
     speckle,
@@ -150,3 +152,54 @@ def test_augment_mosaic_is_deterministic() -> None:
     b = augment_mosaic(items, 96, np.random.default_rng(3), cfg)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert a[0].shape == (1, 96, 96) and len(a[1]) >= 1
+
+
+def test_cut_patch_keeps_margin_and_relative_box() -> None:
+    img, boxes = _scene()
+    patch, rel = cut_patch(img, boxes[0], margin=3)
+    assert patch.shape == (1, 16, 21)
+    np.testing.assert_allclose(rel, [3, 3, 18, 13])
+    assert _bright_box(patch) == rel.tolist()
+    edge, rel = cut_patch(img, np.array([0, 2, 5, 6], np.float32), margin=3)  # clipped at x = 0
+    assert edge.shape == (1, 9, 8) and rel.tolist() == [0, 2, 5, 6]
+
+
+def test_paste_patches_labels_pasted_ships_on_free_sea_only() -> None:
+    img, boxes = _scene(96, 128)
+    img[0][img[0] == 0] = 20  # sea at level 20, ship at 200 (box x 30..45, y 10..20)
+    img[0, :, 100:] = 0  # padding on the right: never pasted into
+    ship = np.full((1, 14, 20), 25, np.uint8)  # its own sea is a little brighter
+    ship[0, 3:11, 3:17] = 230
+    rel = np.array([3, 3, 17, 11], np.float32)
+    classes = np.array([0])
+    for seed in range(10):
+        out, b, c = paste_patches(img, boxes, classes, [(ship, rel, 1)] * 3,
+                                  np.random.default_rng(seed))
+        assert len(b) == len(c) and len(b) >= 2 and c[0] == 0 and (c[1:] == 1).all()
+        np.testing.assert_array_equal(b[0], boxes[0])
+        assert (out[0, 10:20, 30:45] == 200).all()  # the original ship is untouched
+        for x1, y1, x2, y2 in b[1:].astype(int):
+            assert (x2 + 3) - 100 <= 0.25 * 20  # at most a quarter of the window in padding
+            assert (out[0, y1:y2, x1:x2] == 230).all()  # the box holds the pasted ship
+            ring = out[0, max(y1 - 3, 0):y2 + 3, max(x1 - 3, 0):x2 + 3]
+            assert np.isin(ring, (0, 20, 230)).all()  # only the ship moved, not its old sea
+        pasted = out[0] == 230
+        labelled = np.zeros_like(pasted)
+        for x1, y1, x2, y2 in b[1:].astype(int):
+            labelled[y1:y2, x1:x2] = True
+        # every pasted pixel is labelled and boxes do not overlap
+        assert (pasted == labelled)[:, :100].all()
+
+
+def test_paste_patches_skips_bright_land_and_shipless_patches() -> None:
+    land = np.full((1, 64, 64), 180, np.uint8)
+    ship = np.full((1, 14, 20), 20, np.uint8)
+    ship[0, 3:11, 3:17] = 230
+    rel = np.array([3, 3, 17, 11], np.float32)
+    none = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+    out, b, _ = paste_patches(land, *none, [(ship, rel, 0)], np.random.default_rng(0))
+    assert len(b) == 0 and np.array_equal(out, land)  # would hide in the land
+    flat = np.full((1, 14, 20), 20, np.uint8)  # nothing above its own background
+    out, b, _ = paste_patches(np.full((1, 64, 64), 20, np.uint8), *none, [(flat, rel, 0)],
+                              np.random.default_rng(0))
+    assert len(b) == 0

@@ -75,6 +75,37 @@ def test_mosaic_samples_mix_images_until_closed(tmp_path: Path) -> None:
         assert len(boxes) == 1
 
 
+def test_copy_paste_adds_labelled_ships_from_other_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sarvessel.runtime.datasets import LabeledImage
+
+    items = []
+    for i in range(3):  # image i holds one ship of brightness 100 + 50 i on sea at 10
+        img = np.full((160, 160), 10, np.uint8)
+        img[40:56, 30:50] = 100 + 50 * i
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        items.append(LabeledImage(tmp_path / f"{i}.png", 160, 160,
+                                  np.array([[30, 40, 50, 56]], np.float32), np.array([0])))
+    cfg = AugmentConfig(copy_paste=1.0, paste_n=(3, 3), jitter_p=0.0, speckle_p=0.0,
+                        scale=(1.0, 1.0), flip=0.0, rot90=0.0)
+    ds = ImageDataset(items, tile_size=160, train_size=160, augment=cfg)
+    plain = ImageDataset(items, tile_size=160, train_size=160,
+                         augment=AugmentConfig(jitter_p=0.0, speckle_p=0.0, scale_p=0.0,
+                                               flip=0.0, rot90=0.0))
+    n = 0
+    for index in range(3):
+        img, boxes, _ = ds[index]
+        assert len(plain[index][1]) == 1 and len(boxes) >= 2
+        n += len(boxes) - 1
+        for x1, y1, x2, y2 in np.round(boxes).astype(int):
+            inside = img[0, y1:y2, x1:x2]
+            assert inside.min() >= 100 and len(np.unique(inside)) == 1  # a whole ship per box
+        img2, boxes2, _ = ds[index]
+        assert np.array_equal(img, img2) and np.array_equal(boxes, boxes2)  # deterministic
+    assert n >= 6
+
+
 def test_xview3_labels_boxes_and_classes(tmp_path: Path) -> None:
     csv = tmp_path / "labels.csv"
     csv.write_text(CSV_HEAD

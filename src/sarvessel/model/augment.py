@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
-__all__ = ["AugmentConfig", "augment", "augment_mosaic", "crop_or_pad", "db_jitter", "flip",
-           "letterbox", "mosaic", "resize", "rot90", "speckle"]
+__all__ = ["AugmentConfig", "augment", "augment_mosaic", "crop_or_pad", "cut_patch", "db_jitter",
+           "flip", "letterbox", "mosaic", "paste_patches", "resize", "rot90", "speckle"]
 
 #: dB per uint8 level of the shared preprocessing (70 dB over 255 levels).
 DB_PER_LEVEL = 70.0 / 255.0
@@ -42,6 +42,10 @@ class AugmentConfig:
     speckle_p: float = 0.3
     #: Probability that a training sample is a 4-image mosaic (:func:`mosaic`); 0 is off.
     mosaic: float = 0.0
+    #: Probability that ships cut from other images are pasted into a sample
+    #: (:func:`paste_patches`); 0 is off. ``paste_n``: how many (uniform, inclusive).
+    copy_paste: float = 0.0
+    paste_n: tuple[int, int] = (1, 4)
 
 
 def flip(img: np.ndarray, boxes: np.ndarray, *, horizontal: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -208,6 +212,67 @@ def mosaic(pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], size: in
         all_classes.append(k)
     return (canvas, np.concatenate(all_boxes).astype(np.float32).reshape(-1, 4),
             np.concatenate(all_classes))
+
+
+def cut_patch(img: np.ndarray, box: np.ndarray, *, margin: int = 3
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The ``[C, h, w]`` window of ``img`` around ``box`` (x1y1x2y2) with ``margin`` pixels of
+    background on each side (clipped at the image edge), and the box in window pixels."""
+    h, w = img.shape[-2:]
+    x1, y1 = max(int(np.floor(box[0])) - margin, 0), max(int(np.floor(box[1])) - margin, 0)
+    x2, y2 = min(int(np.ceil(box[2])) + margin, w), min(int(np.ceil(box[3])) + margin, h)
+    rel = np.asarray(box, np.float32) - np.array([x1, y1, x1, y1], np.float32)
+    return img[:, y1:y2, x1:x2].copy(), rel
+
+
+def paste_patches(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
+                  patches: Sequence[tuple[np.ndarray, np.ndarray, int]],
+                  rng: np.random.Generator, *, tries: int = 10, max_contrast: float = 6.0,
+                  ship_levels: float = 8.0, max_zero: float = 0.25
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paste ship ``patches`` (``[C, h, w]`` windows from :func:`cut_patch`, the ship's box in
+    window pixels, its class) into ``img`` at random free places; returns the new image, boxes
+    and classes.
+
+    A place is taken only if the window overlaps no box, is at most ``max_zero`` zeros (padding;
+    SSDD's dark sea has some true zeros) and its median level is at most ``max_contrast`` uint8
+    levels above the median of the window's own background (the pixels outside the ship's box),
+    so a ship is not hidden in bright land or clutter. Only the ship's scatterers move: pixels
+    inside its box more than ``ship_levels`` above that background, combined with ``max`` (in dB
+    the brighter return dominates the sum), so the old sea leaves no rectangle.
+
+    Why: SSDD has ~2 ships per image and few small ones; pasted ships add targets in new
+    surroundings at no inference cost (copy-paste augmentation, Ghiasi et al. 2021)."""
+    out = img.copy()
+    h, w = out.shape[-2:]
+    new_boxes, new_classes = [boxes.reshape(-1, 4)], [classes]
+    taken = boxes.reshape(-1, 4).copy()
+    for patch, rel, cls in patches:
+        ph, pw = patch.shape[-2:]
+        outside = np.ones((ph, pw), bool)
+        outside[int(rel[1]):int(np.ceil(rel[3])), int(rel[0]):int(np.ceil(rel[2]))] = False
+        if ph >= h or pw >= w or not outside.any():
+            continue
+        ref = float(np.median(patch[:, outside]))
+        ship = (patch > ref + ship_levels) & ~outside
+        if not ship.any():
+            continue
+        for _ in range(tries):
+            y0, x0 = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+            if len(taken) and np.any((taken[:, 2] > x0) & (taken[:, 0] < x0 + pw)
+                                     & (taken[:, 3] > y0) & (taken[:, 1] < y0 + ph)):
+                continue
+            dst = out[:, y0:y0 + ph, x0:x0 + pw]
+            if (dst == 0).mean() > max_zero or float(np.median(dst)) > ref + max_contrast:
+                continue
+            out[:, y0:y0 + ph, x0:x0 + pw] = np.where(ship, np.maximum(dst, patch), dst)
+            box = rel + np.array([x0, y0, x0, y0], np.float32)
+            new_boxes.append(box[None])
+            new_classes.append(np.array([cls], classes.dtype))
+            taken = np.concatenate([taken, box[None]])
+            break
+    return (out, np.concatenate(new_boxes).astype(np.float32).reshape(-1, 4),
+            np.concatenate(new_classes))
 
 
 def _window_start(extent: int, size: int, spans: np.ndarray, rng: np.random.Generator) -> int:

@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="max-pools (stride = stem_stride * 2**pools; default 2)")
     p.add_argument("--mosaic", type=float, default=0.0, metavar="P",
                    help="probability of a 4-image mosaic sample (default 0: off)")
+    p.add_argument("--copy-paste", type=float, default=0.0, metavar="P",
+                   help="probability of pasting 1-4 ships cut from other training images into a "
+                        "sample (default 0: off)")
     p.add_argument("--close-mosaic", type=int, default=0, metavar="N",
                    help="train the last N epochs without mosaics (default 0)")
     p.add_argument("--ema-decay", type=float, default=0.995)
@@ -135,7 +138,8 @@ def run_train(args: argparse.Namespace) -> int:
                      eval_every=args.eval_every, holdout=args.holdout,
                      export_dir=args.export_dir,
                      max_batches=args.max_batches, max_images=args.max_images,
-                     augment=AugmentConfig(mosaic=args.mosaic), close_mosaic=args.close_mosaic,
+                     augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste),
+                     close_mosaic=args.close_mosaic,
                      teacher=args.teacher, distill_gain=args.distill_gain)
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)

@@ -18,7 +18,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from sarvessel.model.augment import AugmentConfig, augment, augment_mosaic, letterbox
+from sarvessel.model.augment import (
+    AugmentConfig,
+    augment,
+    augment_mosaic,
+    cut_patch,
+    flip,
+    letterbox,
+    paste_patches,
+    resize,
+    rot90,
+)
 from sarvessel.runtime.datasets import LabeledImage, load_image_grey
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.preprocess import DEFAULT_BANDS, BandRange, preprocess
@@ -114,8 +124,31 @@ class ImageDataset(Dataset):
             return augment_mosaic([(self.image(i), self.items[i].boxes, self.items[i].classes,
                                     self.letterbox_scale(i)) for i in picks],
                                   self.train_size, rng, self.augment)
-        return augment(img, it.boxes, it.classes, self.train_size, rng, self.augment,
-                       base_scale=self.letterbox_scale(index))
+        sample = augment(img, it.boxes, it.classes, self.train_size, rng, self.augment,
+                         base_scale=self.letterbox_scale(index))
+        if self.augment.copy_paste > 0 and rng.random() < self.augment.copy_paste:
+            sample = paste_patches(*sample, self._draw_patches(rng), rng)
+        return sample
+
+    def _draw_patches(self, rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Ships cut from random training images for :func:`paste_patches`, each at its image's
+        letterbox scale times a random scale, randomly flipped and rotated."""
+        cfg = self.augment
+        assert cfg is not None
+        out = []
+        for _ in range(int(rng.integers(cfg.paste_n[0], cfg.paste_n[1] + 1))):
+            j = int(rng.integers(len(self.items)))
+            item = self.items[j]
+            if not len(item.boxes):
+                continue
+            k = int(rng.integers(len(item.boxes)))
+            patch, rel = cut_patch(self.image(j), item.boxes[k])
+            patch, rel = resize(patch, rel[None], self.letterbox_scale(j) * rng.uniform(*cfg.scale))
+            patch, rel = rot90(patch, rel, int(rng.integers(4)))
+            if rng.random() < 0.5:
+                patch, rel = flip(patch, rel, horizontal=True)
+            out.append((patch, rel[0], int(item.classes[k])))
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
