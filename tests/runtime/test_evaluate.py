@@ -88,6 +88,10 @@ def test_perfect_detector_on_small_and_large_images(model_path: Path, tmp_path: 
     assert res.images == 3 and res.tiles == 1 + 6 + 1
     assert r.n_gt == 3 and (r.tp, r.fp, r.fn) == (3, 0, 0)
     assert r.ap50 == pytest.approx(1.0) and r.ap50_95 == pytest.approx(1.0)
+    # the toy model sees every orientation alike: 8 averaged views give the same boxes
+    tta = evaluate(model_path, folder, overlap=16, tta=8)
+    assert tta.backend == "onnx+tta8" and (tta.report.tp, tta.report.fp) == (3, 0)
+    assert tta.report.ap50_95 == pytest.approx(1.0)
 
 
 def test_detect_image_shifts_merges_and_clips(model_path: Path) -> None:

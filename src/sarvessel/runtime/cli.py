@@ -173,6 +173,9 @@ def _add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Back
                    "else CFAR)")
     g.add_argument("--model", type=Path, help="ONNX model for --backend onnx")
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    g.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+                   help="dihedral views averaged per tile, network backends only (default 1: "
+                   "none); n times the inference cost")
     g.add_argument("--overlap", type=int, default=PipelineConfig.overlap,
                    help=f"tile overlap in pixels (default {PipelineConfig.overlap})")
     g.add_argument("--batch", type=int, default=PipelineConfig.batch_size,
@@ -180,7 +183,7 @@ def _add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Back
 
 
 def _backend(args: argparse.Namespace):
-    return make_backend(args.backend, model=args.model, threads=args.threads)
+    return make_backend(args.backend, model=args.model, threads=args.threads, tta=args.tta)
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:

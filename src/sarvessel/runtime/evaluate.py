@@ -69,6 +69,7 @@ def evaluate(
     overlap: int = 64,
     threads: int | None = None,
     interpolation: Interpolation | str = Interpolation.COCO101,
+    tta: int = 1,
 ) -> EvalResult:
     """Evaluate the ONNX model ``model_path`` on ``data`` (``"ssdd"`` or a dataset folder).
 
@@ -78,16 +79,19 @@ def evaluate(
     the default is the model's. iou_threshold: NMS overlap (within and across tiles); the
     default is the model's. overlap: tile overlap in pixels for images larger than a tile;
     the default is 64. threads: onnxruntime intra-op threads. interpolation: AP interpolation;
-    the default is COCO's 101 points.
+    the default is COCO's 101 points. tta: dihedral views averaged per tile (1, 2, 4 or 8;
+    :mod:`sarvessel.runtime.tta`); the default 1 is none.
     """
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
+    from sarvessel.runtime.tta import DihedralTTA
 
     items = load_dataset(data, split=split)
-    backend = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
-                          iou_threshold=iou_threshold)
+    onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
+                       iou_threshold=iou_threshold)
+    backend: Backend = onnx if tta == 1 else DihedralTTA(onnx, tta)
     result = evaluate_backend(
-        backend, items, nc=backend.metadata.nc, iou_threshold=backend.iou_threshold,
-        conf_threshold=(backend.metadata.conf_threshold if conf_threshold is None
+        backend, items, nc=onnx.metadata.nc, iou_threshold=onnx.iou_threshold,
+        conf_threshold=(onnx.metadata.conf_threshold if conf_threshold is None
                         else conf_threshold),
         overlap=overlap, interpolation=interpolation)
     result.model = str(model_path)
@@ -257,6 +261,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interpolation", default=Interpolation.COCO101.value,
                    choices=[i.value for i in Interpolation],
                    help="AP interpolation (default coco101)")
+    p.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+                   help="dihedral views averaged per tile (default 1: none); n times the cost")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--pr-png", type=Path, help="write the IoU-0.5 PR curve PNG here")
     p.add_argument("--gallery", type=Path,
@@ -269,7 +275,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of ``sarvessel eval``."""
     result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
                       conf_threshold=args.conf, iou_threshold=args.iou, overlap=args.overlap,
-                      threads=args.threads, interpolation=args.interpolation)
+                      threads=args.threads, interpolation=args.interpolation, tta=args.tta)
     r = result.report
     print(f"{result.images} images ({result.tiles} tiles), {r.n_gt} objects, "
           f"{1e3 * result.seconds / result.images:.1f} ms/image")

@@ -36,14 +36,19 @@ def make_backend(
     tile_size: int = 512,
     channels: int = 2,
     conf_threshold: float | None = None,
+    tta: int = 1,
 ) -> Backend:
     """Build a backend. ``model`` is needed for ONNX (the default is the shipped scene model).
 
-    ``conf_threshold`` overrides the model's own (its metadata) for ONNX backends.
+    ``conf_threshold`` overrides the model's own (its metadata) for ONNX backends. ``tta``: run
+    each tile in 1 (default), 2, 4 or 8 dihedral views and average
+    (:class:`~sarvessel.runtime.tta.DihedralTTA`; network backends only).
     """
     kind = BackendKind(kind)
     if kind is BackendKind.AUTO:
         kind = BackendKind.ONNX if (model or DEFAULT_SCENE_MODEL.is_file()) else BackendKind.CFAR
+    if tta != 1 and kind is not BackendKind.ONNX:
+        raise ModelError(f"--tta {tta} needs a network backend, not {kind.value}")
     if kind is BackendKind.NOOP:
         return NoopBackend(channels=channels, tile_size=tile_size)
     if kind is BackendKind.CFAR:
@@ -55,7 +60,12 @@ def make_backend(
         raise ModelError(f"{path}: model file not found")
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
 
-    return OnnxBackend(path, threads=threads, conf_threshold=conf_threshold)
+    backend = OnnxBackend(path, threads=threads, conf_threshold=conf_threshold)
+    if tta == 1:
+        return backend
+    from sarvessel.runtime.tta import DihedralTTA
+
+    return DihedralTTA(backend, tta)
 
 
 __all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL"]

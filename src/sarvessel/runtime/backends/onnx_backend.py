@@ -245,7 +245,11 @@ class OnnxBackend:
 
         Boxes are in tile pixel coordinates (see :func:`~sarvessel.runtime.decode.decode`).
         """
-        raw = self.infer(batch)
+        return self.decode_raw(self.infer(batch), batch)
+
+    def decode_raw(self, raw: np.ndarray, batch: np.ndarray) -> list[Detections]:
+        """Decode the raw head map ``raw`` of ``batch`` with this backend's thresholds (and, for
+        scene models, measure vessel lengths on the tiles' VV band)."""
         t0 = time.perf_counter()
         m = self.metadata
         dets = decode(raw, stride=m.stride, reg_max=m.reg_max,
