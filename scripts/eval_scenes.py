@@ -47,6 +47,8 @@ def main() -> int:
                     help="cfar, noop, or onnx:MODEL.onnx (repeatable; default cfar)")
     ap.add_argument("--conf", type=float, help="score threshold for onnx backends "
                     "(default: the model's metadata)")
+    ap.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+                    help="dihedral views averaged per tile for onnx backends (default 1: none)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -62,8 +64,9 @@ def main() -> int:
     results = {}
     for spec in args.backend or ["cfar"]:
         kind, _, model = spec.partition(":")
+        tta = args.tta if kind == "onnx" else 1
         backend = make_backend(kind, model=Path(model) if model else None,
-                               conf_threshold=args.conf)
+                               conf_threshold=args.conf, tta=tta)
         dets, mpx, secs = {}, 0.0, 0.0
         for folder in scenes:
             with open_scene(folder) as sc:
@@ -71,11 +74,12 @@ def main() -> int:
             dets[res.scene_id] = res.detections
             mpx += res.megapixels
             secs += res.timings.total
-        pred = args.root / f"pred_{kind}{'_' + Path(model).stem if model else ''}.csv"
+        pred = args.root / (f"pred_{kind}{'_' + Path(model).stem if model else ''}"
+                            f"{f'_tta{tta}' if tta > 1 else ''}.csv")
         write_submissions_csv(pred, dets)
         s = score_csv(pred, labels, shoreline_root=args.root / "shoreline")
         print_score(s, title=f"{spec} on {len(scenes)} held-out scenes ({mpx:.0f} MPx)")
-        results[spec] = {"score": s.as_dict(scenes=False), "mpx": mpx,
+        results[spec] = {"score": s.as_dict(scenes=False), "mpx": mpx, "tta": tta,
                          "mpx_per_s": mpx / secs if secs else None}
     out = {"seeds": args.seeds, "size": args.size, "results": results}
     if args.json:

@@ -18,19 +18,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.ssdd
-@pytest.mark.parametrize(("model", "split"), [
-    ("ssdd_w4a4/ssdd_w4a4.onnx", "test"),
-    ("ssdd_w4a4/ssdd_w4a4.onnx", "test_offshore"),
-    ("ssdd_float/ssdd_float.onnx", "test"),
+@pytest.mark.parametrize(("model", "split", "tta"), [
+    ("ssdd_w4a4/ssdd_w4a4.onnx", "test", 1),
+    ("ssdd_w4a4/ssdd_w4a4.onnx", "test_offshore", 1),
+    ("ssdd_float/ssdd_float.onnx", "test", 1),
+    ("ssdd_w4a4/ssdd_w4a4.onnx", "test", 2),  # two dihedral views (--tta 2)
 ])
-def test_ssdd_eval_reproduces_the_quoted_ap(ssdd_dir, model, split):
+def test_ssdd_eval_reproduces_the_quoted_ap(ssdd_dir, model, split, tta):
     from sarvessel.runtime.evaluate import evaluate
 
     path = REPO / "models" / model
-    quoted = json.loads((path.parent / f"eval_ssdd_{split}.json").read_text())
-    res = evaluate(path, ssdd_dir, split=split, threads=2)
+    suffix = f"_tta{tta}" if tta > 1 else ""
+    quoted = json.loads((path.parent / f"eval_ssdd_{split}{suffix}.json").read_text())
+    res = evaluate(path, ssdd_dir, split=split, threads=2, tta=tta)
     got = res.to_dict()
-    assert got["images"] == quoted["images"]
+    assert got["images"] == quoted["images"] and got["backend"] == quoted["backend"]
     assert got["ap50"] == pytest.approx(quoted["ap50"], abs=1e-3)
     assert got["ap50_95"] == pytest.approx(quoted["ap50_95"], abs=1e-3)
 
