@@ -26,6 +26,7 @@ from sarvessel.runtime.pipeline import run_scene
 from sarvessel.runtime.scene import open_scene
 from sarvessel.runtime.scoring import print_score, score_csv
 from sarvessel.runtime.synth import synthesize_scene
+from sarvessel.runtime.tta import TTA_SETS
 
 log = logging.getLogger("eval_scenes")
 
@@ -47,7 +48,7 @@ def main() -> int:
                     help="cfar, noop, or onnx:MODEL.onnx (repeatable; default cfar)")
     ap.add_argument("--conf", type=float, help="score threshold for onnx backends "
                     "(default: the model's metadata)")
-    ap.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+    ap.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                     help="dihedral views averaged per tile for onnx backends (default 1: none)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -245,8 +245,7 @@ def paste_patches(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
     surroundings at no inference cost (copy-paste augmentation, Ghiasi et al. 2021)."""
     out = img.copy()
     h, w = out.shape[-2:]
-    new_boxes, new_classes = [boxes.reshape(-1, 4)], [classes]
-    taken = boxes.reshape(-1, 4).copy()
+    taken, new_classes = boxes.reshape(-1, 4).astype(np.float32), [classes]
     for patch, rel, cls in patches:
         ph, pw = patch.shape[-2:]
         outside = np.ones((ph, pw), bool)
@@ -267,12 +266,10 @@ def paste_patches(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray,
                 continue
             out[:, y0:y0 + ph, x0:x0 + pw] = np.where(ship, np.maximum(dst, patch), dst)
             box = rel + np.array([x0, y0, x0, y0], np.float32)
-            new_boxes.append(box[None])
-            new_classes.append(np.array([cls], classes.dtype))
             taken = np.concatenate([taken, box[None]])
+            new_classes.append(np.array([cls], classes.dtype))
             break
-    return (out, np.concatenate(new_boxes).astype(np.float32).reshape(-1, 4),
-            np.concatenate(new_classes))
+    return out, taken, np.concatenate(new_classes)
 
 
 def _window_start(extent: int, size: int, spans: np.ndarray, rng: np.random.Generator) -> int:

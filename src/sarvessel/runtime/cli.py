@@ -18,6 +18,7 @@ from sarvessel.runtime.backends import BackendKind, make_backend
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.pipeline import PipelineConfig, SceneResult, run_scene
 from sarvessel.runtime.scene import open_scene
+from sarvessel.runtime.tta import TTA_SETS
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def _add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Back
                    "else CFAR)")
     g.add_argument("--model", type=Path, help="ONNX model for --backend onnx")
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
-    g.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+    g.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile, network backends only (default 1: "
                    "none); n times the inference cost")
     g.add_argument("--overlap", type=int, default=PipelineConfig.overlap,

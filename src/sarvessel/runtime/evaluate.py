@@ -46,6 +46,7 @@ from sarvessel.runtime.datasets import (
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.nms import box_nms
 from sarvessel.runtime.tiling import tile_grid
+from sarvessel.runtime.tta import TTA_SETS, with_tta
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,12 @@ def evaluate(
     :mod:`sarvessel.runtime.tta`); the default 1 is none.
     """
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
-    from sarvessel.runtime.tta import DihedralTTA
 
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
                        iou_threshold=iou_threshold)
-    backend: Backend = onnx if tta == 1 else DihedralTTA(onnx, tta)
     result = evaluate_backend(
-        backend, items, nc=onnx.metadata.nc, iou_threshold=onnx.iou_threshold,
+        with_tta(onnx, tta), items, nc=onnx.metadata.nc, iou_threshold=onnx.iou_threshold,
         conf_threshold=(onnx.metadata.conf_threshold if conf_threshold is None
                         else conf_threshold),
         overlap=overlap, interpolation=interpolation)
@@ -261,7 +260,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interpolation", default=Interpolation.COCO101.value,
                    choices=[i.value for i in Interpolation],
                    help="AP interpolation (default coco101)")
-    p.add_argument("--tta", type=int, default=1, choices=[1, 2, 4, 8],
+    p.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile (default 1: none); n times the cost")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--pr-png", type=Path, help="write the IoU-0.5 PR curve PNG here")

@@ -20,7 +20,8 @@ import numpy as np
 
 from sarvessel.runtime.detections import Detections
 
-__all__ = ["TTA_SETS", "DihedralTTA", "restore_raw", "side_order", "transform_tiles"]
+__all__ = ["TTA_SETS", "DihedralTTA", "restore_raw", "side_order", "transform_tiles",
+           "with_tta"]
 
 #: Dihedral transforms used for ``--tta n``: 1 none, 2 adds the 180-degree rotation, 4 all
 #: rotations, 8 rotations of the tile and of its transpose. Transform ``k`` transposes when
@@ -108,3 +109,8 @@ class DihedralTTA:
         dfl_log = np.log(np.maximum(dfl_p / n, 1e-12)).reshape(b, 4 * reg_max, h, w)
         return np.concatenate([dfl_log, np.log(cls_p) - np.log1p(-cls_p)],
                               axis=1).astype(np.float32)
+
+
+def with_tta(backend, n: int):
+    """``backend`` itself for ``n == 1``, else :class:`DihedralTTA` over ``n`` views of it."""
+    return backend if n == 1 else DihedralTTA(backend, n)

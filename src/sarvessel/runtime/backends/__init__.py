@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sarvessel.runtime.backends.base import Backend, NoopBackend
 from sarvessel.runtime.errors import ModelError
+from sarvessel.runtime.tta import with_tta
 
 #: Folder of the models shipped inside the package.
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -60,12 +61,7 @@ def make_backend(
         raise ModelError(f"{path}: model file not found")
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
 
-    backend = OnnxBackend(path, threads=threads, conf_threshold=conf_threshold)
-    if tta == 1:
-        return backend
-    from sarvessel.runtime.tta import DihedralTTA
-
-    return DihedralTTA(backend, tta)
+    return with_tta(OnnxBackend(path, threads=threads, conf_threshold=conf_threshold), tta)
 
 
 __all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL"]
