@@ -22,6 +22,8 @@ from sarvessel.model.train import (
     holdout_split,
     init_from_checkpoint,
     join_metrics,
+    oversample_items,
+    read_stems,
     train,
 )
 from sarvessel.runtime.datasets import LabeledImage, write_yolo_labels
@@ -158,6 +160,40 @@ def test_train_validates_on_a_holdout_of_the_training_folder(tmp_path: Path, cap
     assert "data: 4 training images (4 boxes), 2 validation images (2 boxes)" in caplog.text
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["holdout"] == 0.34
+
+
+def test_oversample_repeats_listed_images_and_rejects_bad_lists(tmp_path: Path) -> None:
+    items = [LabeledImage(tmp_path / f"{i:06d}.jpg", 8, 8) for i in range(5)]
+    lst = tmp_path / "hard.txt"
+    lst.write_text("# from an eval\n000001  # 1 missed\n\n000003\n999999\n")
+    assert read_stems(lst) == {"000001", "000003", "999999"}
+    out = oversample_items(items, read_stems(lst), 3)
+    assert out[:5] == items and len(out) == 9
+    assert sorted(it.stem for it in out[5:]) == ["000001", "000001", "000003", "000003"]
+    assert oversample_items(items, {"000001"}, 1) == items
+    with pytest.raises(SarvesselError, match="none of the 1 listed"):
+        oversample_items(items, {"nope"}, 3)
+    with pytest.raises(SarvesselError, match="factor"):
+        oversample_items(items, {"000001"}, 0)
+    with pytest.raises(SarvesselError, match="not found"):
+        read_stems(tmp_path / "missing.txt")
+
+
+def test_train_draws_oversampled_images_each_epoch(tmp_path: Path, caplog) -> None:
+    data = _yolo_folder(tmp_path / "data", n=4)
+    (tmp_path / "hard.txt").write_text("2\n")
+    with caplog.at_level("INFO", logger="sarvessel.model.train"):
+            assert main(["train", "--out", str(tmp_path / "run"), "--data", "yolo", "--data-dir",
+                     str(data), "--widths", "4,8,8", "--head-width", "4", "--tile", "64",
+                     "--train-size", "64", "--epochs", "1", "--batch", "2", "--threads", "1",
+                     "--max-batches", "1", "--oversample", str(tmp_path / "hard.txt"),
+                     "--oversample-factor", "4"]) == 0
+    # image 2 of 4 is drawn four times: 3 extra samples per epoch
+    assert "oversampling 1 images x4" in caplog.text
+    assert "data: 7 training images (7 boxes)" in caplog.text
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["train"]["oversample"] == str(tmp_path / "hard.txt")
+    assert state["train"]["oversample_factor"] == 4
 
 
 def test_qat_run_distils_from_a_float_teacher(tmp_path: Path) -> None:

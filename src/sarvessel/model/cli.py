@@ -86,6 +86,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", type=float, default=0.0, metavar="F",
                    help="validate on this fraction of the training images, held out from "
                    "training (default 0: SSDD validates on its test split)")
+    p.add_argument("--oversample", type=Path, default=None, metavar="LIST",
+                   help="text file of training image ids (one a line, e.g. from "
+                   "scripts/hard_images.py) to draw --oversample-factor times per epoch")
+    p.add_argument("--oversample-factor", type=int, default=3, metavar="K",
+                   help="draws per epoch of each --oversample image (default 3)")
     p.add_argument("--teacher", type=Path, default=None, metavar="CKPT",
                    help="float checkpoint to distil from during QAT (its outputs become extra "
                    "targets; default: none)")
@@ -140,7 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
                      max_batches=args.max_batches, max_images=args.max_images,
                      augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste),
                      close_mosaic=args.close_mosaic,
-                     teacher=args.teacher, distill_gain=args.distill_gain)
+                     teacher=args.teacher, distill_gain=args.distill_gain,
+                     oversample=args.oversample, oversample_factor=args.oversample_factor)
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = ["DataKind", "ModelEMA", "TrainConfig", "holdout_split", "init_from_checkpoint",
-           "join_metrics", "plot_curves", "train"]
+           "join_metrics", "oversample_items", "plot_curves", "read_stems", "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
                  "val_ap50", "train_s", "eval_s")
@@ -106,6 +106,12 @@ class TrainConfig:
     teacher: Path | None = None
     #: Weight of the distillation loss relative to the detection loss.
     distill_gain: float = 1.0
+    #: Text file of training image ids (one stem a line, ``#`` comments) drawn
+    #: ``oversample_factor`` times per epoch instead of once; None is off. Why: the images a
+    #: model still gets wrong (SSDD: mostly ships at quays) are a small part of each epoch;
+    #: ``scripts/hard_images.py`` lists them from an evaluation on the training split.
+    oversample: Path | None = None
+    oversample_factor: int = 3
 
 
 class ModelEMA:
@@ -371,6 +377,29 @@ def holdout_split(items: Sequence[T], fraction: float, *, seed: int = 0
             [it for i, it in enumerate(items) if i in out])
 
 
+def read_stems(path: Path | str) -> set[str]:
+    """Image ids listed in a text file, one a line; blank lines and ``#`` comments skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise SarvesselError(f"{path}: image list not found")
+    lines = (ln.split("#", 1)[0].strip() for ln in path.read_text().splitlines())
+    return {ln for ln in lines if ln}
+
+
+def oversample_items(items: Sequence[T], stems: set[str], factor: int) -> list[T]:
+    """``items`` with each one whose ``stem`` is in ``stems`` repeated ``factor`` times in all
+    (the repeats appended after the originals; the epoch permutation mixes them)."""
+    if factor < 1:
+        raise SarvesselError(f"oversample factor must be >= 1, got {factor}")
+    hard = [it for it in items if it.stem in stems]
+    if not hard:
+        raise SarvesselError(f"none of the {len(stems)} listed images is a training image")
+    if len(hard) < len(stems):
+        log.warning("%d listed images are not training images (ignored)", len(stems) - len(hard))
+    log.info("oversampling %d images x%d", len(hard), factor)
+    return list(items) + hard * (factor - 1)
+
+
 def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDataset]:
     from sarvessel.runtime.datasets import load_ssdd, load_yolo_folder
 
@@ -393,6 +422,9 @@ def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDat
         train_items, val_items = holdout_split(train_items, cfg.holdout, seed=cfg.seed)
     if cfg.max_images:
         train_items, val_items = train_items[:cfg.max_images], val_items[:cfg.max_images]
+    if cfg.oversample is not None:
+        train_items = oversample_items(train_items, read_stems(cfg.oversample),
+                                       cfg.oversample_factor)
     if not train_items or not val_items:
         raise SarvesselError(f"{cfg.data_dir}: no training or validation images found")
     train_ds = ImageDataset(train_items, tile_size=mc.tile_size, train_size=cfg.train_size,
