@@ -19,6 +19,7 @@ from sarvessel.model.train import (
     ModelEMA,
     TrainConfig,
     _append_csv,
+    freeze_batchnorm,
     holdout_split,
     init_from_checkpoint,
     join_metrics,
@@ -194,6 +195,28 @@ def test_train_draws_oversampled_images_each_epoch(tmp_path: Path, caplog) -> No
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["oversample"] == str(tmp_path / "hard.txt")
     assert state["train"]["oversample_factor"] == 4
+
+
+def test_freeze_bn_keeps_running_statistics_while_weights_learn(tmp_path: Path) -> None:
+    model = build_model(_tiny_cfg()).train()
+    n = freeze_batchnorm(model)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert n == len(bns) > 0 and not any(m.training for m in bns)
+    before = [m.running_mean.clone() for m in bns]
+    model(torch.rand(2, 1, 64, 64) * 255)
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bns, strict=True))
+    # in a run: the statistics of the init checkpoint survive an epoch, the weights move
+    data = _yolo_folder(tmp_path / "data")
+    init = save_checkpoint(tmp_path / "init.pt", build_model(_tiny_cfg()))
+    tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
+                     train_size=64, threads=1, init=init, freeze_bn=True)
+    train(tc, _tiny_cfg())
+    start = torch.load(init, map_location="cpu", weights_only=False)["model"]
+    end = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    stats = [k for k in start if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats and all(torch.equal(start[k], end["raw_model"][k]) for k in stats)
+    convs = [k for k, v in start.items() if k.endswith("weight") and v.ndim == 4]
+    assert convs and not torch.equal(start[convs[0]], end["raw_model"][convs[0]])
 
 
 def test_qat_run_distils_from_a_float_teacher(tmp_path: Path) -> None:

@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "scripts/hard_images.py) to draw --oversample-factor times per epoch")
     p.add_argument("--oversample-factor", type=int, default=3, metavar="K",
                    help="draws per epoch of each --oversample image (default 3)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="keep batch-norm running statistics fixed (e.g. QAT from a float model "
+                   "trained on other sample sizes)")
     p.add_argument("--teacher", type=Path, default=None, metavar="CKPT",
                    help="float checkpoint to distil from during QAT (its outputs become extra "
                    "targets; default: none)")
@@ -146,7 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
                      augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste),
                      close_mosaic=args.close_mosaic,
                      teacher=args.teacher, distill_gain=args.distill_gain,
-                     oversample=args.oversample, oversample_factor=args.oversample_factor)
+                     oversample=args.oversample, oversample_factor=args.oversample_factor,
+                     freeze_bn=args.freeze_bn)
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["DataKind", "ModelEMA", "TrainConfig", "holdout_split", "init_from_checkpoint",
-           "join_metrics", "oversample_items", "plot_curves", "read_stems", "train"]
+__all__ = ["DataKind", "ModelEMA", "TrainConfig", "freeze_batchnorm", "holdout_split",
+           "init_from_checkpoint", "join_metrics", "oversample_items", "plot_curves", "read_stems",
+           "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
                  "val_ap50", "train_s", "eval_s")
@@ -112,6 +113,10 @@ class TrainConfig:
     #: ``scripts/hard_images.py`` lists them from an evaluation on the training split.
     oversample: Path | None = None
     oversample_factor: int = 3
+    #: Keep batch-norm layers on their running statistics while training (their scale and shift
+    #: still learn). Why: a QAT fine-tune on crops re-estimates the statistics that the float
+    #: model learned on other samples (e.g. whole images).
+    freeze_bn: bool = False
 
 
 class ModelEMA:
@@ -213,6 +218,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             train_ds.use_mosaic = epoch < cfg.epochs - cfg.close_mosaic
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_ds))
         model.train()
+        if cfg.freeze_bn:
+            freeze_batchnorm(model)
         t0 = time.time()
         sums = torch.zeros(3)
         kd_sum = 0.0
@@ -375,6 +382,15 @@ def holdout_split(items: Sequence[T], fraction: float, *, seed: int = 0
     out = set(np.random.default_rng([seed, 7]).permutation(len(items))[:n_out].tolist())
     return ([it for i, it in enumerate(items) if i not in out],
             [it for i, it in enumerate(items) if i in out])
+
+
+def freeze_batchnorm(model: torch.nn.Module) -> int:
+    """Put every batch-norm layer of ``model`` in eval mode (running statistics used, not
+    updated); returns how many."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.eval()
+    return len(bns)
 
 
 def read_stems(path: Path | str) -> set[str]:
