@@ -118,9 +118,11 @@ def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])
     assert args.context_widths == "16,16" and args.mosaic == 0.5 and args.close_mosaic == 3
     assert main(["train", "--out", str(tmp_path), "--context-widths", "8,a"]) == 2
-    for flag in ("--holdout", "--mosaic"):  # scene data has its own val/ scenes, no mosaics
+    # scene data has its own val/ scenes, no mosaics and no image list to oversample
+    for flag, value in (("--holdout", "0.1"), ("--mosaic", "0.1"),
+                        ("--oversample", str(tmp_path / "hard.txt"))):
         assert main(["train", "--out", str(tmp_path), "--data", "xview3", "--data-dir",
-                     str(tmp_path), flag, "0.1"]) == 2
+                     str(tmp_path), flag, value]) == 2
         assert "not to xView3 scenes" in capsys.readouterr().err
 
 
@@ -184,7 +186,7 @@ def test_train_draws_oversampled_images_each_epoch(tmp_path: Path, caplog) -> No
     data = _yolo_folder(tmp_path / "data", n=4)
     (tmp_path / "hard.txt").write_text("2\n")
     with caplog.at_level("INFO", logger="sarvessel.model.train"):
-            assert main(["train", "--out", str(tmp_path / "run"), "--data", "yolo", "--data-dir",
+        assert main(["train", "--out", str(tmp_path / "run"), "--data", "yolo", "--data-dir",
                      str(data), "--widths", "4,8,8", "--head-width", "4", "--tile", "64",
                      "--train-size", "64", "--epochs", "1", "--batch", "2", "--threads", "1",
                      "--max-batches", "1", "--oversample", str(tmp_path / "hard.txt"),

@@ -422,9 +422,10 @@ def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDat
     if cfg.data == DataKind.XVIEW3:
         from sarvessel.model.scene_data import scene_datasets
 
-        if cfg.holdout > 0 or cfg.augment.mosaic > 0:
-            raise SarvesselError("holdout and mosaic apply to image folders (SSDD, YOLO), not "
-                                 "to xView3 scenes (their val/ scenes are the hold-out)")
+        if cfg.holdout > 0 or cfg.augment.mosaic > 0 or cfg.oversample is not None:
+            raise SarvesselError("holdout, mosaic and oversample apply to image folders (SSDD, "
+                                 "YOLO), not to xView3 scenes (their val/ scenes are the "
+                                 "hold-out)")
 
         return scene_datasets(Path(cfg.data_dir), train_size=cfg.train_size,
                               tile_size=mc.tile_size, augment=cfg.augment, seed=cfg.seed)
