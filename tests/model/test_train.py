@@ -87,6 +87,43 @@ def test_ema_tracks_model() -> None:
     assert torch.allclose(e0, p0 - 0.5)
 
 
+def _weight_scales(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.quant_weight().scale.detach().flatten() for m in model.modules()
+            if hasattr(m, "quant_weight")]
+
+
+def test_ema_keeps_learned_weight_scales(tmp_path: Path) -> None:
+    """With ``weight_mse=1`` the weight scales are parameters set from statistics on their
+    first forward. The EMA copy must take them over as set, not redo the statistics on its
+    blended value (which would square the scale), and training must keep them sane."""
+    from sarvessel.model.config import BitWidths
+
+    cfg = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                      bits=BitWidths(weight_mse=1))
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)
+    model.train()
+    model(torch.randint(0, 256, (2, 1, 64, 64)).float())
+    ema.update(model)
+    ema.update(model)
+    model.eval()
+    for a, b in zip(_weight_scales(ema.ema), _weight_scales(model), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5)
+    # a short QAT run: the saved (EMA) scales stay at or below max|w| / levels and positive
+    data = _yolo_folder(tmp_path / "data")
+    tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=1,
+                     batch=2, train_size=64, threads=1)
+    train(tc, cfg)
+    saved, _ = load_checkpoint(tmp_path / "run" / "last.pt")
+    convs = [m for m in saved.modules() if hasattr(m, "quant_weight")]
+    for m in convs:
+        s = m.quant_weight().scale.detach().flatten()
+        levels = 2 ** (int(m.quant_weight().bit_width) - 1) - 1
+        assert bool((s > 0).all())
+        assert bool((s * levels <= m.weight.detach().abs().amax((1, 2, 3)) * 1.1).all())
+
+
 def test_cli_registers_train(tmp_path: Path) -> None:
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--float",
                                       "--widths", "4,8,8"])

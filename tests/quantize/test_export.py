@@ -355,3 +355,41 @@ def test_separable_body_exports_exactly(bits: int, per_channel: int, tmp_path: P
     # weights and biases (output), so the same 8 fuse.
     _assert_fused_and_unchanged(i8.path, {4: 8, 8: 0}[bits], tmp_path / "sep_opt.onnx")
     check_equivalence(model, None, i8.path, _tiles(2, 3), atol=0.25)
+
+
+def test_learned_weight_scales_survive_checkpoint_and_export(tmp_path: Path) -> None:
+    """``weight_mse=1``: per-channel weight scales start below max|w| (rounding-MSE optimum),
+    are trained like any parameter, come back from a checkpoint unchanged and export
+    integer-exact, so FINN and onnxruntime see the trained scales."""
+    from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
+
+    model = _saryolo(4, bits=BitWidths(weight=4, act=4, weight_mse=1))
+    idx = [i for i, m in enumerate(model.body) if hasattr(m, "quant_weight")][1]
+    conv = model.body[idx]
+    w_scale = conv.quant_weight().scale.flatten().detach().clone()
+    wmax = conv.weight.detach().abs().amax((1, 2, 3))
+    # at or below max|w| / 7 (uniform init weights have few outliers to clip)
+    assert bool((w_scale * 7 <= wmax * (1 + 1e-5)).all()) and float((w_scale * 7 / wmax).mean()) < 0.99
+    learned = [n for n, p in model.named_parameters() if "weight_quant" in n]
+    assert learned and all(p.requires_grad for n, p in model.named_parameters() if n in learned)
+    # one optimiser step moves the scales
+    model.train()
+    opt = torch.optim.SGD([p for n, p in model.named_parameters() if n in learned], lr=0.05)
+    out = model(torch.randint(0, 256, (2, 2, TILE, TILE)).float())
+    sum(o.float().square().mean() for o in (out if isinstance(out, (list, tuple)) else [out])
+        ).backward()
+    opt.step()
+    model.eval()
+    moved = conv.quant_weight().scale.flatten().detach()
+    assert not torch.allclose(moved, w_scale)
+    back, _ = load_checkpoint(save_checkpoint(tmp_path / "ck.pt", model))
+    assert torch.equal(back.body[idx].quant_weight().scale.flatten(), moved)
+    x = torch.randint(0, 256, (2, 2, TILE, TILE)).float()
+    with torch.no_grad():
+        a, b = model(x), back(x)
+    for u, v in zip(a if isinstance(a, (list, tuple)) else [a],
+                    b if isinstance(b, (list, tuple)) else [b], strict=True):
+        assert torch.equal(u, v)
+    q = export_qonnx(back, tmp_path / "mse_qonnx.onnx", tile=TILE, channels=2)
+    c = export_qcdq(back, tmp_path / "mse.onnx", tile=TILE, channels=2)
+    _assert_integer_exact(check_equivalence(back, q.path, c.path, _tiles(2, 3), atol=1e-4))

@@ -45,6 +45,12 @@ class BitWidths:
     #: (MultiThreshold holds per-channel thresholds; the output Mul moves past MaxPool and the
     #: depthwise conv and is absorbed into the next thresholds), so the hardware cost is nil.
     dw_in_per_channel: int = 0
+    #: 1: every conv's per-channel weight scale starts at the value that minimises the
+    #: weights' rounding error (not at max|w|) and is then learned with the weights. Why: at
+    #: 4 bits (levels -7..7) a max|w| scale spends most levels on a few outlier weights; a
+    #: clipped, learned scale (as in LSQ) keeps more resolution where the weights are. FINN
+    #: sees only a different float scale per channel, so the hardware cost is nil.
+    weight_mse: int = 0
 
     @classmethod
     def parse(cls, spec: str) -> BitWidths:
@@ -70,11 +76,13 @@ class BitWidths:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when a width is outside 2..8 (the ``dw_`` ones may be 0)."""
-        if self.dw_in_per_channel not in (0, 1):
-            raise ConfigError(f"dw_in_per_channel={self.dw_in_per_channel!r} must be 0 or 1")
+        for flag in ("dw_in_per_channel", "weight_mse"):
+            if getattr(self, flag) not in (0, 1):
+                raise ConfigError(f"{flag}={getattr(self, flag)!r} must be 0 or 1")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "dw_in_per_channel" or (f.name.startswith("dw_") and v == 0):
+            if f.name in ("dw_in_per_channel", "weight_mse") or (f.name.startswith("dw_")
+                                                                  and v == 0):
                 continue
             if not isinstance(v, int) or not 2 <= v <= 8:
                 raise ConfigError(f"bit width {f.name}={v!r} must be an integer in 2..8")

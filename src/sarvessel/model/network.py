@@ -188,11 +188,11 @@ def _conv(cfg: ModelConfig, cin: int, cout: int, k: int, wbits: int, *, bias: bo
                          groups=groups, bias=bias)
     from brevitas.nn import QuantConv2d
 
-    from sarvessel.model.quant import IntWeightPerChannelQuant
+    from sarvessel.model.quant import IntWeightPerChannelMSEQuant, IntWeightPerChannelQuant
 
+    quant = IntWeightPerChannelMSEQuant if cfg.bits.weight_mse else IntWeightPerChannelQuant
     return QuantConv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation,
-                       groups=groups, bias=bias,
-                       weight_quant=IntWeightPerChannelQuant, weight_bit_width=wbits)
+                       groups=groups, bias=bias, weight_quant=quant, weight_bit_width=wbits)
 
 
 def _relu(cfg: ModelConfig, bits: int, *, channels: int = 0) -> nn.Module:

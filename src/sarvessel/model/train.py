@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: lr multiplier of learned weight scales (``--bits weight_mse=1``). They are learned in the
+#: linear domain, where AdamW's ~lr step is large against a ~0.02 scale; x0.02 makes a step
+#: ~0.05 % of the scale, as the log-domain activation scales take at the base lr.
+WEIGHT_SCALE_LR_FACTOR = 0.02
+
 __all__ = ["DataKind", "ModelEMA", "TrainConfig", "freeze_batchnorm", "holdout_split",
            "init_from_checkpoint", "join_metrics", "oversample_items", "plot_curves", "read_stems",
            "train"]
@@ -122,7 +127,8 @@ class TrainConfig:
 class ModelEMA:
     """Exponential moving average of parameters and float buffers, decay ramped as
     ``decay * (1 - exp(-updates / tau))`` (ultralytics ``ModelEMA``). Brevitas activation
-    quantizers' stats counters are copied so the EMA switches to learned scales with the model."""
+    quantizers' stats counters (and learned weight scales' init flags) are copied so the EMA
+    switches to learned scales with the model."""
 
     def __init__(self, model: torch.nn.Module, *, decay: float = 0.9995, tau: float = 300.0,
                  updates: int = 0) -> None:
@@ -136,6 +142,14 @@ class ModelEMA:
         """Blend ``model`` into the average."""
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        for e, m in zip(self.ema.modules(), model.modules(), strict=True):
+            if hasattr(m, "counter") and isinstance(m.counter, int):
+                e.counter = m.counter
+            if m.__dict__.get("init_done") is True and e.__dict__.get("init_done") is False:
+                # a learned weight scale (``weight_mse``) set from statistics on the model's
+                # first forward: take it as set (blending it with the unset 1.0 would be wrong)
+                e.value.copy_(m.value)
+                e.init_done = True
         for e, m in zip(self.ema.parameters(), model.parameters(), strict=True):
             e.mul_(d).add_(m.detach(), alpha=1 - d)
         for e, m in zip(self.ema.buffers(), model.buffers(), strict=True):
@@ -143,9 +157,6 @@ class ModelEMA:
                 e.mul_(d).add_(m.detach(), alpha=1 - d)
             else:
                 e.copy_(m)
-        for e, m in zip(self.ema.modules(), model.modules(), strict=True):
-            if hasattr(m, "counter") and isinstance(m.counter, int):
-                e.counter = m.counter
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
@@ -172,12 +183,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
              model_cfg.name, ops.params, ops.gops, ops.tile, ops.channels, ops2.gops)
 
-    decay, no_decay = [], []
+    decay, no_decay, w_scales = [], [], []
     for name, p in model.named_parameters():
-        (decay if p.ndim == 4 and "act_quant" not in name else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                            betas=(0.937, 0.999))
+        if "weight_quant" in name:  # learned weight scales (``--bits weight_mse=1``)
+            w_scales.append(p)
+        else:
+            (decay if p.ndim == 4 and "act_quant" not in name else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_factor": 1.0},
+              {"params": no_decay, "weight_decay": 0.0, "lr_factor": 1.0}]
+    if w_scales:
+        groups.append({"params": w_scales, "weight_decay": 0.0,
+                       "lr_factor": WEIGHT_SCALE_LR_FACTOR})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg)
@@ -228,7 +245,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             step = epoch * n_batches + bi
             lr = lr_at(step)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_factor", 1.0)
             idx = order[bi * cfg.batch:(bi + 1) * cfg.batch]
             batch = collate([train_ds[int(i)] for i in idx])
             raw = model(batch.images.contiguous(memory_format=fmt))
