@@ -40,9 +40,11 @@ def test_hw_graphs_match_bit_for_bit(flow_64, small_qonnx) -> None:
     assert d["hw_exact"] is True and len(d["tiles"]) == 2
 
 
-def test_dilated_body_converts_and_stays_bit_exact(tmp_path) -> None:
+@pytest.mark.parametrize("bits", [{}, {"weight_mse": 1}], ids=["max_scales", "learned_scales"])
+def test_dilated_body_converts_and_stays_bit_exact(tmp_path, bits) -> None:
     """Dilated stride-8 convs (the SSDD model's receptive-field trick) become FINN sliding-window
-    generators with ``Dilation`` and the HW graphs still equal the QONNX model bit for bit."""
+    generators with ``Dilation`` and the HW graphs still equal the QONNX model bit for bit, also
+    with learned (MSE-initialised) per-channel weight scales (``weight_mse``)."""
     import sys
     from pathlib import Path
 
@@ -57,7 +59,8 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path) -> None:
 
     _finn_or_skip()
     path, which = export_contract_qonnx(tmp_path / "dilated.onnx", tile=64,
-                                        widths=(8, 16, 16, 16, 16), dilations=(1, 1, 1, 2, 4))
+                                        widths=(8, 16, 16, 16, 16), dilations=(1, 1, 1, 2, 4),
+                                        bits=bits)
     if which != "sarvessel.model.network":
         pytest.skip("the real network is needed for dilated convs")
     cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
