@@ -369,7 +369,8 @@ def test_learned_weight_scales_survive_checkpoint_and_export(tmp_path: Path) -> 
     w_scale = conv.quant_weight().scale.flatten().detach().clone()
     wmax = conv.weight.detach().abs().amax((1, 2, 3))
     # at or below max|w| / 7 (uniform init weights have few outliers to clip)
-    assert bool((w_scale * 7 <= wmax * (1 + 1e-5)).all()) and float((w_scale * 7 / wmax).mean()) < 0.99
+    assert bool((w_scale * 7 <= wmax * (1 + 1e-5)).all())
+    assert float((w_scale * 7 / wmax).mean()) < 0.99
     learned = [n for n, p in model.named_parameters() if "weight_quant" in n]
     assert learned and all(p.requires_grad for n, p in model.named_parameters() if n in learned)
     # one optimiser step moves the scales

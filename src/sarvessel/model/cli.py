@@ -73,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="bit widths, e.g. 'first_weight=8,weight=4,act=4,last_act=8,"
                         "last_weight=8,dw_weight=0,dw_act=0' (defaults as shown; the dw_ widths "
                         "of separable blocks' depthwise convs and their outputs, 0: follow "
-                        "weight / act)")
+                        "weight / act); also dw_in_per_channel=1 (one activation scale per "
+                        "channel into depthwise convs) and weight_mse=1 (weight scales start at "
+                        "the rounding-MSE optimum, then learned)")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
     p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
     p.add_argument("--export-dir", type=Path, default=None,

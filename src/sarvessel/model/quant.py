@@ -23,8 +23,8 @@ from brevitas.quant.base import (
 from brevitas.quant.solver.act import ActQuantSolver
 from brevitas.quant.solver.weight import WeightQuantSolver
 
-__all__ = ["IntWeightPerChannelMSEQuant", "IntWeightPerChannelQuant", "IntWeightPerTensorQuant", "UintActPerChannelQuant",
-           "UintActQuant"]
+__all__ = ["IntWeightPerChannelMSEQuant", "IntWeightPerChannelQuant", "IntWeightPerTensorQuant",
+           "UintActPerChannelQuant", "UintActQuant"]
 
 
 class IntWeightPerChannelQuant(NarrowIntQuant, MaxStatsScaling, PerChannelFloatScaling8bit,
