@@ -16,6 +16,10 @@ class ConfigError(SarvesselError):
     """A model configuration is inconsistent or has unknown keys."""
 
 
+#: BitWidths fields that are 0/1 switches, not bit widths.
+_FLAGS = ("dw_in_per_channel", "weight_mse")
+
+
 @dataclass
 class BitWidths:
     """Integer bit widths of the quantised network (3..8 each)."""
@@ -76,13 +80,12 @@ class BitWidths:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` when a width is outside 2..8 (the ``dw_`` ones may be 0)."""
-        for flag in ("dw_in_per_channel", "weight_mse"):
+        for flag in _FLAGS:
             if getattr(self, flag) not in (0, 1):
                 raise ConfigError(f"{flag}={getattr(self, flag)!r} must be 0 or 1")
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("dw_in_per_channel", "weight_mse") or (f.name.startswith("dw_")
-                                                                  and v == 0):
+            if f.name in _FLAGS or (f.name.startswith("dw_") and v == 0):
                 continue
             if not isinstance(v, int) or not 2 <= v <= 8:
                 raise ConfigError(f"bit width {f.name}={v!r} must be an integer in 2..8")

@@ -50,11 +50,10 @@ class IntWeightPerChannelMSEQuant(MSESymmetricScale, IntWeightPerChannelQuant):
     >>> conv = QuantConv2d(2, 4, 3, weight_quant=IntWeightPerChannelMSEQuant, weight_bit_width=4)
     >>> bool((conv.quant_weight().scale.flatten() * 7 <= conv.weight.abs().amax((1, 2, 3))).all())
     True
-    """
 
-    #: Learned in the linear domain (Brevitas' MSE search yields NaN with LOG_FP), so the
-    #: training loop gives these scales a smaller lr (``WEIGHT_SCALE_LR_FACTOR``): AdamW moves
-    #: every parameter by about ``lr`` a step, a few percent of a ~0.02 weight scale.
+    The scale is learned in the linear domain (Brevitas' MSE search yields NaN with LOG_FP),
+    so the training loop gives it a smaller lr (``WEIGHT_SCALE_LR_FACTOR``).
+    """
 
 
 class IntWeightPerTensorQuant(NarrowIntQuant, MaxStatsScaling, PerTensorFloatScaling8bit,
