@@ -328,3 +328,28 @@ def test_channels_last_trains_a_separable_body_to_the_same_numbers(tmp_path: Pat
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--separable-from", "2",
                                       "--channels-last"])
     assert args.separable_from == 2 and args.channels_last
+
+
+def test_param_groups_give_weight_scales_their_own_lr_and_no_decay() -> None:
+    """Learned weight scales (``weight_mse=1``) get ``weight_scale_lr`` x the lr and no weight
+    decay; conv weights decay; nothing is left out or counted twice."""
+    from sarvessel.model.config import BitWidths
+    from sarvessel.model.train import WEIGHT_SCALE_LR_FACTOR, param_groups
+
+    model = build_model(ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                                    bits=BitWidths(weight_mse=1)))
+    tc = TrainConfig(out=Path("unused"), data_dir=Path("unused"), weight_decay=5e-4)
+    assert tc.weight_scale_lr == WEIGHT_SCALE_LR_FACTOR
+    tc.weight_scale_lr = 0.3
+    groups = param_groups(model, tc)
+    assert len(groups) == 3
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())
+    decay, no_decay, scales = groups
+    assert decay["weight_decay"] == 5e-4 and all(p.ndim == 4 for p in decay["params"])
+    assert scales["lr_factor"] == 0.3 and scales["weight_decay"] == 0.0
+    n_convs = sum(1 for m in model.modules() if hasattr(m, "quant_weight"))
+    assert len(scales["params"]) == n_convs
+    # without learned weight scales there is no third group
+    plain = build_model(ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64))
+    assert len(param_groups(plain, tc)) == 2

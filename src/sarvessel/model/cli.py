@@ -101,6 +101,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "targets; default: none)")
     p.add_argument("--distill-gain", type=float, default=1.0,
                    help="weight of the distillation loss (default 1)")
+    p.add_argument("--weight-scale-lr", type=float, default=None, metavar="F",
+                   help="lr multiplier of learned weight scales (--bits weight_mse=1; default "
+                   "0.02, train.WEIGHT_SCALE_LR_FACTOR)")
     p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-images", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
@@ -152,7 +155,9 @@ def run_train(args: argparse.Namespace) -> int:
                      close_mosaic=args.close_mosaic,
                      teacher=args.teacher, distill_gain=args.distill_gain,
                      oversample=args.oversample, oversample_factor=args.oversample_factor,
-                     freeze_bn=args.freeze_bn)
+                     freeze_bn=args.freeze_bn,
+                     **({} if args.weight_scale_lr is None
+                        else {"weight_scale_lr": args.weight_scale_lr}))
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0

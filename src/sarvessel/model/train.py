@@ -38,14 +38,14 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: lr multiplier of learned weight scales (``--bits weight_mse=1``). They are learned in the
-#: linear domain, where AdamW's ~lr step is large against a ~0.02 scale; x0.02 makes a step
-#: ~0.05 % of the scale, as the log-domain activation scales take at the base lr.
+#: Default lr multiplier of learned weight scales (``--bits weight_mse=1``). They are learned
+#: in the linear domain, where AdamW's ~lr step is large against a ~0.02 scale; x0.02 makes a
+#: step ~0.05 % of the scale, as the log-domain activation scales take at the base lr.
 WEIGHT_SCALE_LR_FACTOR = 0.02
 
 __all__ = ["DataKind", "ModelEMA", "TrainConfig", "freeze_batchnorm", "holdout_split",
-           "init_from_checkpoint", "join_metrics", "oversample_items", "plot_curves", "read_stems",
-           "train"]
+           "init_from_checkpoint", "join_metrics", "oversample_items", "param_groups",
+           "plot_curves", "read_stems", "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
                  "val_ap50", "train_s", "eval_s")
@@ -122,6 +122,9 @@ class TrainConfig:
     #: still learn). Why: a QAT fine-tune on crops re-estimates the statistics that the float
     #: model learned on other samples (e.g. whole images).
     freeze_bn: bool = False
+    #: lr multiplier of learned weight scales (``--bits weight_mse=1``); see
+    #: :data:`WEIGHT_SCALE_LR_FACTOR`.
+    weight_scale_lr: float = WEIGHT_SCALE_LR_FACTOR
 
 
 class ModelEMA:
@@ -159,6 +162,26 @@ class ModelEMA:
                 e.copy_(m)
 
 
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups: conv weights with weight decay; biases, batch-norm and
+    activation scales without; learned weight scales (``--bits weight_mse=1``) without, at
+    ``cfg.weight_scale_lr`` times the lr. The scheduler sets each group's lr to
+    ``lr * group["lr_factor"]``."""
+    decay, no_decay, w_scales = [], [], []
+    for name, p in model.named_parameters():
+        if "weight_quant" in name:
+            w_scales.append(p)
+        else:
+            (decay if p.ndim == 4 and "act_quant" not in name else no_decay).append(p)
+    groups: list[dict[str, Any]] = [
+        {"params": decay, "weight_decay": cfg.weight_decay, "lr_factor": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_factor": 1.0}]
+    if w_scales:
+        groups.append({"params": w_scales, "weight_decay": 0.0,
+                       "lr_factor": cfg.weight_scale_lr})
+    return groups
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
           progress: Callable[[int, int, int, float], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a training run; returns the best metrics.
@@ -183,18 +206,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
              model_cfg.name, ops.params, ops.gops, ops.tile, ops.channels, ops2.gops)
 
-    decay, no_decay, w_scales = [], [], []
-    for name, p in model.named_parameters():
-        if "weight_quant" in name:  # learned weight scales (``--bits weight_mse=1``)
-            w_scales.append(p)
-        else:
-            (decay if p.ndim == 4 and "act_quant" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_factor": 1.0},
-              {"params": no_decay, "weight_decay": 0.0, "lr_factor": 1.0}]
-    if w_scales:
-        groups.append({"params": w_scales, "weight_decay": 0.0,
-                       "lr_factor": WEIGHT_SCALE_LR_FACTOR})
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.937, 0.999))
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg)
