@@ -130,6 +130,8 @@ def test_cli_registers_train(tmp_path: Path) -> None:
     assert args.command == "train" and args.quantized is False
     assert main(["train", "--out", str(tmp_path), "--widths", "4,x"]) == 2
     assert main(["train", "--out", str(tmp_path), "--bits", "weight=two"]) == 2
+    assert main(["train", "--out", str(tmp_path), "--weight-scale-lr", "-1"]) == 2
+    assert not (tmp_path / "metrics.csv").exists()
 
 
 def test_init_grows_a_context_branch_from_a_chain_checkpoint(tmp_path: Path) -> None:

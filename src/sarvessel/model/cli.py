@@ -130,6 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
                      quantized=args.quantized, bits=bits, bands=bands)
+    if args.weight_scale_lr is not None and not args.weight_scale_lr >= 0:
+        raise SarvesselError(f"--weight-scale-lr must be >= 0, got {args.weight_scale_lr}")
     if args.synth_scenes:
         if args.data != "xview3":
             raise SarvesselError("--synth-scenes needs --data xview3")
