@@ -113,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Handler of ``sarvessel train``."""
     from sarvessel.model.augment import AugmentConfig
     from sarvessel.model.config import BitWidths, ModelConfig
-    from sarvessel.model.train import DataKind, TrainConfig
+    from sarvessel.model.train import WEIGHT_SCALE_LR_FACTOR, DataKind, TrainConfig
 
     bits = BitWidths.parse(args.bits)
     widths, dilations, context_widths, context_dilations = (
@@ -130,8 +130,10 @@ def run_train(args: argparse.Namespace) -> int:
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
                      quantized=args.quantized, bits=bits, bands=bands)
-    if args.weight_scale_lr is not None and not args.weight_scale_lr >= 0:
-        raise SarvesselError(f"--weight-scale-lr must be >= 0, got {args.weight_scale_lr}")
+    weight_scale_lr = (WEIGHT_SCALE_LR_FACTOR if args.weight_scale_lr is None
+                       else args.weight_scale_lr)
+    if not weight_scale_lr >= 0:
+        raise SarvesselError(f"--weight-scale-lr must be >= 0, got {weight_scale_lr}")
     if args.synth_scenes:
         if args.data != "xview3":
             raise SarvesselError("--synth-scenes needs --data xview3")
@@ -157,9 +159,7 @@ def run_train(args: argparse.Namespace) -> int:
                      close_mosaic=args.close_mosaic,
                      teacher=args.teacher, distill_gain=args.distill_gain,
                      oversample=args.oversample, oversample_factor=args.oversample_factor,
-                     freeze_bn=args.freeze_bn,
-                     **({} if args.weight_scale_lr is None
-                        else {"weight_scale_lr": args.weight_scale_lr}))
+                     freeze_bn=args.freeze_bn, weight_scale_lr=weight_scale_lr)
     best = _train_with_progress(tc, mc)
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0
