@@ -260,18 +260,21 @@ def test_freeze_bn_keeps_running_statistics_while_weights_learn(tmp_path: Path) 
     assert convs and not torch.equal(start[convs[0]], end["raw_model"][convs[0]])
 
 
-def test_qat_run_distils_from_a_float_teacher(tmp_path: Path) -> None:
+@pytest.mark.parametrize("views", [1, 4])
+def test_qat_run_distils_from_a_float_teacher(tmp_path: Path, views: int) -> None:
     data = _yolo_folder(tmp_path / "data")
     torch.manual_seed(0)
     fcfg = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64, quantized=False)
     ckpt = save_checkpoint(tmp_path / "teacher.pt", build_model(fcfg))
     tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
-                     train_size=64, threads=1, teacher=ckpt, distill_gain=0.5)
+                     train_size=64, threads=1, teacher=ckpt, distill_gain=0.5,
+                     teacher_tta=views)
     train(tc, _tiny_cfg())
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert len(rows) == 1 and float(rows[0]["loss_kd"]) > 0.0
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["teacher"] == str(ckpt) and state["train"]["distill_gain"] == 0.5
+    assert state["train"]["teacher_tta"] == views
 
 
 def test_metrics_csv_of_an_older_run_keeps_its_columns_on_resume(tmp_path: Path) -> None:

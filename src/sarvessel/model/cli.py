@@ -99,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", type=Path, default=None, metavar="CKPT",
                    help="float checkpoint to distil from during QAT (its outputs become extra "
                    "targets; default: none)")
+    p.add_argument("--teacher-tta", type=int, default=1, choices=(1, 2, 4, 8), metavar="N",
+                   help="average the teacher's map over N dihedral views of each sample "
+                   "(1, 2, 4 or 8; default 1: one view)")
     p.add_argument("--distill-gain", type=float, default=1.0,
                    help="weight of the distillation loss (default 1)")
     p.add_argument("--weight-scale-lr", type=float, default=None, metavar="F",
@@ -158,6 +161,7 @@ def run_train(args: argparse.Namespace) -> int:
                      augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste),
                      close_mosaic=args.close_mosaic,
                      teacher=args.teacher, distill_gain=args.distill_gain,
+                     teacher_tta=args.teacher_tta,
                      oversample=args.oversample, oversample_factor=args.oversample_factor,
                      freeze_bn=args.freeze_bn, weight_scale_lr=weight_scale_lr)
     best = _train_with_progress(tc, mc)

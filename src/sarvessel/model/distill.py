@@ -12,6 +12,12 @@ Both terms are divergences, zero when the student reproduces the teacher:
 - box: KL between the teacher's and the student's softmax over the ``reg_max`` DFL bins of
   each side, weighted per cell by the teacher's highest class score (background cells carry no
   box to learn).
+
+The teacher can be a dihedral ensemble of itself (:class:`DihedralTeacher`, ``sarvessel train
+--teacher-tta n``): its map averaged over n flips/rotations of each sample, as the runtime's
+test-time augmentation averages them (:mod:`sarvessel.runtime.tta`). Why: the averaged map is
+a better detector than any one view (SSDD: W4A4 test AP50 0.931 -> 0.940 with two views), so
+the student is asked to learn in one pass what the teacher needs n passes for.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from sarvessel.model.checkpoint import load_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.network import SarYolo
 from sarvessel.runtime.errors import ModelError
+from sarvessel.runtime.tta import TTA_SETS, side_order
 
-__all__ = ["DistillLoss", "load_teacher"]
+__all__ = ["DihedralTeacher", "DistillLoss", "load_teacher"]
 
 
 class DistillLoss(nn.Module):
@@ -76,3 +83,42 @@ def load_teacher(path: Path | str, student: ModelConfig) -> SarYolo:
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher.eval()
+
+
+class DihedralTeacher(nn.Module):
+    """``teacher``'s raw map averaged over ``n`` dihedral views (``TTA_SETS[n]``) of square
+    inputs: each view's map is moved back to the input's frame (cells and DFL sides), class
+    scores are averaged as probabilities and DFL bins as softmax probabilities, and the result
+    is returned as logits (class logit, log-probabilities for the bins), so
+    :class:`DistillLoss` takes it like a plain teacher's map. Same maths as the runtime's
+    :class:`~sarvessel.runtime.tta.DihedralTTA`, in torch."""
+
+    def __init__(self, teacher: nn.Module, n: int) -> None:
+        super().__init__()
+        if n not in TTA_SETS:
+            raise ModelError(f"teacher views must be one of {sorted(TTA_SETS)}, got {n}")
+        self.teacher, self.views = teacher, TTA_SETS[n]
+        self.reg_max = teacher.cfg.reg_max
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[B, C, S, S]`` (square, a multiple of the stride)."""
+        if x.shape[-1] != x.shape[-2]:
+            raise ModelError(f"a dihedral teacher needs square samples, got {tuple(x.shape)}")
+        r = self.reg_max
+        cls_p = dfl_p = None
+        for k in self.views:
+            v = x.transpose(-1, -2) if k & 4 else x
+            raw = self.teacher(torch.rot90(v, k & 3, dims=(-2, -1)))
+            raw = torch.rot90(raw, -(k & 3), dims=(-2, -1))
+            if k & 4:
+                raw = raw.transpose(-1, -2)
+            b, _, h, w = raw.shape
+            dfl = raw[:, :4 * r].reshape(b, 4, r, h, w)[:, side_order(k)].softmax(2)
+            cls = raw[:, 4 * r:].sigmoid()
+            cls_p = cls if cls_p is None else cls_p + cls
+            dfl_p = dfl if dfl_p is None else dfl_p + dfl
+        n = float(len(self.views))
+        cls_p = (cls_p / n).clamp(1e-7, 1 - 1e-7)
+        dfl_log = (dfl_p / n).clamp_min(1e-12).log().reshape(b, 4 * r, h, w)
+        return torch.cat([dfl_log, cls_p.log() - (-cls_p).log1p()], 1)

@@ -28,7 +28,7 @@ from sarvessel.model.augment import AugmentConfig
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.data import ImageDataset, collate
-from sarvessel.model.distill import DistillLoss, load_teacher
+from sarvessel.model.distill import DihedralTeacher, DistillLoss, load_teacher
 from sarvessel.model.evaluate import evaluate_ap
 from sarvessel.model.loss import DetectionLoss
 from sarvessel.model.network import SarYolo, build_model, count_ops
@@ -112,6 +112,9 @@ class TrainConfig:
     teacher: Path | None = None
     #: Weight of the distillation loss relative to the detection loss.
     distill_gain: float = 1.0
+    #: Dihedral views the teacher's map is averaged over (1, 2, 4 or 8; see
+    #: :class:`~sarvessel.model.distill.DihedralTeacher`); 1 is the plain teacher.
+    teacher_tta: int = 1
     #: Text file of training image ids (one stem a line, ``#`` comments) drawn
     #: ``oversample_factor`` times per epoch instead of once; None is off. Why: the images a
     #: model still gets wrong (SSDD: mostly ships at quays) are a small part of each epoch;
@@ -211,7 +214,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg)
     if teacher is not None:
-        log.info("distilling from %s (gain %g)", cfg.teacher, cfg.distill_gain)
+        if cfg.teacher_tta != 1:
+            teacher = DihedralTeacher(teacher, cfg.teacher_tta)
+        log.info("distilling from %s (gain %g, %d views)", cfg.teacher, cfg.distill_gain,
+                 cfg.teacher_tta)
     ema = ModelEMA(model, decay=cfg.ema_decay, tau=cfg.ema_tau)
     start_epoch, best = 0, {"val_ap50": -1.0, "epoch": -1}
     last_path, best_path, csv_path = out / "last.pt", out / "best.pt", out / "metrics.csv"
