@@ -131,6 +131,7 @@ def test_cli_registers_train(tmp_path: Path) -> None:
     assert main(["train", "--out", str(tmp_path), "--widths", "4,x"]) == 2
     assert main(["train", "--out", str(tmp_path), "--bits", "weight=two"]) == 2
     assert main(["train", "--out", str(tmp_path), "--weight-scale-lr", "-1"]) == 2
+    assert main(["train", "--out", str(tmp_path), "--teacher-tta", "4"]) == 2
     assert not (tmp_path / "metrics.csv").exists()
 
 

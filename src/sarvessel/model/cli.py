@@ -137,6 +137,8 @@ def run_train(args: argparse.Namespace) -> int:
                        else args.weight_scale_lr)
     if not weight_scale_lr >= 0:
         raise SarvesselError(f"--weight-scale-lr must be >= 0, got {weight_scale_lr}")
+    if args.teacher_tta != 1 and args.teacher is None:
+        raise SarvesselError("--teacher-tta needs --teacher (the float checkpoint to average)")
     if args.synth_scenes:
         if args.data != "xview3":
             raise SarvesselError("--synth-scenes needs --data xview3")
