@@ -14,7 +14,7 @@ from sarvessel.model.config import ModelConfig
 from sarvessel.model.distill import DihedralTeacher, DistillLoss, load_teacher
 from sarvessel.model.network import build_model
 from sarvessel.runtime.errors import ModelError
-from sarvessel.runtime.tta import restore_raw, transform_tiles
+from sarvessel.runtime.tta import TTA_SETS, restore_raw, transform_tiles
 
 R, NC = 4, 1
 
@@ -70,8 +70,6 @@ def _tiny_float() -> torch.nn.Module:
 def test_dihedral_teacher_matches_the_runtime_tta_average(n: int) -> None:
     """The torch ensemble teacher and the runtime's numpy TTA average the same views the same
     way: class probabilities and DFL softmax probabilities, moved back to the input frame."""
-    from sarvessel.runtime.tta import TTA_SETS
-
     net = _tiny_float()
     x = torch.randint(0, 256, (2, 1, 64, 64)).float()
     got = DihedralTeacher(net, n)(x).numpy()

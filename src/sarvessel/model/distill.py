@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +34,7 @@ from sarvessel.model.checkpoint import load_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.network import SarYolo
 from sarvessel.runtime.errors import ModelError
-from sarvessel.runtime.tta import TTA_SETS, side_order
+from sarvessel.runtime.tta import TTA_SETS, average_views
 
 __all__ = ["DihedralTeacher", "DistillLoss", "load_teacher"]
 
@@ -88,11 +89,9 @@ def load_teacher(path: Path | str, student: ModelConfig) -> SarYolo:
 
 class DihedralTeacher(nn.Module):
     """``teacher``'s raw map averaged over ``n`` dihedral views (``TTA_SETS[n]``) of square
-    inputs: each view's map is moved back to the input's frame (cells and DFL sides), class
-    scores are averaged as probabilities and DFL bins as softmax probabilities, and the result
-    is returned as logits (class logit, log-probabilities for the bins), so
-    :class:`DistillLoss` takes it like a plain teacher's map. Same maths as the runtime's
-    :class:`~sarvessel.runtime.tta.DihedralTTA`, in torch."""
+    inputs by the runtime's own :func:`~sarvessel.runtime.tta.average_views` (the maths of
+    ``--tta``): class scores averaged as probabilities, DFL bins as softmax probabilities,
+    returned as logits, so :class:`DistillLoss` takes it like a plain teacher's map."""
 
     def __init__(self, teacher: nn.Module, n: int) -> None:
         super().__init__()
@@ -106,20 +105,9 @@ class DihedralTeacher(nn.Module):
         """``x``: ``[B, C, S, S]`` (square, a multiple of the stride)."""
         if x.shape[-1] != x.shape[-2]:
             raise ModelError(f"a dihedral teacher needs square samples, got {tuple(x.shape)}")
-        r = self.reg_max
-        cls_p = dfl_p = None
-        for k in self.views:
-            v = x.transpose(-1, -2) if k & 4 else x
-            raw = self.teacher(torch.rot90(v, k & 3, dims=(-2, -1)))
-            raw = torch.rot90(raw, -(k & 3), dims=(-2, -1))
-            if k & 4:
-                raw = raw.transpose(-1, -2)
-            b, _, h, w = raw.shape
-            dfl = raw[:, :4 * r].reshape(b, 4, r, h, w)[:, side_order(k)].softmax(2)
-            cls = raw[:, 4 * r:].sigmoid()
-            cls_p = cls if cls_p is None else cls_p + cls
-            dfl_p = dfl if dfl_p is None else dfl_p + dfl
-        n = float(len(self.views))
-        cls_p = (cls_p / n).clamp(1e-7, 1 - 1e-7)
-        dfl_log = (dfl_p / n).clamp_min(1e-12).log().reshape(b, 4 * r, h, w)
-        return torch.cat([dfl_log, cls_p.log() - (-cls_p).log1p()], 1)
+
+        def infer(view: np.ndarray) -> np.ndarray:
+            return self.teacher(torch.from_numpy(view).to(x.device)).cpu().numpy()
+
+        avg = average_views(infer, x.cpu().numpy(), self.views, self.reg_max)
+        return torch.from_numpy(avg).to(x.device)

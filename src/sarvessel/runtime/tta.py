@@ -16,11 +16,14 @@ the power-bound board (model card of ``ssdd_w4a4``; ``sarvessel eval --tta``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import numpy as np
 
 from sarvessel.runtime.detections import Detections
 
-__all__ = ["TTA_SETS", "DihedralTTA", "restore_raw", "side_order", "transform_tiles",
+__all__ = ["TTA_SETS", "DihedralTTA", "average_views", "restore_raw", "side_order",
+           "transform_tiles",
            "with_tta"]
 
 #: Dihedral transforms used for ``--tta n``: 1 none, 2 adds the 180-degree rotation, 4 all
@@ -64,6 +67,32 @@ def restore_raw(raw: np.ndarray, k: int, reg_max: int) -> np.ndarray:
         np.concatenate([dfl.reshape(b, 4 * reg_max, h, w), y[:, 4 * reg_max:]], axis=1))
 
 
+def average_views(
+    infer: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, transforms: Sequence[int],
+    reg_max: int,
+) -> np.ndarray:
+    """The raw maps of ``infer`` on the dihedral views ``transforms`` of ``batch`` (square
+    tiles ``[B, C, T, T]``), each moved back to the tiles' frame and averaged: class scores as
+    probabilities, DFL bins as softmax probabilities. Returned in the raw layout
+    ``[B, 4*reg_max + nc, H, W]`` float32 (class logits, DFL log-probabilities), so any decoder
+    or the training loop's distillation takes it like one network's map."""
+    cls_p, dfl_p = None, None
+    for k in transforms:
+        raw = restore_raw(infer(transform_tiles(batch, k)), k, reg_max)
+        b, _, h, w = raw.shape
+        cls = 1.0 / (1.0 + np.exp(-raw[:, 4 * reg_max:]))
+        d = raw[:, :4 * reg_max].reshape(b, 4, reg_max, h, w)
+        e = np.exp(d - d.max(axis=2, keepdims=True))
+        dfl = e / e.sum(axis=2, keepdims=True)
+        cls_p = cls if cls_p is None else cls_p + cls
+        dfl_p = dfl if dfl_p is None else dfl_p + dfl
+    n = float(len(transforms))
+    cls_p = np.clip(cls_p / n, 1e-7, 1.0 - 1e-7)
+    dfl_log = np.log(np.maximum(dfl_p / n, 1e-12)).reshape(b, 4 * reg_max, h, w)
+    return np.concatenate([dfl_log, np.log(cls_p) - np.log1p(-cls_p)],
+                          axis=1).astype(np.float32)
+
+
 class DihedralTTA:
     """A backend that runs ``inner`` on ``n`` dihedral views of each tile (``TTA_SETS[n]``) and
     decodes the averaged map with ``inner``'s own decoder and thresholds.
@@ -91,24 +120,9 @@ class DihedralTTA:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """The averaged raw map of ``batch``, in the raw layout every decoder takes."""
-        reg_max = self.metadata.reg_max
         if len(self.transforms) == 1:
             return self.inner.infer(batch)
-        cls_p, dfl_p = None, None
-        for k in self.transforms:
-            raw = restore_raw(self.inner.infer(transform_tiles(batch, k)), k, reg_max)
-            b, _, h, w = raw.shape
-            cls = 1.0 / (1.0 + np.exp(-raw[:, 4 * reg_max:]))
-            d = raw[:, :4 * reg_max].reshape(b, 4, reg_max, h, w)
-            e = np.exp(d - d.max(axis=2, keepdims=True))
-            dfl = e / e.sum(axis=2, keepdims=True)
-            cls_p = cls if cls_p is None else cls_p + cls
-            dfl_p = dfl if dfl_p is None else dfl_p + dfl
-        n = float(len(self.transforms))
-        cls_p = np.clip(cls_p / n, 1e-7, 1.0 - 1e-7)
-        dfl_log = np.log(np.maximum(dfl_p / n, 1e-12)).reshape(b, 4 * reg_max, h, w)
-        return np.concatenate([dfl_log, np.log(cls_p) - np.log1p(-cls_p)],
-                              axis=1).astype(np.float32)
+        return average_views(self.inner.infer, batch, self.transforms, self.metadata.reg_max)
 
 
 def with_tta(backend, n: int):
