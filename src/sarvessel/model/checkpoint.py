@@ -28,8 +28,9 @@ def save_checkpoint(path: Path | str, model: SarYolo, *, epoch: int = -1,
     """Write ``model``'s config and weights (plus ``extra`` entries) to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {"format": FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
-             "epoch": epoch, "metrics": dict(metrics or {}), **extra}
+    state = _on_cpu({"format": FORMAT, "config": model.cfg.to_dict(),
+                     "model": model.state_dict(), "epoch": epoch,
+                     "metrics": dict(metrics or {}), **extra})
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -65,3 +66,15 @@ def load_checkpoint(path: Path | str, *, quantized: bool | None = None
     model.apply_masks()
     model.eval()
     return model, state
+
+
+def _on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor (in dicts, lists and tuples) moved to the CPU. Why: a run
+    trained on a GPU must load where there is none (the board's host, CI)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_cpu(v) for v in obj)
+    return obj

@@ -80,7 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
     p.add_argument("--export-dir", type=Path, default=None,
                    help="copy the best checkpoint, metrics.csv and curve here (models/<name>)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default 2)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a CUDA GPU when PyTorch sees one, else the CPU; default), cpu, "
+                   "cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes that build the training batches (default 0: the training "
+                   "process; e.g. 8 on a GPU host). The batches are the same for any N")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="stop, checkpoints written, before an epoch that would end past MIN "
+                   "minutes; --resume goes on (default: none)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory order (faster for depthwise-separable bodies)")
     p.add_argument("--seed", type=int, default=0)
@@ -155,7 +164,9 @@ def run_train(args: argparse.Namespace) -> int:
                      epochs=args.epochs, batch=args.batch, lr=args.lr,
                      warmup_epochs=args.warmup_epochs, lr_final=args.lr_final,
                      ema_decay=args.ema_decay, train_size=args.train_size,
-                     seed=args.seed, threads=args.threads, channels_last=args.channels_last,
+                     seed=args.seed, threads=args.threads, device=args.device,
+                     workers=args.workers, time_limit=args.time_limit,
+                     channels_last=args.channels_last,
                      init=args.init, resume=args.resume,
                      eval_every=args.eval_every, holdout=args.holdout,
                      export_dir=args.export_dir,
@@ -167,6 +178,10 @@ def run_train(args: argparse.Namespace) -> int:
                      oversample=args.oversample, oversample_factor=args.oversample_factor,
                      freeze_bn=args.freeze_bn, weight_scale_lr=weight_scale_lr)
     best = _train_with_progress(tc, mc)
+    if not best["completed"]:
+        log.info("stopped at the time limit: best val AP50 %.4f so far (epoch %d); continue "
+                 "with the same command plus --resume", best["val_ap50"], best["epoch"] + 1)
+        return 0
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0
 

@@ -49,6 +49,11 @@ class Batch:
     labels: torch.Tensor
     mask: torch.Tensor
 
+    def to(self, device: torch.device, *, non_blocking: bool = False) -> Batch:
+        """The batch on ``device`` (itself when it is already there)."""
+        return Batch(*(t.to(device, non_blocking=non_blocking)
+                       for t in (self.images, self.boxes, self.labels, self.mask)))
+
 
 def collate(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
     """Stack samples and pad their boxes to the largest count in the batch."""

@@ -50,12 +50,13 @@ def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDat
     """Per image (boxes in original image px, scores, classes) from letterboxed tiles."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     out = []
     try:
         for s in range(0, len(dataset), batch):
             idx = list(range(s, min(s + batch, len(dataset))))
             b = collate([dataset[i] for i in idx])
-            raw = model(b.images).numpy()
+            raw = model(b.images.to(device)).cpu().numpy()
             dets = decode(raw, stride=stride, reg_max=reg_max, conf_threshold=conf_threshold,
                           iou_threshold=iou_threshold)
             for i, d in zip(idx, dets, strict=True):

@@ -27,9 +27,10 @@ import torch
 from sarvessel.model.augment import AugmentConfig
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import ModelConfig
-from sarvessel.model.data import ImageDataset, collate
+from sarvessel.model.data import ImageDataset
 from sarvessel.model.distill import DihedralTeacher, DistillLoss, load_teacher
 from sarvessel.model.evaluate import evaluate_ap
+from sarvessel.model.loader import epoch_loader, resolve_device
 from sarvessel.model.loss import DetectionLoss
 from sarvessel.model.network import SarYolo, build_model, count_ops
 from sarvessel.runtime.errors import SarvesselError
@@ -79,7 +80,19 @@ class TrainConfig:
     #: Side of the training crops (pixels); evaluation uses the model's tile size.
     train_size: int = 320
     seed: int = 0
+    #: CPU threads of PyTorch's own kernels.
     threads: int = 2
+    #: Torch device: ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU), ``cpu``,
+    #: ``cuda`` or ``cuda:N`` (see :func:`~sarvessel.model.loader.resolve_device`).
+    device: str = "auto"
+    #: Worker processes that build the training batches (0: the training process does). The
+    #: batches are the same for any number (:mod:`sarvessel.model.loader`); workers pay off
+    #: where the accelerator outpaces one process's augmentation, i.e. on a GPU.
+    workers: int = 0
+    #: Stop, with every checkpoint written, before the epoch that would end past this many
+    #: minutes of the run (judged by the last epoch's duration); ``--resume`` goes on. Why: a
+    #: borrowed GPU or a session has a fixed time; None is no limit.
+    time_limit: float | None = None
     #: Keep weights and activations in channels-last memory order. Why: PyTorch's CPU
     #: depthwise convs run ~1.4x faster that way (measured on a separable 112-wide body); the
     #: numbers are the same either way.
@@ -187,10 +200,15 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
           progress: Callable[[int, int, int, float], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the best metrics.
+    """Run (or resume) a training run; returns the best metrics (``val_ap50``, ``epoch``)
+    and ``completed``: False when ``cfg.time_limit`` stopped it before ``cfg.epochs``.
 
     ``progress(epoch, batch, n_batches, loss)`` is called after every batch (the CLI draws a
     rich progress bar with it)."""
+    t_run = time.time()
+    device = resolve_device(cfg.device)
+    if cfg.time_limit is not None and not cfg.time_limit > 0:
+        raise SarvesselError(f"time limit must be > 0 minutes, got {cfg.time_limit}")
     torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     out = Path(cfg.out)
@@ -208,11 +226,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     ops2 = count_ops(model, 512, 2)
     log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
              model_cfg.name, ops.params, ops.gops, ops.tile, ops.channels, ops2.gops)
+    model = model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed sample sizes: pick the fastest kernels
+    log.info("training on %s with %d data worker(s)", device, cfg.workers)
 
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
-    teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg)
+    teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg).to(device)
     if teacher is not None:
         if cfg.teacher_tta != 1:
             teacher = DihedralTeacher(teacher, cfg.teacher_tta)
@@ -235,9 +257,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     elif csv_path.exists():
         csv_path.unlink()
 
-    n_batches = math.ceil(len(train_ds) / cfg.batch)
-    if cfg.max_batches:
-        n_batches = min(n_batches, cfg.max_batches)
+    loader, sampler = epoch_loader(train_ds, batch=cfg.batch, seed=cfg.seed,
+                                   workers=cfg.workers, max_batches=cfg.max_batches,
+                                   pin_memory=device.type == "cuda")
+    n_batches = len(sampler)
     total_steps = cfg.epochs * n_batches
     warm_steps = max(1, int(cfg.warmup_epochs * n_batches))
 
@@ -247,11 +270,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         t = (step - warm_steps) / max(1, total_steps - warm_steps)
         return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
+    completed, last_eval_s = True, 0.0
     for epoch in range(start_epoch, cfg.epochs):
-        train_ds.set_epoch(epoch)
-        if hasattr(train_ds, "use_mosaic"):
-            train_ds.use_mosaic = epoch < cfg.epochs - cfg.close_mosaic
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_ds))
+        sampler.set_epoch(epoch, mosaic=epoch < cfg.epochs - cfg.close_mosaic)
         model.train()
         if cfg.freeze_bn:
             freeze_batchnorm(model)
@@ -259,13 +280,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         sums = torch.zeros(3)
         kd_sum = 0.0
         lr = cfg.lr
-        for bi in range(n_batches):
+        for bi, batch in enumerate(loader):
             step = epoch * n_batches + bi
             lr = lr_at(step)
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_factor", 1.0)
-            idx = order[bi * cfg.batch:(bi + 1) * cfg.batch]
-            batch = collate([train_ds[int(i)] for i in idx])
+            batch = batch.to(device, non_blocking=True)
             raw = model(batch.images.contiguous(memory_format=fmt))
             loss, parts = loss_fn(raw, batch.boxes, batch.labels, batch.mask)
             if teacher is not None:
@@ -273,14 +293,14 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
                     t_raw = teacher(batch.images)
                 kd = kd_fn(raw, t_raw)
                 loss = loss + kd
-                kd_sum += float(kd.detach()) / len(idx)
+                kd_sum += float(kd.detach()) / len(batch.images)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             model.apply_masks()
             ema.update(model)
-            sums += parts
+            sums += parts.cpu()
             if progress is not None:
                 progress(epoch, bi + 1, n_batches, float(parts.sum()))
             if bi % 10 == 0:
@@ -289,10 +309,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         train_s = time.time() - t0
         means = (sums / n_batches).tolist()
         ap = float("nan")
+        stop = _out_of_time(cfg, epoch, t_run, train_s + last_eval_s)
         t1 = time.time()
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stop:
             ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max)
         eval_s = time.time() - t1
+        last_eval_s = max(last_eval_s, eval_s)
         row = {"epoch": epoch, "lr": lr, "loss": sum(means), "loss_box": means[0],
                "loss_cls": means[1], "loss_dfl": means[2], "loss_kd": kd_sum / n_batches,
                "val_ap50": ap, "train_s": train_s, "eval_s": eval_s}
@@ -317,9 +339,22 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             shutil.copyfile(csv_path, Path(cfg.export_dir) / "metrics.csv")
             shutil.copyfile(out / "training_curve.png",
                             Path(cfg.export_dir) / "training_curve.png")
+        if stop:
+            completed = False
+            log.warning("stopped after epoch %d of %d: the next one would end past the %s min "
+                        "time limit; every checkpoint is written, --resume goes on", epoch + 1,
+                        cfg.epochs, cfg.time_limit)
+            break
     log.info("best val AP50 %.4f at epoch %d; checkpoints in %s", best["val_ap50"],
              best["epoch"] + 1, out)
-    return best
+    return {**best, "completed": completed}
+
+
+def _out_of_time(cfg: TrainConfig, epoch: int, t_run: float, epoch_s: float) -> bool:
+    """Whether another epoch of ``epoch_s`` seconds would end past ``cfg.time_limit``."""
+    if cfg.time_limit is None or epoch + 1 >= cfg.epochs:
+        return False
+    return time.time() - t_run + epoch_s > cfg.time_limit * 60
 
 
 def plot_curves(csv_path: Path, png: Path) -> None:
