@@ -40,3 +40,55 @@ def test_scripts_name_bad_bit_widths() -> None:
     assert r.returncode == 2 and "act=12" in r.stderr
     r = _run("quant_sensitivity.py", "missing.pt", "--choice", "nolabel")
     assert r.returncode == 2 and "label=spec" in r.stderr
+
+
+def _ssdd_layout(root: Path, n: int = 4) -> Path:
+    """A tiny SSDD-format folder: JPEG images, VOC XML, ImageSets/Main/train.txt."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for d in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    ids = [f"{k:06d}" for k in range(1, n + 1)]
+    for i in ids:
+        img = rng.integers(0, 40, (64, 72)).astype(np.uint8)
+        x, y = int(rng.integers(4, 50)), int(rng.integers(4, 40))
+        img[y:y + 14, x:x + 10] = 230
+        Image.fromarray(img).save(root / "JPEGImages" / f"{i}.jpg", quality=95)
+        (root / "Annotations" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.jpg</filename><size><width>72</width><height>64"
+            f"</height><depth>1</depth></size><object><name>ship</name><difficult>0"
+            f"</difficult><bndbox><xmin>{x}</xmin><ymin>{y}</ymin><xmax>{x + 10}</xmax>"
+            f"<ymax>{y + 14}</ymax></bndbox></object></annotation>")
+    (root / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def test_device_train_script_runs_a_time_limited_run_and_returns_its_files(
+        tmp_path: Path) -> None:
+    """The GPU-host script, dry-run on the CPU: it trains on a training-split-only SSDD copy
+    (validating on that split), stops at the time limit and puts the run's files in OUT."""
+    import os
+
+    data, out, run = _ssdd_layout(tmp_path / "ssdd"), tmp_path / "out", tmp_path / "run"
+    env = {**os.environ, "DATA": str(data), "OUT": str(out), "RUN": str(run),
+           "DEVICE": "cpu", "WORKERS": "1", "MINUTES": "0.0001", "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh"), "run", "--widths",
+                        "4,8,8", "--head-width", "4", "--tile", "64", "--train-size", "64",
+                        "--batch", "2", "--epochs", "3", "--threads", "1", "--float"],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    for name in ("last.pt", "best.pt", "metrics.csv", "training_curve.png", "train.log",
+                 "gpu.txt"):
+        assert (out / name).is_file(), name
+    log = (out / "train.log").read_text()
+    assert "training on cpu with 1 data worker(s)" in log
+    assert "data: 4 training images (4 boxes), 4 validation images (4 boxes)" in log
+    assert "stopped after epoch 1 of 3" in log and "--resume" in log
+    assert "torch" in (out / "gpu.txt").read_text()
+    # without a staged SSDD copy it says what to do
+    env["DATA"] = str(tmp_path / "none")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh"), "run"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2 and "device_train.sh stage" in r.stderr

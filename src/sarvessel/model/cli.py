@@ -94,6 +94,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="channels-last memory order (faster for depthwise-separable bodies)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--val-split", default="test", metavar="SPLIT",
+                   help="SSDD split of the per-epoch quick AP50 (default test: SSDD has no "
+                   "validation split; 'train' measures the fit, e.g. where only the training "
+                   "images were copied)")
     p.add_argument("--holdout", type=float, default=0.0, metavar="F",
                    help="validate on this fraction of the training images, held out from "
                    "training (default 0: SSDD validates on its test split)")
@@ -168,7 +172,8 @@ def run_train(args: argparse.Namespace) -> int:
                      workers=args.workers, time_limit=args.time_limit,
                      channels_last=args.channels_last,
                      init=args.init, resume=args.resume,
-                     eval_every=args.eval_every, holdout=args.holdout,
+                     eval_every=args.eval_every, val_split=args.val_split,
+                     holdout=args.holdout,
                      export_dir=args.export_dir,
                      max_batches=args.max_batches, max_images=args.max_images,
                      augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste),

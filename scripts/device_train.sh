@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Train on a borrowed CUDA host for a fixed number of minutes: the workplace's device machine
+# (PyTorch there, no network, a 64 MiB working-tree limit) or any GPU box.
+#
+# 1. Here, with ../shared/data/ssdd and PyPI reachable:
+#      scripts/device_train.sh stage
+#    copies SSDD's *training* split (images, XML, train.txt; 42 MiB: the test split does not fit
+#    beside the repo under the 64 MiB limit, so the run validates on the training split and the
+#    test split is scored back here) to .device/ssdd, and the pure-Python wheels that PyTorch
+#    images lack (brevitas and its two small needs) to .device/whl. .device/ is git-ignored.
+# 2. There, from the repo root, with .device carried:
+#      MINUTES=7 scripts/device_train.sh run --float --init models/ssdd_float/checkpoint.pt ...
+#    installs the wheels, then runs `sarvessel train <args> --device $DEVICE --workers $WORKERS
+#    --time-limit $MINUTES --val-split train` on .device/ssdd and copies last.pt, best.pt,
+#    metrics.csv, training_curve.png, train.log and gpu.txt to $OUT (default runs/device).
+#    Stopped at the limit, the same command plus --resume goes on from last.pt (carry it back
+#    into runs/device/run first).
+# 3. Here: `sarvessel export` + `sarvessel eval --data ssdd --split test|train` (runs/cand.sh).
+#
+# Environment: MINUTES (default 7), DEVICE (default cuda; cpu for a dry run), WORKERS (default
+# 12), OUT (default runs/device), RUN (the run folder, default runs/device/run), DATA (default
+# .device/ssdd), PYTHON (default python3). Without staged wheels the installed packages serve.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+shift || true
+
+case "$mode" in
+stage)
+    src=${SARVESSEL_SSDD:-../shared/data/ssdd}
+    [ -f "$src/ImageSets/Main/train.txt" ] || { echo "no SSDD at $src" >&2; exit 2; }
+    dst=.device/ssdd
+    rm -rf "$dst" && mkdir -p "$dst/ImageSets/Main" "$dst/JPEGImages" "$dst/Annotations"
+    cp "$src/ImageSets/Main/train.txt" "$dst/ImageSets/Main/"
+    while read -r id; do
+        id=${id%$'\r'}  # the official split files have Windows line ends
+        [ -n "$id" ] || continue
+        cp "$src/JPEGImages/$id.jpg" "$dst/JPEGImages/"
+        cp "$src/Annotations/$id.xml" "$dst/Annotations/"
+    done < "$src/ImageSets/Main/train.txt"
+    rm -rf .device/whl
+    "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+        -d .device/whl brevitas==0.13.4 dependencies==2.0.1 unfoldNd==0.2.3
+    du -sh .device/ssdd .device/whl
+    ;;
+run)
+    data=${DATA:-.device/ssdd}
+    run=${RUN:-runs/device/run}
+    [ -f "$data/ImageSets/Main/train.txt" ] \
+        || { echo "no SSDD training split at $data: run 'scripts/device_train.sh stage' first" \
+                  "and carry .device" >&2; exit 2; }
+    py=${PYTHON:-python3}
+    out=${OUT:-runs/device}
+    mkdir -p "$out" "$run"
+    if compgen -G ".device/whl/*.whl" >/dev/null; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/sarvessel-site .device/whl/*.whl
+        export PYTHONPATH=/tmp/sarvessel-site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONUNBUFFERED=1
+    { nvidia-smi 2>&1 || true; "$py" -c "import torch, numpy; print('torch', torch.__version__,
+'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__)"; } > "$out/gpu.txt"
+    set +e
+    "$py" -m sarvessel train --data ssdd --data-dir "$data" --val-split train \
+        --out "$run" --device "${DEVICE:-cuda}" --workers "${WORKERS:-12}" \
+        --time-limit "${MINUTES:-7}" "$@" 2>&1 | tee "$out/train.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    if [ "$out" != "$run" ]; then
+        for f in last.pt best.pt metrics.csv training_curve.png; do
+            if [ -f "$run/$f" ]; then cp "$run/$f" "$out/"; fi
+        done
+    fi
+    exit "$rc"
+    ;;
+*)
+    sed -n '2,25p' "$0" >&2
+    exit 2
+    ;;
+esac
