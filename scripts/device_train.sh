@@ -18,7 +18,7 @@
 # 3. Here: `sarvessel export` + `sarvessel eval --data ssdd --split test|train` (runs/cand.sh).
 #
 # Environment: MINUTES (default 7), DEVICE (default cuda; cpu for a dry run), WORKERS (default
-# 12), OUT (default runs/device), RUN (the run folder, default runs/device/run), DATA (default
+# 8), OUT (default runs/device), RUN (the run folder, default runs/device/run), DATA (default
 # .device/ssdd), PYTHON (default python3). Without staged wheels the installed packages serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,7 +64,7 @@ run)
 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__)"; } > "$out/gpu.txt"
     set +e
     "$py" -m sarvessel train --data ssdd --data-dir "$data" --val-split train \
-        --out "$run" --device "${DEVICE:-cuda}" --workers "${WORKERS:-12}" \
+        --out "$run" --device "${DEVICE:-cuda}" --workers "${WORKERS:-8}" \
         --time-limit "${MINUTES:-7}" "$@" 2>&1 | tee "$out/train.log"
     rc=${PIPESTATUS[0]}
     set -e

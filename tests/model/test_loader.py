@@ -72,3 +72,11 @@ def test_resolve_device_names_and_refuses_a_missing_gpu() -> None:
             resolve_device("cuda")
     with pytest.raises(SarvesselError):
         resolve_device(f"cuda:{max(torch.cuda.device_count(), 1) + 7}")
+
+
+def test_default_workers_use_the_cores_only_beside_a_gpu() -> None:
+    from sarvessel.model.loader import default_workers
+
+    assert default_workers(torch.device("cpu")) == 0
+    n = default_workers(torch.device("cuda"))  # a device object needs no GPU to exist
+    assert 0 <= n <= 8

@@ -84,9 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (a CUDA GPU when PyTorch sees one, else the CPU; default), cpu, "
                    "cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes that build the training batches (default 0: the training "
-                   "process; e.g. 8 on a GPU host). The batches are the same for any N")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that build the training batches (default: 0 on the CPU, "
+                   "cores - 1 up to 8 on a GPU). The batches are the same for any N")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="stop, checkpoints written, before an epoch that would end past MIN "
                    "minutes; --resume goes on (default: none)")

@@ -11,6 +11,7 @@ worker process would have to share. A run is thus reproducible from 2 CPU cores 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -21,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from sarvessel.model.data import Batch, collate
 from sarvessel.runtime.errors import SarvesselError
 
-__all__ = ["EpochBatches", "EpochSamples", "SampleKey", "epoch_loader", "resolve_device"]
+__all__ = ["EpochBatches", "EpochSamples", "SampleKey", "default_workers", "epoch_loader",
+           "resolve_device"]
 
 #: One sample's key: (epoch, index into the dataset, mosaics allowed).
 SampleKey = tuple[int, int, bool]
@@ -99,6 +101,15 @@ def epoch_loader(dataset: _EpochDataset, *, batch: int, seed: int, workers: int 
                         num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=pin_memory)
     return loader, sampler
+
+
+def default_workers(device: torch.device) -> int:
+    """Batch-building processes when none are asked for: 0 on the CPU (the model's own
+    threads need the cores; building a batch takes ~2 % of a CPU step), otherwise one per core
+    but one, at most 8."""
+    if device.type == "cpu":
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def resolve_device(name: str) -> torch.device:

@@ -30,7 +30,7 @@ from sarvessel.model.config import ModelConfig
 from sarvessel.model.data import ImageDataset
 from sarvessel.model.distill import DihedralTeacher, DistillLoss, load_teacher
 from sarvessel.model.evaluate import evaluate_ap
-from sarvessel.model.loader import epoch_loader, resolve_device
+from sarvessel.model.loader import default_workers, epoch_loader, resolve_device
 from sarvessel.model.loss import DetectionLoss
 from sarvessel.model.network import SarYolo, build_model, count_ops
 from sarvessel.runtime.errors import SarvesselError
@@ -85,10 +85,11 @@ class TrainConfig:
     #: Torch device: ``auto`` (a CUDA GPU when PyTorch sees one, else the CPU), ``cpu``,
     #: ``cuda`` or ``cuda:N`` (see :func:`~sarvessel.model.loader.resolve_device`).
     device: str = "auto"
-    #: Worker processes that build the training batches (0: the training process does). The
-    #: batches are the same for any number (:mod:`sarvessel.model.loader`); workers pay off
-    #: where the accelerator outpaces one process's augmentation, i.e. on a GPU.
-    workers: int = 0
+    #: Worker processes that build the training batches (0: the training process does; None:
+    #: 0 on the CPU, :func:`~sarvessel.model.loader.default_workers` on a GPU). The batches are
+    #: the same for any number (:mod:`sarvessel.model.loader`); workers pay off where the
+    #: accelerator outpaces one process's augmentation, i.e. on a GPU.
+    workers: int | None = None
     #: Stop, with every checkpoint written, before the epoch that would end past this many
     #: minutes of the run (judged by the last epoch's duration); ``--resume`` goes on. Why: a
     #: borrowed GPU or a session has a fixed time; None is no limit.
@@ -229,7 +230,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     model = model.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed sample sizes: pick the fastest kernels
-    log.info("training on %s with %d data worker(s)", device, cfg.workers)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    log.info("training on %s with %d data worker(s)", device, workers)
 
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
@@ -258,7 +260,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         csv_path.unlink()
 
     loader, sampler = epoch_loader(train_ds, batch=cfg.batch, seed=cfg.seed,
-                                   workers=cfg.workers, max_batches=cfg.max_batches,
+                                   workers=workers, max_batches=cfg.max_batches,
                                    pin_memory=device.type == "cuda")
     n_batches = len(sampler)
     total_steps = cfg.epochs * n_batches
