@@ -431,3 +431,12 @@ def test_training_on_a_gpu_writes_checkpoints_that_load_on_the_cpu(tmp_path: Pat
     assert tensors and all(t.device.type == "cpu" for t in tensors)
     model, _ = load_checkpoint(tmp_path / "run" / "best.pt")
     assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 65, 8, 8)
+    # batches come page-locked, so their copies to the GPU overlap with compute
+    from sarvessel.model.data import ImageDataset
+    from sarvessel.model.loader import epoch_loader
+    from sarvessel.runtime.datasets import load_yolo_folder
+
+    ds = ImageDataset(load_yolo_folder(data / "train"), tile_size=64)
+    loader, sampler = epoch_loader(ds, batch=2, seed=0, workers=1, pin_memory=True)
+    batch = next(iter(loader))
+    assert batch.images.is_pinned() and batch.to(torch.device("cuda")).images.is_cuda

@@ -54,6 +54,11 @@ class Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking)
                        for t in (self.images, self.boxes, self.labels, self.mask)))
 
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (torch's ``DataLoader(pin_memory=True)`` calls this),
+        so that copies to a GPU overlap with compute."""
+        return Batch(*(t.pin_memory() for t in (self.images, self.boxes, self.labels, self.mask)))
+
 
 def collate(samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Batch:
     """Stack samples and pad their boxes to the largest count in the batch."""
