@@ -11,15 +11,18 @@
 # 2. There, from the repo root, with .device carried:
 #      MINUTES=7 scripts/device_train.sh run --float --init models/ssdd_float/checkpoint.pt ...
 #    installs the wheels, then runs `sarvessel train <args> --device $DEVICE --workers $WORKERS
-#    --time-limit $MINUTES --val-split train` on .device/ssdd and copies last.pt, best.pt,
+#    --time-limit $MINUTES --fit-epochs --val-split train` on .device/ssdd (--fit-epochs: the
+#    lr schedule is shortened to end annealed within MINUTES) and copies last.pt, best.pt,
 #    metrics.csv, training_curve.png, train.log and gpu.txt to $OUT (default runs/device).
 #    Stopped at the limit, the same command plus --resume goes on from last.pt (carry it back
 #    into runs/device/run first).
-# 3. Here: `sarvessel export` + `sarvessel eval --data ssdd --split test|train` (runs/cand.sh).
+# 3. Here: `sarvessel export runs/device/last.pt --out DIR --qcdq`, then
+#    `sarvessel eval DIR/<name>.onnx --data ssdd --split test` (and --split train).
 #
-# Environment: MINUTES (default 7), DEVICE (default cuda; cpu for a dry run), WORKERS (default
-# 8), OUT (default runs/device), RUN (the run folder, default runs/device/run), DATA (default
-# .device/ssdd), PYTHON (default python3). Without staged wheels the installed packages serve.
+# Environment: MINUTES (default 7); FIT (default 1; 0 cuts the schedule at the limit instead);
+# DEVICE (default cuda; cpu for a dry run); WORKERS (default 8); OUT (default runs/device);
+# RUN (the run folder, default runs/device/run); DATA (default .device/ssdd); PYTHON (default
+# python3). Without staged wheels, the packages already installed serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -60,12 +63,13 @@ run)
     fi
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
     export PYTHONUNBUFFERED=1
+    FIT=${FIT-1}; [ "$FIT" = 0 ] && FIT=
     { nvidia-smi 2>&1 || true; "$py" -c "import torch, numpy; print('torch', torch.__version__,
 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__)"; } > "$out/gpu.txt"
     set +e
     "$py" -m sarvessel train --data ssdd --data-dir "$data" --val-split train \
         --out "$run" --device "${DEVICE:-cuda}" --workers "${WORKERS:-8}" \
-        --time-limit "${MINUTES:-7}" "$@" 2>&1 | tee "$out/train.log"
+        --time-limit "${MINUTES:-7}" ${FIT:+--fit-epochs} "$@" 2>&1 | tee "$out/train.log"
     rc=${PIPESTATUS[0]}
     set -e
     if [ "$out" != "$run" ]; then

@@ -85,6 +85,16 @@ def test_device_train_script_runs_a_time_limited_run_and_returns_its_files(
     log = (out / "train.log").read_text()
     assert "training on cpu with 1 data worker(s)" in log
     assert "data: 4 training images (4 boxes), 4 validation images (4 boxes)" in log
+    # the schedule was fitted to the limit: one epoch, ended annealed, not cut
+    assert "1 of 3 epochs fit in the 0.0001 min limit" in log and "done: best" in log
+    assert len((out / "metrics.csv").read_text().splitlines()) == 2
+    # FIT=0 cuts the schedule at the limit instead, and says how to go on
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh"), "run", "--widths",
+                        "4,8,8", "--head-width", "4", "--tile", "64", "--train-size", "64",
+                        "--batch", "2", "--epochs", "3", "--threads", "1", "--float"],
+                       capture_output=True, text=True, timeout=300, env={**env, "FIT": "0"})
+    assert r.returncode == 0, r.stderr
+    log = (out / "train.log").read_text()
     assert "stopped after epoch 1 of 3" in log and "--resume" in log
     assert "torch" in (out / "gpu.txt").read_text()
     # without a staged SSDD copy it says what to do

@@ -440,3 +440,47 @@ def test_training_on_a_gpu_writes_checkpoints_that_load_on_the_cpu(tmp_path: Pat
     loader, sampler = epoch_loader(ds, batch=2, seed=0, workers=1, pin_memory=True)
     batch = next(iter(loader))
     assert batch.images.is_pinned() and batch.to(torch.device("cuda")).images.is_cuda
+
+
+def test_fit_epochs_anneals_the_schedule_within_the_time_limit(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """``fit_epochs``: the epoch count is lowered after epoch 1 to what fits, and the cosine
+    then ends low at that epoch instead of being cut at the peak; a resume keeps the count."""
+    import sarvessel.model.train as tr
+
+    data = _yolo_folder(tmp_path / "data")
+    mc = replace(_tiny_cfg(), quantized=False)
+
+    def cfg(out: str, **kw) -> TrainConfig:
+        return TrainConfig(out=tmp_path / out, data_dir=data, data=DataKind.YOLO, epochs=6,
+                           batch=2, train_size=64, threads=1, eval_every=5, lr=1e-3,
+                           warmup_epochs=1.0, **kw)
+
+    def lrs(out: str) -> list[float]:
+        return [float(r["lr"]) for r in csv.DictReader((tmp_path / out / "metrics.csv").open())]
+
+    train(cfg("plain"), mc)
+    monkeypatch.setattr(tr, "_epochs_that_fit", lambda c, e, t, s: 3)
+    fitted = train(cfg("fit", time_limit=60.0, fit_epochs=True), mc)
+    assert fitted["completed"]
+    assert len(lrs("fit")) == 3 and len(lrs("plain")) == 6
+    assert lrs("fit")[-1] < 0.2e-3 < lrs("plain")[2]  # annealed by epoch 3, not cut at 3
+    state = torch.load(tmp_path / "fit" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["train"]["epochs"] == 3 and state["train"]["fit_epochs"]
+    # resuming keeps the fitted count: nothing is left to train
+    again = train(cfg("fit", time_limit=60.0, fit_epochs=True, resume=True), mc)
+    assert again["completed"] and len(lrs("fit")) == 3
+    with pytest.raises(SarvesselError, match="needs a time limit"):
+        train(cfg("bad", fit_epochs=True), mc)
+
+
+def test_epochs_that_fit_count_the_time_already_spent() -> None:
+    import time as _time
+
+    from sarvessel.model.train import _epochs_that_fit
+
+    c = TrainConfig(out=Path("x"), data_dir=Path("x"), epochs=100, time_limit=10.0)
+    now = _time.time()
+    # 10 min limit, 2 min spent, 60 s epochs (+5 %): 7 more after epoch 0
+    assert _epochs_that_fit(c, 0, now - 120, 60.0) == 1 + 7
+    assert _epochs_that_fit(c, 4, now - 700, 60.0) == 5  # past the limit: no more

@@ -90,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="stop, checkpoints written, before an epoch that would end past MIN "
                    "minutes; --resume goes on (default: none)")
+    p.add_argument("--fit-epochs", action="store_true",
+                   help="with --time-limit: after the first epoch, lower --epochs to what fits "
+                   "in the limit, so the lr schedule ends annealed rather than cut")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory order (faster for depthwise-separable bodies)")
     p.add_argument("--seed", type=int, default=0)
@@ -170,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
                      ema_decay=args.ema_decay, train_size=args.train_size,
                      seed=args.seed, threads=args.threads, device=args.device,
                      workers=args.workers, time_limit=args.time_limit,
+                     fit_epochs=args.fit_epochs,
                      channels_last=args.channels_last,
                      init=args.init, resume=args.resume,
                      eval_every=args.eval_every, val_split=args.val_split,
