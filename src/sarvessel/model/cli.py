@@ -80,21 +80,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
     p.add_argument("--export-dir", type=Path, default=None,
                    help="copy the best checkpoint, metrics.csv and curve here (models/<name>)")
-    p.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default 2)")
-    p.add_argument("--device", default="auto",
-                   help="auto (a CUDA GPU when PyTorch sees one, else the CPU; default), cpu, "
-                   "cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes that build the training batches (default: 0 on the CPU, "
-                   "cores - 1 up to 8 on a GPU). The batches are the same for any N")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
-                   help="stop, checkpoints written, before an epoch that would end past MIN "
-                   "minutes; --resume goes on (default: none)")
-    p.add_argument("--fit-epochs", action="store_true",
-                   help="with --time-limit: after the first epoch, lower --epochs to what fits "
-                   "in the limit, so the lr schedule ends annealed rather than cut")
-    p.add_argument("--channels-last", action="store_true",
-                   help="channels-last memory order (faster for depthwise-separable bodies)")
+    run = p.add_argument_group("where and for how long it runs")
+    run.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default 2)")
+    run.add_argument("--device", default="auto",
+                     help="auto (a CUDA GPU when PyTorch sees one, else the CPU; default), cpu, "
+                     "cuda or cuda:N")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="processes that build the training batches (default: 0 on the CPU, "
+                     "cores - 1 up to 8 on a GPU). The batches are the same for any N")
+    run.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                     help="stop, checkpoints written, before an epoch that would end past MIN "
+                     "minutes; --resume goes on (default: none)")
+    run.add_argument("--fit-epochs", action="store_true",
+                     help="with --time-limit: after the first epoch, lower --epochs to what fits "
+                     "in the limit, so the lr schedule ends annealed rather than cut")
+    run.add_argument("--channels-last", action="store_true",
+                     help="channels-last memory order (faster for depthwise-separable bodies)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--val-split", default="test", metavar="SPLIT",
