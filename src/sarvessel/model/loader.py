@@ -104,9 +104,9 @@ def epoch_loader(dataset: _EpochDataset, *, batch: int, seed: int, workers: int 
 
 
 def default_workers(device: torch.device) -> int:
-    """Batch-building processes when none are asked for: 0 on the CPU (the model's own
-    threads need the cores; building a batch takes ~2 % of a CPU step), otherwise one per core
-    but one, at most 8."""
+    """Batch-building processes when none are asked for: 0 on the CPU, otherwise one per
+    core but one, at most 8. Why 0 on the CPU: the model's own threads need the cores, and a
+    sample takes only ~2 ms to build (3-10 % of a training step at 384 px on 2 cores)."""
     if device.type == "cpu":
         return 0
     return max(0, min(8, (os.cpu_count() or 1) - 1))
