@@ -12,16 +12,18 @@
 #      MINUTES=7 scripts/device_train.sh run --float --init models/ssdd_float/checkpoint.pt ...
 #    installs the wheels, then runs `sarvessel train <args> --device $DEVICE --workers $WORKERS
 #    --time-limit $MINUTES --fit-epochs --val-split train` on .device/ssdd (--fit-epochs: the
-#    lr schedule is shortened to end annealed within MINUTES) and copies last.pt, best.pt,
-#    metrics.csv, training_curve.png, train.log and gpu.txt to $OUT (default runs/device).
-#    Stopped at the limit, the same command plus --resume goes on from last.pt (carry it back
-#    into runs/device/run first).
-# 3. Here: `sarvessel export runs/device/last.pt --out DIR --qcdq`, then
+#    lr schedule is shortened to end annealed within MINUTES). The run folder is $OUT/run
+#    (last.pt, best.pt, metrics.csv, training_curve.png, written each epoch), beside
+#    $OUT/train.log and $OUT/gpu.txt (GPU, /dev/shm, package versions); OUT defaults to
+#    runs/device. Pass --eval-every 5 or more: each quick evaluation scores all 928 images.
+#    Stopped at the limit, the same command plus --resume goes on from last.pt (carry
+#    runs/device/run back first).
+# 3. Here: `sarvessel export runs/device/run/last.pt --out DIR --qcdq`, then
 #    `sarvessel eval DIR/<name>.onnx --data ssdd --split test` (and --split train).
 #
 # Environment: MINUTES (default 7); FIT (default 1; 0 cuts the schedule at the limit instead);
 # DEVICE (default cuda; cpu for a dry run); WORKERS (default 8); OUT (default runs/device);
-# RUN (the run folder, default runs/device/run); DATA (default .device/ssdd); PYTHON (default
+# RUN (the run folder, default $OUT/run); DATA (default .device/ssdd); PYTHON (default
 # python3). Without staged wheels, the packages already installed serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,7 +37,7 @@ stage)
     dst=.device/ssdd
     rm -rf "$dst" && mkdir -p "$dst/ImageSets/Main" "$dst/JPEGImages" "$dst/Annotations"
     cp "$src/ImageSets/Main/train.txt" "$dst/ImageSets/Main/"
-    while read -r id; do
+    while read -r id || [ -n "$id" ]; do  # a last line without a line end counts too
         id=${id%$'\r'}  # the official split files have Windows line ends
         [ -n "$id" ] || continue
         cp "$src/JPEGImages/$id.jpg" "$dst/JPEGImages/"
@@ -49,12 +51,12 @@ stage)
     ;;
 run)
     data=${DATA:-.device/ssdd}
-    run=${RUN:-runs/device/run}
+    py=${PYTHON:-python3}
+    out=${OUT:-runs/device}
+    run=${RUN:-$out/run}  # inside OUT: a run killed at the host's limit still returns last.pt
     [ -f "$data/ImageSets/Main/train.txt" ] \
         || { echo "no SSDD training split at $data: run 'scripts/device_train.sh stage' first" \
                   "and carry .device" >&2; exit 2; }
-    py=${PYTHON:-python3}
-    out=${OUT:-runs/device}
     mkdir -p "$out" "$run"
     if compgen -G ".device/whl/*.whl" >/dev/null; then
         "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -64,23 +66,21 @@ run)
     export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
     export PYTHONUNBUFFERED=1
     FIT=${FIT-1}; [ "$FIT" = 0 ] && FIT=
-    { nvidia-smi 2>&1 || true; "$py" -c "import torch, numpy; print('torch', torch.__version__,
-'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__)"; } > "$out/gpu.txt"
+    { nvidia-smi 2>&1 || true; df -h /dev/shm 2>&1 || true; } > "$out/gpu.txt"
+    # every package training imports, checked before the run, not half-way through it
+    "$py" -c "import brevitas, matplotlib, numpy, PIL, rich, scipy, tifffile, torch
+print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', numpy.__version__,
+      'brevitas', brevitas.__version__)" >> "$out/gpu.txt"
     set +e
     "$py" -m sarvessel train --data ssdd --data-dir "$data" --val-split train \
         --out "$run" --device "${DEVICE:-cuda}" --workers "${WORKERS:-8}" \
         --time-limit "${MINUTES:-7}" ${FIT:+--fit-epochs} "$@" 2>&1 | tee "$out/train.log"
     rc=${PIPESTATUS[0]}
     set -e
-    if [ "$out" != "$run" ]; then
-        for f in last.pt best.pt metrics.csv training_curve.png; do
-            if [ -f "$run/$f" ]; then cp "$run/$f" "$out/"; fi
-        done
-    fi
     exit "$rc"
     ;;
 *)
-    sed -n '2,25p' "$0" >&2
+    sed -n "2,27p" "$0" >&2
     exit 2
     ;;
 esac

@@ -324,7 +324,8 @@ def test_channels_last_trains_a_separable_body_to_the_same_numbers(tmp_path: Pat
     for cl in (False, True):
         out = tmp_path / f"run_{cl}"
         tc = TrainConfig(out=out, data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
-                         train_size=64, threads=1, max_batches=2, channels_last=cl)
+                         train_size=64, threads=1, max_batches=2, channels_last=cl,
+                         device="cpu")
         train(tc, mc)
         losses.append(float(next(csv.DictReader((out / "metrics.csv").open()))["loss"]))
         model, _ = load_checkpoint(out / "last.pt")
@@ -387,7 +388,7 @@ def test_time_limit_stops_with_checkpoints_and_resume_finishes_the_same_run(
 
     def cfg(out: str, **kw) -> TrainConfig:
         return TrainConfig(out=tmp_path / out, data_dir=data, data=DataKind.YOLO, epochs=3,
-                           batch=2, train_size=64, threads=1, eval_every=5, **kw)
+                           batch=2, train_size=64, threads=1, eval_every=5, device="cpu", **kw)
 
     whole = train(cfg("whole"), mc)
     assert whole["completed"]
@@ -422,10 +423,15 @@ def test_cli_refuses_cuda_without_a_gpu(tmp_path: Path, capsys) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none here)")
 def test_training_on_a_gpu_writes_checkpoints_that_load_on_the_cpu(tmp_path: Path) -> None:
     data = _yolo_folder(tmp_path / "data")
+    teacher = save_checkpoint(tmp_path / "teacher.pt",
+                              build_model(replace(_tiny_cfg(), quantized=False)))
     tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=2,
-                     batch=2, train_size=64, threads=1, device="cuda", workers=2)
+                     batch=2, train_size=64, threads=1, device="cuda", workers=2,
+                     teacher=teacher, teacher_tta=2)
     best = train(tc, _tiny_cfg())
     assert best["completed"] and 0.0 <= best["val_ap50"] <= 1.0
+    tc.epochs, tc.resume = 3, True  # the optimizer state goes back onto the GPU
+    assert train(tc, _tiny_cfg())["completed"]
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     tensors = [v for v in state["raw_model"].values() if isinstance(v, torch.Tensor)]
     assert tensors and all(t.device.type == "cpu" for t in tensors)
@@ -454,22 +460,27 @@ def test_fit_epochs_anneals_the_schedule_within_the_time_limit(tmp_path: Path,
     def cfg(out: str, **kw) -> TrainConfig:
         return TrainConfig(out=tmp_path / out, data_dir=data, data=DataKind.YOLO, epochs=6,
                            batch=2, train_size=64, threads=1, eval_every=5, lr=1e-3,
-                           warmup_epochs=1.0, **kw)
+                           warmup_epochs=1.0, device="cpu", **kw)
 
     def lrs(out: str) -> list[float]:
         return [float(r["lr"]) for r in csv.DictReader((tmp_path / out / "metrics.csv").open())]
 
     train(cfg("plain"), mc)
-    monkeypatch.setattr(tr, "_epochs_that_fit", lambda c, e, t, s: 3)
+    monkeypatch.setattr(tr, "_epochs_that_fit", lambda *a, **k: 3)
     fitted = train(cfg("fit", time_limit=60.0, fit_epochs=True), mc)
     assert fitted["completed"]
     assert len(lrs("fit")) == 3 and len(lrs("plain")) == 6
     assert lrs("fit")[-1] < 0.2e-3 < lrs("plain")[2]  # annealed by epoch 3, not cut at 3
     state = torch.load(tmp_path / "fit" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["epochs"] == 3 and state["train"]["fit_epochs"]
-    # resuming keeps the fitted count: nothing is left to train
+    # resuming keeps the fitted count, with or without --fit-epochs: nothing is left to train
     again = train(cfg("fit", time_limit=60.0, fit_epochs=True, resume=True), mc)
     assert again["completed"] and len(lrs("fit")) == 3
+    assert train(cfg("fit", resume=True), mc)["completed"] and len(lrs("fit")) == 3
+    # a limit that leaves no room for a second epoch cuts the run instead of fitting it
+    monkeypatch.setattr(tr, "_epochs_that_fit", lambda *a, **k: 1)
+    cut = train(cfg("short", time_limit=1e-6, fit_epochs=True), mc)
+    assert not cut["completed"] and len(lrs("short")) == 1
     with pytest.raises(SarvesselError, match="needs a time limit"):
         train(cfg("bad", fit_epochs=True), mc)
 
@@ -483,4 +494,6 @@ def test_epochs_that_fit_count_the_time_already_spent() -> None:
     now = _time.time()
     # 10 min limit, 2 min spent, 60 s epochs (+5 %): 7 more after epoch 0
     assert _epochs_that_fit(c, 0, now - 120, 60.0) == 1 + 7
+    # ... and 6 when the last one also needs a 60 s final evaluation
+    assert _epochs_that_fit(c, 0, now - 120, 60.0, final_s=60.0) == 1 + 6
     assert _epochs_that_fit(c, 4, now - 700, 60.0) == 5  # past the limit: no more

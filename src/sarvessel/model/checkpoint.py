@@ -74,7 +74,10 @@ def _on_cpu(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().cpu()
     if isinstance(obj, dict):
-        return {k: _on_cpu(v) for k, v in obj.items()}
+        out = type(obj)((k, _on_cpu(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):  # a state dict's per-module versions
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
+        return out
     if isinstance(obj, list | tuple):
         return type(obj)(_on_cpu(v) for v in obj)
     return obj

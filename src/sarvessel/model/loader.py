@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -90,14 +91,18 @@ class EpochBatches(Sampler[list[SampleKey]]):
 def epoch_loader(dataset: _EpochDataset, *, batch: int, seed: int, workers: int = 0,
                  max_batches: int | None = None, pin_memory: bool = False
                  ) -> tuple[DataLoader[Batch], EpochBatches]:
-    """A loader of collated :class:`Batch` es and its sampler (set its epoch before each pass).
+    """A loader of collated :class:`Batch` es (uint8 images) and its sampler (set its epoch
+    before each pass).
 
     workers: 0 builds batches in the calling process; n > 0 in n persistent worker processes
     (each keeps its own image cache), prefetching while the model trains."""
     if workers < 0:
         raise SarvesselError(f"workers must be >= 0, got {workers}")
     sampler = EpochBatches(len(dataset), batch=batch, seed=seed, max_batches=max_batches)
-    loader = DataLoader(EpochSamples(dataset), batch_sampler=sampler, collate_fn=collate,
+    # uint8 images: a quarter of the bytes through shared memory (often 64 MB in containers)
+    # and to the GPU; Batch.to makes them float
+    loader = DataLoader(EpochSamples(dataset), batch_sampler=sampler,
+                        collate_fn=partial(collate, dtype=torch.uint8),
                         num_workers=workers, persistent_workers=workers > 0,
                         pin_memory=pin_memory)
     return loader, sampler

@@ -166,7 +166,7 @@ class SarYolo(nn.Module):
         for name, mask in self.head_masks().items():
             conv = self.head.get_submodule(name)
             conv.register_buffer("weight_mask", mask)
-            conv.weight.register_hook(lambda g, m=mask: g * m.to(g.device))
+            conv.weight.register_hook(lambda g, c=conv: g * c.weight_mask)
         self.apply_masks()
 
     def _init_weights(self) -> None:

@@ -94,10 +94,11 @@ class TrainConfig:
     #: minutes of the run (judged by the last epoch's duration); ``--resume`` goes on. Why: a
     #: borrowed GPU or a session has a fixed time; None is no limit.
     time_limit: float | None = None
-    #: With ``time_limit``: after the first epoch, lower ``epochs`` to as many as fit in the
-    #: limit at that epoch's pace, so the cosine schedule ends annealed instead of being cut
-    #: short (warm-up must last >= 1 epoch for the schedule to be unaffected). A resumed run
-    #: keeps the count it was fitted to.
+    #: With ``time_limit``: after the first epoch (training, evaluation), lower ``epochs`` to
+    #: as many as fit in the limit at that pace, so the cosine schedule ends annealed instead of
+    #: being cut short (warm-up must last >= 1 epoch for the schedule to be unaffected). When
+    #: not even two epochs fit, the run is cut at the limit instead. A resumed run keeps the
+    #: count it was fitted to.
     fit_epochs: bool = False
     #: Keep weights and activations in channels-last memory order. Why: PyTorch's CPU
     #: depthwise convs run ~1.4x faster that way (measured on a separable 112-wide body); the
@@ -263,8 +264,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         _sync_counters(model, ema.ema)
         opt.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"] + 1, state["best"]
-        if cfg.fit_epochs and state.get("train", {}).get("fit_epochs"):
-            cfg.epochs = int(state["train"]["epochs"])  # the count the run was fitted to
+        saved = state.get("train", {})
+        if saved.get("fit_epochs") and int(saved["epochs"]) != cfg.epochs:
+            log.warning("the schedule of %s was fitted to %d epochs: resuming it as such, not "
+                        "with %d", last_path, int(saved["epochs"]), cfg.epochs)
+            cfg.epochs = int(saved["epochs"])
         log.info("resumed %s at epoch %d", last_path, start_epoch)
     elif csv_path.exists():
         csv_path.unlink()
@@ -282,8 +286,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         t = (step - warm_steps) / max(1, total_steps - warm_steps)
         return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * t)))
 
-    completed, last_eval_s = True, 0.0
-    fit_pending = cfg.fit_epochs and start_epoch == 0
+    completed, eval_s_max, save_s_max = True, 0.0, 0.0
+    first_epoch, fit_pending = start_epoch, cfg.fit_epochs and start_epoch == 0
     for epoch in range(start_epoch, cfg.epochs):
         if epoch >= cfg.epochs:  # lowered by fit_epochs
             break
@@ -324,20 +328,30 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         train_s = time.time() - t0
         means = (sums / n_batches).tolist()
         ap = float("nan")
+        periodic = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        # stop if the next epoch (training, an evaluation, checkpoints) would end past the
+        # limit after this one's evaluation and checkpoints; the last epoch is then evaluated
+        stop = _out_of_time(cfg, epoch, t_run, (eval_s_max if periodic else 0.0) + save_s_max
+                            + train_s + eval_s_max + save_s_max)
+        t1 = time.time()
+        # a time-limited run evaluates its first epoch too: that cost prices the later ones
+        if periodic or stop or (cfg.time_limit is not None and epoch == first_epoch):
+            ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max)
+        eval_s = time.time() - t1
+        eval_s_max = max(eval_s_max, eval_s)
         if fit_pending:
             fit_pending = False
-            fitted = _epochs_that_fit(cfg, epoch, t_run, train_s)
-            if fitted < cfg.epochs:
-                log.info("%d of %d epochs fit in the %s min limit at %.0f s an epoch: the "
+            fitted = _epochs_that_fit(cfg, epoch, t_run, train_s + eval_s_max / cfg.eval_every
+                                      + save_s_max, final_s=eval_s_max)
+            if fitted < epoch + 2:
+                log.warning("the %s min limit leaves no time for a second epoch: the schedule "
+                            "is cut at the limit, not fitted", cfg.time_limit)
+            elif fitted < cfg.epochs:
+                log.info("%d of %d epochs fit in the %s min limit at %.0f s an epoch: the lr "
                          "schedule now ends at epoch %d", fitted, cfg.epochs, cfg.time_limit,
                          train_s, fitted)
                 cfg.epochs, total_steps = fitted, fitted * n_batches
-        stop = _out_of_time(cfg, epoch, t_run, train_s + last_eval_s)
-        t1 = time.time()
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stop:
-            ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max)
-        eval_s = time.time() - t1
-        last_eval_s = max(last_eval_s, eval_s)
+        t2 = time.time()
         row = {"epoch": epoch, "lr": lr, "loss": sum(means), "loss_box": means[0],
                "loss_cls": means[1], "loss_dfl": means[2], "loss_kd": kd_sum / n_batches,
                "val_ap50": ap, "train_s": train_s, "eval_s": eval_s}
@@ -362,6 +376,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             shutil.copyfile(csv_path, Path(cfg.export_dir) / "metrics.csv")
             shutil.copyfile(out / "training_curve.png",
                             Path(cfg.export_dir) / "training_curve.png")
+        save_s_max = max(save_s_max, time.time() - t2)
         if stop:
             completed = False
             log.warning("stopped after epoch %d of %d: the next one would end past the %s min "
@@ -373,19 +388,22 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     return {**best, "completed": completed}
 
 
-def _epochs_that_fit(cfg: TrainConfig, epoch: int, t_run: float, epoch_s: float) -> int:
+def _epochs_that_fit(cfg: TrainConfig, epoch: int, t_run: float, epoch_s: float, *,
+                     final_s: float = 0.0) -> int:
     """Epoch count (at least ``epoch + 1``) that ends within ``cfg.time_limit`` if each
-    further epoch takes ``epoch_s`` plus 5 % (evaluations, checkpoints)."""
+    further epoch takes ``epoch_s`` seconds plus 5 % and the last one ``final_s`` more (its
+    evaluation)."""
     assert cfg.time_limit is not None
-    left = cfg.time_limit * 60 - (time.time() - t_run)
+    left = cfg.time_limit * 60 - (time.time() - t_run) - final_s
     return epoch + 1 + max(0, int(left // (epoch_s * 1.05)))
 
 
-def _out_of_time(cfg: TrainConfig, epoch: int, t_run: float, epoch_s: float) -> bool:
-    """Whether another epoch of ``epoch_s`` seconds would end past ``cfg.time_limit``."""
+def _out_of_time(cfg: TrainConfig, epoch: int, t_run: float, ahead_s: float) -> bool:
+    """Whether the run would pass ``cfg.time_limit`` within ``ahead_s`` more seconds (the
+    rest of this epoch and all of the next); never after the last epoch."""
     if cfg.time_limit is None or epoch + 1 >= cfg.epochs:
         return False
-    return time.time() - t_run + epoch_s > cfg.time_limit * 60
+    return time.time() - t_run + ahead_s > cfg.time_limit * 60
 
 
 def plot_curves(csv_path: Path, png: Path) -> None:
