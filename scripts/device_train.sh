@@ -18,6 +18,7 @@
 #    runs/device. Pass --eval-every 5 or more: each quick evaluation scores all 928 images.
 #    Stopped at the limit, the same command plus --resume goes on from last.pt (carry
 #    runs/device/run back first).
+#    `scripts/device_train.sh check` first runs the training tests there (~1 min), CUDA included.
 # 3. Here: `sarvessel export runs/device/run/last.pt --out DIR --qcdq`, then
 #    `sarvessel eval DIR/<name>.onnx --data ssdd --split test` (and --split train).
 #
@@ -30,7 +31,25 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 shift || true
 
+use_staged_wheels() {  # python: brevitas & co from .device/whl (if staged), sarvessel from src
+    if compgen -G ".device/whl/*.whl" >/dev/null; then
+        "$1" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/sarvessel-site .device/whl/*.whl
+        export PYTHONPATH=/tmp/sarvessel-site${PYTHONPATH:+:$PYTHONPATH}
+    fi
+    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+    export PYTHONUNBUFFERED=1
+}
+
 case "$mode" in
+check)
+    # the training tests on this host's device (CUDA where PyTorch sees it: the CUDA-only test
+    # runs, the others train on the GPU by default), ~1 min
+    py=${PYTHON:-python3}
+    use_staged_wheels "$py"
+    exec "$py" -m pytest -q -p no:cacheprovider tests/model/test_train.py \
+        tests/model/test_loader.py "$@"
+    ;;
 stage)
     src=${SARVESSEL_SSDD:-../shared/data/ssdd}
     [ -f "$src/ImageSets/Main/train.txt" ] || { echo "no SSDD at $src" >&2; exit 2; }
@@ -58,13 +77,7 @@ run)
         || { echo "no SSDD training split at $data: run 'scripts/device_train.sh stage' first" \
                   "and carry .device" >&2; exit 2; }
     mkdir -p "$out" "$run"
-    if compgen -G ".device/whl/*.whl" >/dev/null; then
-        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/sarvessel-site .device/whl/*.whl
-        export PYTHONPATH=/tmp/sarvessel-site${PYTHONPATH:+:$PYTHONPATH}
-    fi
-    export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
-    export PYTHONUNBUFFERED=1
+    use_staged_wheels "$py"
     FIT=${FIT-1}; [ "$FIT" = 0 ] && FIT=
     { nvidia-smi 2>&1 || true; df -h /dev/shm 2>&1 || true; } > "$out/gpu.txt"
     # every package training imports, checked before the run, not half-way through it
@@ -80,7 +93,7 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'numpy', nu
     exit "$rc"
     ;;
 *)
-    sed -n "2,27p" "$0" >&2
+    sed -n "2,28p" "$0" >&2
     exit 2
     ;;
 esac
