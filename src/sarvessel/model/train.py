@@ -91,9 +91,9 @@ class TrainConfig:
     #: accelerator outpaces one process's augmentation, i.e. on a GPU.
     workers: int | None = None
     #: Stop, with every checkpoint written, before the epoch that would end past this many
-    #: minutes of the run (judged by the slowest training, evaluation and checkpoint times seen
-    #: so far); ``--resume`` goes on. Why: a borrowed GPU or a session has a fixed time; None is
-    #: no limit.
+    #: minutes of the run (judged by this epoch's training time and the slowest evaluation and
+    #: checkpoint times seen so far); ``--resume`` goes on. Why: a borrowed GPU or a session
+    #: has a fixed time; None is no limit.
     time_limit: float | None = None
     #: With ``time_limit``: after the first epoch (training, evaluation), lower ``epochs`` to
     #: as many as fit in the limit at that pace, so the cosine schedule ends annealed instead of
