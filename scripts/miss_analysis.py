@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Where a model's SSDD AP50 is lost: recall ceiling, misses near and far from any detection,
-and false alarms by score. Runs the same evaluation as ``sarvessel eval``. Example:
+the ships never found by their short side and by the distance to the nearest other ship, and
+false alarms by score. Runs the same evaluation as ``sarvessel eval``. Example:
 
     python scripts/miss_analysis.py models/ssdd_w4a4/ssdd_w4a4.onnx --split test
 """
@@ -25,6 +26,37 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / (area + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter)
 
 
+#: Bin edges of the breakdowns (px): short box side, and distance between ship centres (at
+#: stride 8, two ships closer than 2 cells compete for the same anchors).
+SHORT_BINS = (8, 12, 16, 24)
+GAP_BINS = (16, 24, 40)
+
+
+def _short_sides(boxes: np.ndarray) -> np.ndarray:
+    """Shorter side of each x1y1x2y2 box."""
+    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
+def _neighbour_gaps(boxes: np.ndarray) -> np.ndarray:
+    """Distance from each box centre to the nearest other box centre of the image (inf: alone)."""
+    c = (boxes[:, :2] + boxes[:, 2:]) / 2
+    d = np.hypot(*(c[:, None] - c[None]).transpose(2, 0, 1))
+    np.fill_diagonal(d, np.inf)
+    return d.min(1) if len(boxes) > 1 else np.full(len(boxes), np.inf)
+
+
+def _breakdown(title: str, values: np.ndarray, missed: np.ndarray, edges: tuple) -> None:
+    """Print ships and misses per bin of ``values``."""
+    lows = (0, *edges)
+    highs = (*edges, np.inf)
+    cells = []
+    for lo, hi in zip(lows, highs, strict=True):
+        m = (values >= lo) & ((values < hi) | np.isinf(hi))  # the last bin holds inf (alone)
+        name = f"<{hi}" if lo == 0 else (f">={lo}" if np.isinf(hi) else f"{lo}-{hi}")
+        cells.append(f"{name}: {missed[m].sum()}/{m.sum()}")
+    print(f"{title}: " + ", ".join(cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -32,8 +64,10 @@ def main() -> int:
     ap.add_argument("--conf", type=float, default=0.25, help="operating threshold")
     args = ap.parse_args()
     res = evaluate(args.model, "ssdd", split=args.split, threads=1)
-    best_score, best_iou, alarms = [], [], []
+    best_score, best_iou, alarms, short, gap = [], [], [], [], []
     for det, truth in zip(res.detections, res.truths, strict=True):
+        short += list(_short_sides(truth.boxes))
+        gap += list(_neighbour_gaps(truth.boxes))
         for gt in truth.boxes:
             o = _iou(gt, det.boxes) if len(det.boxes) else np.zeros(0)
             hit = o >= 0.5
@@ -50,6 +84,10 @@ def main() -> int:
     miss = s < args.conf
     print(f"misses at {args.conf:g}: {miss.sum()}; nearest detection scoring >= {args.conf:g} at "
           f"IoU 0.3-0.5: {(miss & (b >= 0.3)).sum()}, IoU < 0.1: {(miss & (b < 0.1)).sum()}")
+    never = s < 1e-3  # no detection at IoU 0.5 scoring 0.001 or more
+    _breakdown("never found, by short side (px)", np.array(short), never, SHORT_BINS)
+    _breakdown("never found, by centre distance to the nearest other ship (px)", np.array(gap),
+               never, GAP_BINS)
     fp = a[a[:, 1] < 0.5]
     for th in (0.9, 0.7, 0.5, args.conf):
         print(f"detections >= {th:g}: {(a[:, 0] >= th).sum()}, false alarms (IoU < 0.5 to every "

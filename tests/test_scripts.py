@@ -95,3 +95,23 @@ def test_device_train_script_runs_a_time_limited_run_and_returns_its_files(
     r = subprocess.run(["bash", str(ROOT / "scripts" / "device_train.sh"), "run"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "device_train.sh stage" in r.stderr
+
+
+@pytest.mark.ssdd
+def test_miss_analysis_breaks_down_the_ships_the_shipped_model_never_finds(
+        ssdd_dir: Path) -> None:
+    import os
+    import re
+
+    env = {**os.environ, "SARVESSEL_SSDD": str(ssdd_dir)}
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "miss_analysis.py"),
+                        str(ROOT / "models" / "ssdd_w4a4" / "ssdd_w4a4.onnx"), "--split",
+                        "test"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "546 ships" in r.stdout and "0.001: 0.965" in r.stdout  # 19 ships never found
+    for title in ("by short side", "by centre distance"):
+        line = next(x for x in r.stdout.splitlines() if title in x)
+        pairs = [tuple(map(int, p)) for p in re.findall(r"(\d+)/(\d+)", line)]
+        assert sum(m for m, _ in pairs) == 19 and sum(n for _, n in pairs) == 546
+    short = next(x for x in r.stdout.splitlines() if "by short side" in x)
+    assert "<8: 9/28" in short and ">=24: 0/179" in short

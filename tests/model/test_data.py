@@ -75,6 +75,29 @@ def test_mosaic_samples_mix_images_until_closed(tmp_path: Path) -> None:
         assert len(boxes) == 1
 
 
+def test_input_scale_resamples_training_and_validation_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from sarvessel.runtime.datasets import LabeledImage
+
+    img = np.full((60, 80), 10, np.uint8)
+    img[20:30, 30:50] = 200
+    Image.fromarray(img).save(tmp_path / "a.png")
+    item = LabeledImage(tmp_path / "a.png", 80, 60, np.array([[30, 20, 50, 30]], np.float32),
+                        np.array([0]))
+    val = ImageDataset([item], tile_size=128, input_scale=1.5)
+    tile, boxes, _ = val[0]
+    assert val.letterbox_scale(0) == 1.5 and tile.shape == (1, 128, 128)
+    np.testing.assert_allclose(boxes, [[45, 30, 75, 45]])
+    assert tile[0, 37, 60] == 200 and tile[0, 95, 10] == 0  # 80 x 60 became 120 x 90
+    assert ImageDataset([item], tile_size=64, input_scale=1.5).letterbox_scale(0) == 64 / 80
+    cfg = AugmentConfig(jitter_p=0.0, speckle_p=0.0, scale_p=0.0, flip=0.0, rot90=0.0)
+    train = ImageDataset([item], tile_size=128, train_size=128, augment=cfg, input_scale=1.5)
+    _, boxes, _ = train[0]
+    sides = boxes[0, 2:] - boxes[0, :2]
+    np.testing.assert_allclose(sides, [30, 15])  # ship 20 x 10 at scale 1.5
+
+
 def test_copy_paste_adds_labelled_ships_from_other_images(tmp_path: Path) -> None:
     from PIL import Image
 

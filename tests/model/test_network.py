@@ -100,6 +100,12 @@ def test_config_validation_and_round_trip() -> None:
         ssdd_config(bits={"weight": 12})
     with pytest.raises(ConfigError, match="bands"):
         ModelConfig(in_channels=2)
+    assert side["input_scale"] == 1.0
+    old = {k: v for k, v in cfg.to_dict().items() if k != "input_scale"}  # an older checkpoint
+    assert ModelConfig.from_dict(old).input_scale == 1.0
+    assert ssdd_config(input_scale=1.5).sidecar()["input_scale"] == 1.5
+    with pytest.raises(ConfigError, match="input_scale"):
+        ssdd_config(input_scale=0.0)
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:

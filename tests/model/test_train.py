@@ -231,13 +231,14 @@ def test_train_draws_oversampled_images_each_epoch(tmp_path: Path, caplog) -> No
                      str(data), "--widths", "4,8,8", "--head-width", "4", "--tile", "64",
                      "--train-size", "64", "--epochs", "1", "--batch", "2", "--threads", "1",
                      "--max-batches", "1", "--oversample", str(tmp_path / "hard.txt"),
-                     "--oversample-factor", "4"]) == 0
+                     "--oversample-factor", "4", "--input-scale", "1.25"]) == 0
     # image 2 of 4 is drawn four times: 3 extra samples per epoch
     assert "oversampling 1 images x4" in caplog.text
     assert "data: 7 training images (7 boxes)" in caplog.text
     state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["oversample"] == str(tmp_path / "hard.txt")
     assert state["train"]["oversample_factor"] == 4
+    assert state["config"]["input_scale"] == 1.25  # the model's contract, for the sidecar
 
 
 def test_freeze_bn_keeps_running_statistics_while_weights_learn(tmp_path: Path) -> None:

@@ -68,6 +68,15 @@ def test_missed_ground_truth(interp: str, want: float) -> None:
     assert r.ap50 == pytest.approx(want)
     assert (r.tp, r.fp, r.fn, r.recall, r.precision) == (1, 0, 1, 0.5, 1.0)
     assert r.f1 == pytest.approx(2 / 3)
+    assert r.max_recall == 0.5  # B is never found: AP50 cannot pass 0.5
+
+
+def test_max_recall_counts_detections_below_the_threshold() -> None:
+    # B is found only at 0.1, under the P/R threshold 0.25, but still within the AP's reach
+    r = _ap([_dets([A, FAR, B], [0.9, 0.5, 0.1])], [_gt([A, B])], "coco101")
+    assert r.recall == 0.5 and r.max_recall == 1.0
+    assert r.ap50 < r.max_recall
+    assert r.to_dict()["max_recall"] == 1.0
 
 
 @pytest.mark.parametrize("interp", ["coco101", "all_point"])

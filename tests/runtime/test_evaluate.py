@@ -105,6 +105,30 @@ def test_detect_image_shifts_merges_and_clips(model_path: Path) -> None:
     np.testing.assert_allclose(got[1], [84, 132, 104, 152], atol=1e-3)  # clipped to the image
 
 
+def test_input_scale_resamples_images_and_scales_boxes_back(model_path: Path,
+                                                            tmp_path: Path) -> None:
+    # 4x4 squares are too faint for the toy model's 8x8 cells; resampled x2 they fill a cell,
+    # and the 32 px box it predicts there is a 16 px box in the image
+    img = np.full((64, 64), 10, np.uint8)
+    img[8:12, 8:12] = img[20:24, 40:44] = 255
+    labels = np.array([[2, 2, 18, 18], [34, 14, 50, 30]], np.float32)
+    folder = _yolo_folder(tmp_path / "y", [(img, labels)])
+    native = evaluate(model_path, folder, overlap=16)
+    assert native.report.tp == 0 and native.tiles == 1
+    res = evaluate(model_path, folder, input_scale=2.0, overlap=16)
+    assert (res.report.tp, res.report.fp) == (2, 0) and res.tiles == 9  # 128 px: 3 x 3 tiles
+    assert res.report.ap50_95 > 0.6
+    # the sidecar's input_scale is the default
+    scaled = tmp_path / "scaled.onnx"
+    scaled.write_bytes(model_path.read_bytes())
+    meta = json.loads(model_path.with_suffix(".json").read_text())
+    (tmp_path / "scaled.json").write_text(json.dumps({**meta, "input_scale": 2.0}))
+    assert evaluate(scaled, folder, overlap=16).report.tp == 2
+    assert OnnxBackend(scaled).metadata.input_scale == 2.0
+    with pytest.raises(ValueError, match="input_scale must be in"):
+        evaluate(model_path, folder, input_scale=0.0)
+
+
 def test_false_positive_and_miss_are_counted(model_path: Path, tmp_path: Path) -> None:
     img, boxes = _image(64, 64, [(8, 8), (40, 40)])
     labels = np.array([boxes[0], [0, 40, 10, 50]], np.float32)  # second GT never detected

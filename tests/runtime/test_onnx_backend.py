@@ -160,6 +160,7 @@ def test_missing_metadata(tmp_path: Path) -> None:
     ({"nc": 0}, "nc must be a positive integer"),
     ({"tile_size": 60}, "not a multiple of stride"),
     ({"class_names": ["a"]}, "class_names"),
+    ({"input_scale": 0}, "input_scale must be in"),
 ])
 def test_bad_sidecar_names_the_file(tmp_path: Path, bad: dict, match: str) -> None:
     path = _write_model(tmp_path / "m.onnx")

@@ -123,3 +123,14 @@ def test_model_wanting_more_channels_than_the_scene_has(tmp_path):
 
     with open_scene(_scene(tmp_path)) as sc, pytest.raises(SceneError, match="takes 4 channels"):
         run_scene(sc, ThreeChannels())
+
+
+def test_model_wanting_resampled_images_is_refused(tmp_path):
+    from sarvessel.runtime.backends.onnx_backend import ModelMetadata
+
+    class Upsampling(BrightestPixel):
+        metadata = ModelMetadata(name="up", tile_size=256, channels=2, stride=8, reg_max=16,
+                                 nc=1, input_scale=1.5)
+
+    with open_scene(_scene(tmp_path)) as sc, pytest.raises(SceneError, match="resampled by 1.5"):
+        run_scene(sc, Upsampling())

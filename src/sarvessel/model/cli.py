@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--train-size", type=int, default=320, help="training crop side (px)")
+    p.add_argument("--input-scale", type=float, default=1.0,
+                   help="resample every image by this factor before tiling, in training and "
+                   "(through the model's sidecar) in the runtime; default 1: native pixels")
     p.add_argument("--tile", type=int, default=512, help="model tile size (px)")
     p.add_argument("--channels", type=int, default=1, help="input channels (1 grey, 2 VV/VH)")
     p.add_argument("--float", dest="quantized", action="store_false",
@@ -149,7 +152,8 @@ def run_train(args: argparse.Namespace) -> int:
                      context_dilations=context_dilations, stem_stride=args.stem_stride,
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
-                     quantized=args.quantized, bits=bits, bands=bands)
+                     quantized=args.quantized, bits=bits, bands=bands,
+                     input_scale=args.input_scale)
     weight_scale_lr = (WEIGHT_SCALE_LR_FACTOR if args.weight_scale_lr is None
                        else args.weight_scale_lr)
     if not weight_scale_lr >= 0:

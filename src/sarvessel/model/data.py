@@ -91,8 +91,10 @@ class ImageDataset(Dataset):
 
     def __init__(self, items: Sequence[LabeledImage], *, tile_size: int = 512,
                  train_size: int | None = None, augment: AugmentConfig | None = None,
-                 seed: int = 0, channels: int = 1) -> None:
+                 seed: int = 0, channels: int = 1, input_scale: float = 1.0) -> None:
         self.items = list(items)
+        #: The model's ``input_scale``: every image is resampled by it first.
+        self.input_scale = input_scale
         self.tile_size = tile_size
         self.train_size = train_size or tile_size
         self.augment = augment
@@ -122,15 +124,27 @@ class ImageDataset(Dataset):
         return self.items[index].boxes
 
     def letterbox_scale(self, index: int) -> float:
-        """Scale applied to image ``index`` to fit the tile (1 when it fits)."""
+        """Scale applied to image ``index``: ``input_scale``, shrunk to fit the tile.
+
+        Training shrinks oversized images to the tile, then applies ``input_scale`` (its crops
+        need not hold the whole image); evaluation fits the resampled image into one tile, so
+        with ``input_scale`` > 1 large images are seen coarser than the runtime, which tiles them,
+        sees them: the per-epoch validation AP is then an approximation.
+        """
         it = self.items[index]
-        return min(1.0, self.tile_size / max(it.width, it.height))
+        fit = self.tile_size / max(it.width, it.height)
+        if self.augment is None:
+            return min(self.input_scale, fit)
+        return min(1.0, fit) * self.input_scale
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         it = self.items[index]
         img = self.image(index)
         if self.augment is None:
-            tile, boxes, _ = letterbox(img, it.boxes, self.tile_size)
+            boxes = it.boxes
+            if self.input_scale != 1.0:
+                img, boxes = resize(img, boxes, self.letterbox_scale(index))
+            tile, boxes, _ = letterbox(img, boxes, self.tile_size)
             return tile, boxes, it.classes.copy()
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.use_mosaic and self.augment.mosaic > 0 and rng.random() < self.augment.mosaic:

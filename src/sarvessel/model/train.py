@@ -565,8 +565,10 @@ def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDat
     if not train_items or not val_items:
         raise SarvesselError(f"{cfg.data_dir}: no training or validation images found")
     train_ds = ImageDataset(train_items, tile_size=mc.tile_size, train_size=cfg.train_size,
-                            augment=cfg.augment, seed=cfg.seed, channels=mc.in_channels)
-    val_ds = ImageDataset(val_items, tile_size=mc.tile_size, channels=mc.in_channels)
+                            augment=cfg.augment, seed=cfg.seed, channels=mc.in_channels,
+                            input_scale=mc.input_scale)
+    val_ds = ImageDataset(val_items, tile_size=mc.tile_size, channels=mc.in_channels,
+                          input_scale=mc.input_scale)
     log.info("data: %d training images (%d boxes), %d validation images (%d boxes)",
              len(train_items), sum(len(i.boxes) for i in train_items), len(val_items),
              sum(len(i.boxes) for i in val_items))

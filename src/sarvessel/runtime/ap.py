@@ -102,6 +102,8 @@ def evaluate_ap(
             if k == i50:
                 curves[c] = curve
     have = ~np.isnan(per_class_ap[:, 0])
+    max_recall = (float(np.mean([c.recall[-1] if len(c.recall) else 0.0 for c in curves.values()]))
+                  if curves else float("nan"))
     ap_iou = per_class_ap[have].mean(axis=0) if have.any() else np.full(len(ious), np.nan)
     fn_conf = n_gt_total - tp_conf
     precision = tp_conf / (tp_conf + fp_conf) if tp_conf + fp_conf else 0.0
@@ -114,7 +116,8 @@ def evaluate_ap(
         precision=float(precision), recall=float(recall), f1=float(f1),
         tp=tp_conf, fp=fp_conf, fn=fn_conf, n_gt=n_gt_total,
         n_det=int(sum(len(d.scores) for d in detections)), images=len(truths),
-        conf_threshold=float(conf_threshold), interpolation=interp.value, curves=curves,
+        conf_threshold=float(conf_threshold), interpolation=interp.value, max_recall=max_recall,
+        curves=curves,
     )
 
 
@@ -352,7 +355,9 @@ class APReport:
     ap50, ap50_95: mean over classes with ground truth. ap_per_iou: mean AP per IoU threshold.
     ap50_per_class: NaN for classes without ground truth. precision, recall, f1, tp, fp, fn: at
     ``conf_threshold`` and IoU 0.5. n_gt: ground-truth boxes (ignored ones excluded). n_det: all
-    detections given. curves: IoU-0.5 PR curve per class.
+    detections given. max_recall: IoU-0.5 recall of all detections given (mean over classes with
+    ground truth); AP50 cannot exceed it, so it splits a low AP50 into boxes never found and
+    boxes found but out-ranked by false alarms. curves: IoU-0.5 PR curve per class.
     """
 
     ap50: float
@@ -370,6 +375,7 @@ class APReport:
     images: int
     conf_threshold: float
     interpolation: str
+    max_recall: float = float("nan")
     curves: dict[int, PRCurve] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, object]:

@@ -48,6 +48,13 @@ class Detections:
         return Detections(self.rows + row0, self.cols + col0, self.scores, self.classes,
                           self.boxes + off, self.lengths_px)
 
+    def scaled(self, factor: float) -> Detections:
+        """Return a copy with positions, boxes and lengths multiplied by ``factor`` (back to the
+        pixels of an image that was resampled before detection)."""
+        f = np.float32(factor)
+        return Detections(self.rows * f, self.cols * f, self.scores, self.classes,
+                          self.boxes * f, self.lengths_px * f)
+
     def select(self, index: np.ndarray) -> Detections:
         """Return the detections picked by a boolean mask or integer index."""
         return Detections(self.rows[index], self.cols[index], self.scores[index],

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from sarvessel.runtime.ap import (
     APReport,
@@ -71,6 +72,7 @@ def evaluate(
     threads: int | None = None,
     interpolation: Interpolation | str = Interpolation.COCO101,
     tta: int = 1,
+    input_scale: float | None = None,
 ) -> EvalResult:
     """Evaluate the ONNX model ``model_path`` on ``data`` (``"ssdd"`` or a dataset folder).
 
@@ -81,7 +83,8 @@ def evaluate(
     default is the model's. overlap: tile overlap in pixels for images larger than a tile;
     the default is 64. threads: onnxruntime intra-op threads. interpolation: AP interpolation;
     the default is COCO's 101 points. tta: dihedral views averaged per tile (1, 2, 4 or 8;
-    :mod:`sarvessel.runtime.tta`); the default 1 is none.
+    :mod:`sarvessel.runtime.tta`); the default 1 is none. input_scale: factor each image is
+    resampled by before tiling (boxes are scaled back); the default is the model's.
     """
     from sarvessel.runtime.backends.onnx_backend import OnnxBackend
 
@@ -92,7 +95,8 @@ def evaluate(
         with_tta(onnx, tta), items, nc=onnx.metadata.nc, iou_threshold=onnx.iou_threshold,
         conf_threshold=(onnx.metadata.conf_threshold if conf_threshold is None
                         else conf_threshold),
-        overlap=overlap, interpolation=interpolation)
+        overlap=overlap, interpolation=interpolation,
+        input_scale=onnx.metadata.input_scale if input_scale is None else input_scale)
     result.model = str(model_path)
     result.data = str(data)
     result.split = split
@@ -108,12 +112,15 @@ def evaluate_backend(
     conf_threshold: float = 0.25,
     overlap: int = 64,
     interpolation: Interpolation | str = Interpolation.COCO101,
+    input_scale: float = 1.0,
 ) -> EvalResult:
     """Run ``backend`` over labelled images and score it (see :func:`evaluate`).
 
     iou_threshold: box NMS across overlapping tiles of one image. conf_threshold: for
-    precision/recall/F1.
+    precision/recall/F1. input_scale: bilinear resampling of each image before tiling.
     """
+    if not 0.1 <= input_scale <= 10:
+        raise ValueError(f"input_scale must be in [0.1, 10], got {input_scale}")
     if not items:
         raise DatasetError("no images to evaluate")
     dets, truths = [], []
@@ -124,7 +131,11 @@ def evaluate_backend(
         if grey.shape != (item.height, item.width):
             log.warning("%s: image is %dx%d, annotation says %dx%d", item.path, grey.shape[1],
                         grey.shape[0], item.width, item.height)
+        if input_scale != 1.0:
+            grey = resample_grey(grey, input_scale)
         d, n = detect_image(backend, grey, overlap=overlap, iou_threshold=iou_threshold)
+        if input_scale != 1.0:
+            d = d.scaled(1.0 / input_scale)
         tiles += n
         # Detections are top, left, bottom, right; the labels x1, y1, x2, y2.
         dets.append(ImageDetections(d.boxes[:, [1, 0, 3, 2]], d.scores, d.classes))
@@ -164,6 +175,13 @@ def detect_image(
         lim = np.array([h, w, h, w], np.float32)
         merged.boxes = np.clip(merged.boxes, 0, lim)
     return merged, len(windows)
+
+
+def resample_grey(grey: np.ndarray, scale: float) -> np.ndarray:
+    """``grey`` ``[H, W]`` uint8 resized by ``scale`` (bilinear, as training resizes)."""
+    h, w = grey.shape
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(grey).resize(size, Image.BILINEAR))
 
 
 def load_dataset(data: Path | str, *, split: str = "test") -> list[LabeledImage]:
@@ -262,6 +280,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="AP interpolation (default coco101)")
     p.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile (default 1: none); n times the cost")
+    p.add_argument("--input-scale", type=float,
+                   help="resample images by this factor before tiling (default: the model's "
+                   "input_scale, 1 for most models)")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--pr-png", type=Path, help="write the IoU-0.5 PR curve PNG here")
     p.add_argument("--gallery", type=Path,
@@ -274,11 +295,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of ``sarvessel eval``."""
     result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
                       conf_threshold=args.conf, iou_threshold=args.iou, overlap=args.overlap,
-                      threads=args.threads, interpolation=args.interpolation, tta=args.tta)
+                      threads=args.threads, interpolation=args.interpolation, tta=args.tta,
+                      input_scale=args.input_scale)
     r = result.report
     print(f"{result.images} images ({result.tiles} tiles), {r.n_gt} objects, "
           f"{1e3 * result.seconds / result.images:.1f} ms/image")
-    print(f"AP50 {r.ap50:.4f}  AP50-95 {r.ap50_95:.4f}  ({r.interpolation})")
+    print(f"AP50 {r.ap50:.4f}  AP50-95 {r.ap50_95:.4f}  ({r.interpolation}); recall of all "
+          f"detections {r.max_recall:.4f} (the ceiling of AP50)")
     print(f"at conf {r.conf_threshold:g}: P {r.precision:.4f}  R {r.recall:.4f}  F1 {r.f1:.4f}  "
           f"(TP {r.tp}, FP {r.fp}, FN {r.fn})")
     if result.recall_by_size:

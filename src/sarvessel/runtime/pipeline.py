@@ -114,6 +114,10 @@ def run_scene(
     outputs are safely written. The default is no journal.
     """
     t_start = time.perf_counter()
+    scale = float(getattr(getattr(backend, "metadata", None), "input_scale", 1.0))
+    if scale != 1.0:
+        raise SceneError(f"backend {backend.name} expects images resampled by {scale:g} "
+                         "(its input_scale); the scene pipeline runs native pixels only")
     tile = int(backend.tile_size)
     ranges = _band_ranges(scene, backend.channels)
     row_starts = tile_starts(scene.height, tile, config.overlap)

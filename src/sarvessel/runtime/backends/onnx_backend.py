@@ -88,7 +88,9 @@ class ModelMetadata:
     of input bands. bands: band names in channel order (``["VV_dB", "VH_dB"]`` or ``["grey"]``).
     stride: pixels per output cell. reg_max: DFL bins per box side. nc: number of classes.
     class_names: one per class. conf_threshold, iou_threshold: default decode thresholds.
-    bit_widths: quantisation widths by role (informative). extra: any other keys, kept as read.
+    input_scale: factor images are resampled by before tiling (1: native pixels; sidecars
+    without it are 1). bit_widths: quantisation widths by role (informative). extra: any
+    other keys, kept as read.
     """
 
     name: str
@@ -101,6 +103,7 @@ class ModelMetadata:
     class_names: list[str] = field(default_factory=list)
     conf_threshold: float = 0.25
     iou_threshold: float = 0.5
+    input_scale: float = 1.0
     bit_widths: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -123,6 +126,8 @@ class ModelMetadata:
             raise ValueError(f"conf_threshold must be in (0, 1), got {self.conf_threshold}")
         if not 0.0 <= float(self.iou_threshold) <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+        if not 0.1 <= float(self.input_scale) <= 10.0:
+            raise ValueError(f"input_scale must be in [0.1, 10], got {self.input_scale}")
 
     @property
     def out_channels(self) -> int:
