@@ -14,6 +14,7 @@ from PIL import Image
 from sarvessel.cli import main
 from sarvessel.runtime.backends.onnx_backend import ModelMetadata, OnnxBackend
 from sarvessel.runtime.datasets import DatasetError, LabeledImage, write_yolo_labels
+from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.evaluate import detect_image, evaluate, load_dataset
 
 onnx = pytest.importorskip("onnx")
@@ -125,8 +126,9 @@ def test_input_scale_resamples_images_and_scales_boxes_back(model_path: Path,
     (tmp_path / "scaled.json").write_text(json.dumps({**meta, "input_scale": 2.0}))
     assert evaluate(scaled, folder, overlap=16).report.tp == 2
     assert OnnxBackend(scaled).metadata.input_scale == 2.0
-    with pytest.raises(ValueError, match="input_scale must be in"):
+    with pytest.raises(SarvesselError, match="input_scale must be in"):
         evaluate(model_path, folder, input_scale=0.0)
+    assert main(["eval", str(model_path), "--data", str(folder), "--input-scale", "0"]) == 2
 
 
 def test_false_positive_and_miss_are_counted(model_path: Path, tmp_path: Path) -> None:

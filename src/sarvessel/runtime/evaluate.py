@@ -45,6 +45,7 @@ from sarvessel.runtime.datasets import (
     read_voc,
 )
 from sarvessel.runtime.detections import Detections
+from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.nms import box_nms
 from sarvessel.runtime.tiling import tile_grid
 from sarvessel.runtime.tta import TTA_SETS, with_tta
@@ -120,7 +121,7 @@ def evaluate_backend(
     precision/recall/F1. input_scale: bilinear resampling of each image before tiling.
     """
     if not 0.1 <= input_scale <= 10:
-        raise ValueError(f"input_scale must be in [0.1, 10], got {input_scale}")
+        raise SarvesselError(f"input_scale must be in [0.1, 10], got {input_scale}")
     if not items:
         raise DatasetError("no images to evaluate")
     dets, truths = [], []
