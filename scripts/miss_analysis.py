@@ -15,16 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sarvessel.runtime.evaluate import evaluate
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one x1y1x2y2 box with many."""
-    lt = np.maximum(box[:2], boxes[:, :2])
-    rb = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    return inter / (area + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter)
-
+from sarvessel.runtime.nms import box_iou
 
 #: Bin edges of the breakdowns (px): short box side, and distance between ship centres (at
 #: stride 8, two ships closer than 2 cells compete for the same anchors).
@@ -42,18 +33,16 @@ def _neighbour_gaps(boxes: np.ndarray) -> np.ndarray:
     c = (boxes[:, :2] + boxes[:, 2:]) / 2
     d = np.hypot(*(c[:, None] - c[None]).transpose(2, 0, 1))
     np.fill_diagonal(d, np.inf)
-    return d.min(1) if len(boxes) > 1 else np.full(len(boxes), np.inf)
+    return d.min(1, initial=np.inf)
 
 
 def _breakdown(title: str, values: np.ndarray, missed: np.ndarray, edges: tuple) -> None:
-    """Print ships and misses per bin of ``values``."""
-    lows = (0, *edges)
-    highs = (*edges, np.inf)
-    cells = []
-    for lo, hi in zip(lows, highs, strict=True):
-        m = (values >= lo) & ((values < hi) | np.isinf(hi))  # the last bin holds inf (alone)
-        name = f"<{hi}" if lo == 0 else (f">={lo}" if np.isinf(hi) else f"{lo}-{hi}")
-        cells.append(f"{name}: {missed[m].sum()}/{m.sum()}")
+    """Print ships and misses per bin of ``values`` (the last bin is open: it holds inf)."""
+    names = [f"<{edges[0]}", *(f"{lo}-{hi}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)),
+             f">={edges[-1]}"]
+    bins = np.searchsorted(edges, values, side="right")
+    cells = [f"{name}: {missed[bins == k].sum()}/{(bins == k).sum()}"
+             for k, name in enumerate(names)]
     print(f"{title}: " + ", ".join(cells))
 
 
@@ -68,15 +57,14 @@ def main() -> int:
     for det, truth in zip(res.detections, res.truths, strict=True):
         short += list(_short_sides(truth.boxes))
         gap += list(_neighbour_gaps(truth.boxes))
-        for gt in truth.boxes:
-            o = _iou(gt, det.boxes) if len(det.boxes) else np.zeros(0)
+        iou = box_iou(truth.boxes, det.boxes)  # [ships, detections]
+        sure = det.scores >= args.conf
+        for o in iou:
             hit = o >= 0.5
             best_score.append(det.scores[hit].max() if hit.any() else 0.0)
-            sure = det.scores >= args.conf
             best_iou.append(o[sure].max() if sure.any() else 0.0)
-        for score, box in zip(det.scores, det.boxes, strict=True):
-            o = _iou(box, truth.boxes) if len(truth.boxes) else np.zeros(1)
-            alarms.append((score, o.max()))
+        nearest = iou.max(0) if len(truth.boxes) else np.zeros(len(det.scores))
+        alarms += zip(det.scores, nearest, strict=True)
     s, b, a = np.array(best_score), np.array(best_iou), np.array(alarms).reshape(-1, 2)
     print(f"{len(s)} ships; recall at IoU 0.5 with a detection scoring >= ...")
     for th in (0.001, 0.01, 0.1, args.conf, 0.5):
