@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from sarvessel.runtime.backends.onnx_backend import INPUT_SCALE_RANGE
 from sarvessel.runtime.errors import SarvesselError
 
 
@@ -238,8 +239,9 @@ class ModelConfig:
             raise ConfigError(f"tile_size {self.tile_size} is not a multiple of the stride")
         if len(self.bands) != self.in_channels:
             raise ConfigError(f"{len(self.bands)} bands named for {self.in_channels} channels")
-        if not 0.1 <= self.input_scale <= 10:
-            raise ConfigError(f"input_scale must be in [0.1, 10], got {self.input_scale}")
+        lo, hi = INPUT_SCALE_RANGE
+        if not lo <= self.input_scale <= hi:
+            raise ConfigError(f"input_scale must be in [{lo:g}, {hi:g}], got {self.input_scale}")
         self.bits.validate()
 
     def to_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from sarvessel.runtime.ap import (
     save_pr_curve,
 )
 from sarvessel.runtime.backends.base import Backend
+from sarvessel.runtime.backends.onnx_backend import INPUT_SCALE_RANGE, OnnxBackend
 from sarvessel.runtime.datasets import (
     DatasetError,
     LabeledImage,
@@ -87,8 +88,6 @@ def evaluate(
     :mod:`sarvessel.runtime.tta`); the default 1 is none. input_scale: factor each image is
     resampled by before tiling (boxes are scaled back); the default is the model's.
     """
-    from sarvessel.runtime.backends.onnx_backend import OnnxBackend
-
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
                        iou_threshold=iou_threshold)
@@ -120,8 +119,9 @@ def evaluate_backend(
     iou_threshold: box NMS across overlapping tiles of one image. conf_threshold: for
     precision/recall/F1. input_scale: bilinear resampling of each image before tiling.
     """
-    if not 0.1 <= input_scale <= 10:
-        raise SarvesselError(f"input_scale must be in [0.1, 10], got {input_scale}")
+    lo, hi = INPUT_SCALE_RANGE
+    if not lo <= input_scale <= hi:
+        raise SarvesselError(f"input_scale must be in [{lo:g}, {hi:g}], got {input_scale}")
     if not items:
         raise DatasetError("no images to evaluate")
     dets, truths = [], []

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: Key of the JSON metadata in the ONNX ``metadata_props``.
 METADATA_KEY = "sarvessel"
 
+#: Smallest and largest ``input_scale`` a model may ask for.
+INPUT_SCALE_RANGE: tuple[float, float] = (0.1, 10.0)
+
 #: ONNX input element types and the numpy dtype a uint8 batch is cast to.
 _ORT_INPUT_DTYPES: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -126,8 +129,9 @@ class ModelMetadata:
             raise ValueError(f"conf_threshold must be in (0, 1), got {self.conf_threshold}")
         if not 0.0 <= float(self.iou_threshold) <= 1.0:
             raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
-        if not 0.1 <= float(self.input_scale) <= 10.0:
-            raise ValueError(f"input_scale must be in [0.1, 10], got {self.input_scale}")
+        lo, hi = INPUT_SCALE_RANGE
+        if not lo <= float(self.input_scale) <= hi:
+            raise ValueError(f"input_scale must be in [{lo:g}, {hi:g}], got {self.input_scale}")
 
     @property
     def out_channels(self) -> int:
