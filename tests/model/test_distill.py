@@ -58,6 +58,9 @@ def test_load_teacher_rejects_a_different_output(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="reg_max 16 differs from the student's 8"):
         load_teacher(ckpt, ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4,
                                        tile_size=64, reg_max=8))
+    with pytest.raises(ModelError, match="subgrid 1 differs from the student's 2"):
+        load_teacher(ckpt, ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4,
+                                       tile_size=64, subgrid=2))
 
 
 def _tiny_float() -> torch.nn.Module:

@@ -264,3 +264,31 @@ def test_per_channel_scales_only_on_depthwise_inputs() -> None:
     old = _tiny(**sep).to_dict()
     del old["bits"]["dw_in_per_channel"]
     assert ModelConfig.from_dict(old).bits.dw_in_per_channel == 0
+
+
+def test_subgrid_head_packs_anchors_and_costs_only_the_last_conv() -> None:
+    torch.manual_seed(0)
+    one = build_model(_tiny(quantized=False)).eval()
+    cfg = _tiny(quantized=False, subgrid=2)
+    model = build_model(cfg).eval()
+    x = torch.rand(1, 1, 64, 64) * 255
+    assert model(x).shape == (1, 4 * 65, 8, 8)
+    grid = model.forward_grid(x)
+    assert grid.shape == (1, 65, 16, 16)
+    # forward_grid is pixel shuffle: anchor (i, j) of cell (y, x) is packed channel c*4 + i*2 + j
+    assert torch.equal(grid[0, 7, 2 * 3 + 1, 2 * 5], model(x)[0, 7 * 4 + 2, 3, 5])
+    # only the last 1x1 conv grows: 3 more anchors' 65 outputs from 2*head_width inputs, per cell
+    extra = count_ops(model, 64, 1).macs - count_ops(one, 64, 1).macs
+    assert extra == 8 * 8 * 3 * 65 * 2 * cfg.head_width
+    # every anchor's box outputs still read the box half only (the masks follow the packing)
+    h, r4 = cfg.head_width, 4 * cfg.reg_max
+    with torch.no_grad():
+        model.head[3].weight[h:, h:] += 1.0
+    grid2 = model.forward_grid(x)
+    assert torch.equal(grid[:, :r4], grid2[:, :r4]) and not torch.equal(grid[:, r4:], grid2[:, r4:])
+    assert cfg.sidecar()["subgrid"] == 2 and cfg.out_channels == 4 * cfg.cell_channels
+    assert ModelConfig.from_dict(cfg.to_dict()).subgrid == 2
+    with pytest.raises(ConfigError, match="subgrid"):
+        _tiny(subgrid=3)
+    with pytest.raises(ConfigError, match="subgrid"):
+        _tiny(subgrid=4, stem_stride=1, pools=1)  # stride 2

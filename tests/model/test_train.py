@@ -154,6 +154,22 @@ def test_init_grows_a_context_branch_from_a_chain_checkpoint(tmp_path: Path) -> 
     assert "head.0.weight" not in copied
 
 
+def test_init_seeds_every_subgrid_anchor_from_a_one_anchor_checkpoint(tmp_path: Path) -> None:
+    """Each of the r*r anchors of a cell starts as the one-anchor head's prediction for it."""
+    torch.manual_seed(0)
+    base = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                       quantized=False)
+    one = build_model(base).eval()
+    ckpt = save_checkpoint(tmp_path / "one.pt", one)
+    fine = build_model(ModelConfig(**{**base.to_dict(), "subgrid": 2})).eval()
+    copied, fresh = init_from_checkpoint(fine, ckpt)
+    assert not fresh and "head.6.weight" in copied
+    x = torch.rand(1, 1, 64, 64) * 255
+    with torch.no_grad():
+        want = torch.nn.functional.interpolate(one(x), scale_factor=2, mode="nearest")
+        assert torch.allclose(fine.forward_grid(x), want, atol=1e-5)
+
+
 def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--context-widths",
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])

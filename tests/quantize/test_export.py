@@ -389,3 +389,28 @@ def test_learned_weight_scales_survive_checkpoint_and_export(tmp_path: Path) -> 
     q = export_qonnx(back, tmp_path / "mse_qonnx.onnx", tile=TILE, channels=2)
     c = export_qcdq(back, tmp_path / "mse.onnx", tile=TILE, channels=2)
     _assert_integer_exact(check_equivalence(back, q.path, c.path, _tiles(2, 3), atol=1e-4))
+
+
+def test_subgrid_head_exports_packed_and_the_backend_unpacks_it(tmp_path: Path) -> None:
+    """A subgrid-2 head leaves the graph packed (4 anchors per cell in its channels, FINN sees
+    one plain conv) and the backend hands the decoder the anchor grid the loss trained on."""
+    model = _saryolo(4, subgrid=2)
+    q = export_qonnx(model, tmp_path / "sg_qonnx.onnx", tile=TILE, channels=2)
+    c = export_qcdq(model, tmp_path / "sg.onnx", tile=TILE, channels=2)
+    cells = TILE // model.cfg.stride
+    assert c.output_shape[1:] == [4 * (4 * 4 + 3), cells, cells] == q.output_shape[1:]
+    assert json.loads(c.sidecar.read_text())["subgrid"] == 2
+    _assert_integer_exact(check_equivalence(model, q.path, c.path, _tiles(2, 2), atol=1e-4))
+    backend = OnnxBackend(c.path, threads=1, conf_threshold=0.001)
+    tiles = _tiles(2, 2, seed=3)
+    with torch.no_grad():
+        grid = model.forward_grid(torch.from_numpy(tiles.astype(np.float32))).numpy()
+    raw = backend.infer(tiles)
+    assert raw.shape == (2, 4 * 4 + 3, 2 * cells, 2 * cells)
+    np.testing.assert_allclose(raw, grid, atol=1e-4)
+    got = backend.detect(tiles)
+    want = decode(grid, stride=model.cfg.stride, reg_max=4, conf_threshold=0.001,
+                  iou_threshold=0.5, subgrid=2)
+    assert [len(d) for d in got] == [len(d) for d in want] and sum(map(len, got)) > 0
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g.boxes, w.boxes, atol=1e-3)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sarvessel.runtime.decode import decode, dfl_expectation
+from sarvessel.runtime.decode import decode, dfl_expectation, unpack_subgrid
 from sarvessel.runtime.errors import ModelError
 
 STRIDE = 8
@@ -152,3 +152,34 @@ def test_bad_threshold_raises() -> None:
     with pytest.raises(ValueError, match="conf_threshold"):
         decode(_empty_raw(), stride=STRIDE, reg_max=REG_MAX, conf_threshold=1.0,
                iou_threshold=0.5)
+
+
+def test_unpack_subgrid_is_pixel_shuffle_order() -> None:
+    """Packed channel ``c*r*r + i*r + j`` of cell (y, x) lands at (r*y + i, r*x + j) of channel c
+    (``torch.nn.functional.pixel_shuffle``, which the training loss uses)."""
+    rng = np.random.default_rng(0)
+    packed = rng.normal(size=(2, 3 * 4, 5, 6)).astype(np.float32)
+    grid = unpack_subgrid(packed, 2)
+    assert grid.shape == (2, 3, 10, 12)
+    for c, i, j, y, x in [(0, 0, 0, 0, 0), (2, 1, 0, 4, 5), (1, 0, 1, 3, 2), (2, 1, 1, 1, 1)]:
+        assert grid[1, c, 2 * y + i, 2 * x + j] == packed[1, c * 4 + i * 2 + j, y, x]
+    assert unpack_subgrid(packed, 1) is packed
+    with pytest.raises(ModelError, match="subgrid"):
+        unpack_subgrid(packed[:, :10], 2)
+
+
+def test_subgrid_anchors_sit_at_sub_cell_centres_with_stride_distances() -> None:
+    """Two ships 4 px apart inside one stride-8 cell: a one-anchor head can report only one of
+    them there, a subgrid-2 head reports both, each from its own anchor at (x + 0.5) * 4 px,
+    with box distances still in units of the stride (8 px)."""
+    raw = _empty_raw(h=16, w=16)  # the anchor grid of an 8 x 8-cell map
+    _put(raw, 0, 6, 6, (0, 1, 0, 1), [3.0])  # anchor (26, 26): x 26..26, y 18..34
+    _put(raw, 0, 6, 7, (0, 1, 0, 1), [2.0])  # anchor (30, 26), 4 px to the right
+    dets = decode(raw, stride=STRIDE, reg_max=REG_MAX, conf_threshold=0.5, iou_threshold=0.5,
+                  subgrid=2)[0]
+    assert len(dets) == 2
+    np.testing.assert_allclose(dets.cols, [26.0, 30.0], atol=1e-4)
+    np.testing.assert_allclose(dets.boxes[:, [0, 2]], [[18.0, 34.0]] * 2, atol=1e-4)
+    with pytest.raises(ValueError, match="subgrid"):
+        decode(raw, stride=STRIDE, reg_max=REG_MAX, conf_threshold=0.5, iou_threshold=0.5,
+               subgrid=0)

@@ -161,6 +161,7 @@ def test_missing_metadata(tmp_path: Path) -> None:
     ({"tile_size": 60}, "not a multiple of stride"),
     ({"class_names": ["a"]}, "class_names"),
     ({"input_scale": 0}, "input_scale must be in"),
+    ({"subgrid": 3}, "subgrid must be 1, 2 or 4"),
 ])
 def test_bad_sidecar_names_the_file(tmp_path: Path, bad: dict, match: str) -> None:
     path = _write_model(tmp_path / "m.onnx")
@@ -190,6 +191,10 @@ def test_channel_and_tile_mismatch_between_graph_and_metadata(tmp_path: Path) ->
     path3 = _write_model(tmp_path / "r.onnx")
     _meta(reg_max=8).write_sidecar(path3)
     with pytest.raises(ModelError, match="graph output shape"):
+        OnnxBackend(path3)
+    # a one-anchor graph described as subgrid 2 lacks the packed anchors' channels
+    _meta(subgrid=2).write_sidecar(path3)
+    with pytest.raises(ModelError, match=r"graph output shape .*\[B, 4\*\(4\*"):
         OnnxBackend(path3)
 
 

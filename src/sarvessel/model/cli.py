@@ -72,6 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head-width", type=int, default=32)
     p.add_argument("--head-kernel", type=int, default=1, choices=[1, 3])
     p.add_argument("--reg-max", type=int, default=16)
+    p.add_argument("--subgrid", type=int, default=1, choices=[1, 2, 4],
+                   help="anchors per output cell and axis (default 1; see ModelConfig.subgrid)")
     p.add_argument("--bits", default="",
                    help="bit widths, e.g. 'first_weight=8,weight=4,act=4,last_act=8,"
                         "last_weight=8,dw_weight=0,dw_act=0' (defaults as shown; the dw_ widths "
@@ -152,6 +154,7 @@ def run_train(args: argparse.Namespace) -> int:
                      context_dilations=context_dilations, stem_stride=args.stem_stride,
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
+                     subgrid=args.subgrid,
                      quantized=args.quantized, bits=bits, bands=bands,
                      input_scale=args.input_scale)
     weight_scale_lr = (WEIGHT_SCALE_LR_FACTOR if args.weight_scale_lr is None

@@ -137,6 +137,13 @@ class ModelConfig:
     head_kernel: int = 1
     #: DFL bins per box side.
     reg_max: int = 16
+    #: Anchor points per output cell along each axis (1: one per cell, YOLOv8's head). With
+    #: ``subgrid`` r the head's last conv emits r*r predictions per cell, which the CPU
+    #: rearranges (pixel shuffle) into a grid of stride ``stride / r``; box distances stay in
+    #: units of ``stride``. Why: two ships moored closer than two cells, and boats narrower
+    #: than one cell, compete for the same anchors at stride 8; a finer anchor grid separates
+    #: them for the cost of the last 1x1 conv alone (the body and its context are unchanged).
+    subgrid: int = 1
     #: Tile size (pixels) the model is trained and run on.
     tile_size: int = 512
     #: Factor every image is resampled by before tiling, in training and in the runtime
@@ -200,9 +207,15 @@ class ModelConfig:
         return rf + (self.head_kernel - 1) * jump
 
     @property
-    def out_channels(self) -> int:
-        """Channels of the raw output: 4*reg_max DFL logits then nc class logits."""
+    def cell_channels(self) -> int:
+        """Channels of one anchor's prediction: 4*reg_max DFL logits then nc class logits."""
         return 4 * self.reg_max + self.nc
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the raw (packed) output: ``subgrid**2`` anchors' predictions per cell,
+        in ``torch.nn.functional.pixel_shuffle`` order."""
+        return self.subgrid ** 2 * self.cell_channels
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an inconsistent configuration."""
@@ -233,6 +246,9 @@ class ModelConfig:
                               f"multiple of twice the stride {self.stride}")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        if self.subgrid not in (1, 2, 4) or self.stride % self.subgrid:
+            raise ConfigError(f"subgrid must be 1, 2 or 4 and divide the stride {self.stride}, "
+                              f"got {self.subgrid}")
         if self.head_kernel not in (1, 3):
             raise ConfigError(f"head_kernel must be 1 or 3, got {self.head_kernel}")
         if self.tile_size % self.stride:
@@ -272,7 +288,7 @@ class ModelConfig:
             "bands": list(self.bands), "stride": self.stride, "reg_max": self.reg_max,
             "nc": self.nc, "class_names": list(self.class_names),
             "conf_threshold": conf_threshold, "iou_threshold": iou_threshold,
-            "input_scale": self.input_scale,
+            "input_scale": self.input_scale, "subgrid": self.subgrid,
             "bit_widths": asdict(self.bits) if self.quantized else None,
         }
 

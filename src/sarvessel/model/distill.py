@@ -78,7 +78,7 @@ def load_teacher(path: Path | str, student: ModelConfig) -> SarYolo:
     matches the student's: same stride, ``reg_max``, classes and input channels."""
     teacher, _ = load_checkpoint(path)
     tc = teacher.cfg
-    for name in ("stride", "reg_max", "nc", "in_channels"):
+    for name in ("stride", "subgrid", "reg_max", "nc", "in_channels"):
         if getattr(tc, name) != getattr(student, name):
             raise ModelError(f"{path}: teacher {name} {getattr(tc, name)} differs from the "
                              f"student's {getattr(student, name)}")
@@ -107,7 +107,10 @@ class DihedralTeacher(nn.Module):
             raise ModelError(f"a dihedral teacher needs square samples, got {tuple(x.shape)}")
 
         def infer(view: np.ndarray) -> np.ndarray:
-            return self.teacher(torch.from_numpy(view).to(x.device)).cpu().numpy()
+            return self.teacher.forward_grid(torch.from_numpy(view).to(x.device)).cpu().numpy()
 
         avg = average_views(infer, x.cpu().numpy(), self.views, self.reg_max)
         return torch.from_numpy(avg).to(x.device)
+
+    #: Already on the anchor grid (the views are averaged there), as ``SarYolo.forward_grid``.
+    forward_grid = forward

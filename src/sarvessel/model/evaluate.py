@@ -14,7 +14,7 @@ import torch
 from sarvessel.model.data import ImageDataset, SceneChipDataset, collate
 from sarvessel.runtime.ap import Interpolation, match_image
 from sarvessel.runtime.ap import average_precision as runtime_ap
-from sarvessel.runtime.decode import decode
+from sarvessel.runtime.decode import decode, unpack_subgrid
 
 __all__ = ["average_precision", "evaluate_ap", "predict_dataset"]
 
@@ -45,7 +45,7 @@ def average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray]],
 def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDataset, *,
                     batch: int = 8,
                     conf_threshold: float = 0.001, iou_threshold: float = 0.5,
-                    stride: int = 8, reg_max: int = 16
+                    stride: int = 8, reg_max: int = 16, subgrid: int = 1
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image (boxes in original image px, scores, classes) from letterboxed tiles."""
     was = model.training
@@ -56,9 +56,9 @@ def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDat
         for s in range(0, len(dataset), batch):
             idx = list(range(s, min(s + batch, len(dataset))))
             b = collate([dataset[i] for i in idx])
-            raw = model(b.images.to(device)).cpu().numpy()
+            raw = unpack_subgrid(model(b.images.to(device)).cpu().numpy(), subgrid)
             dets = decode(raw, stride=stride, reg_max=reg_max, conf_threshold=conf_threshold,
-                          iou_threshold=iou_threshold)
+                          iou_threshold=iou_threshold, subgrid=subgrid)
             for i, d in zip(idx, dets, strict=True):
                 xyxy = d.boxes[:, [1, 0, 3, 2]] / dataset.letterbox_scale(i)  # tlbr -> x1y1x2y2
                 out.append((xyxy, d.scores, d.classes))
@@ -69,9 +69,10 @@ def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDat
 
 def evaluate_ap(model: torch.nn.Module, dataset: ImageDataset | SceneChipDataset, *,
                 iou_threshold: float = 0.5,
-                batch: int = 8, stride: int = 8, reg_max: int = 16) -> float:
+                batch: int = 8, stride: int = 8, reg_max: int = 16, subgrid: int = 1) -> float:
     """Class-agnostic AP at ``iou_threshold`` of ``model`` on ``dataset`` (eval tiles)."""
-    preds = predict_dataset(model, dataset, batch=batch, stride=stride, reg_max=reg_max)
+    preds = predict_dataset(model, dataset, batch=batch, stride=stride, reg_max=reg_max,
+                            subgrid=subgrid)
     return average_precision([(p[0], p[1]) for p in preds],
                              [dataset.ground_truth(i) for i in range(len(dataset))],
                              iou_threshold=iou_threshold)

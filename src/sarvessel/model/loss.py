@@ -31,35 +31,37 @@ def df_loss(pred_dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class DetectionLoss(nn.Module):
-    """Loss of the raw output ``[B, 4*reg_max+nc, h, w]`` against padded targets.
+    """Loss of the anchor-grid map ``[B, 4*reg_max+nc, h, w]`` (``SarYolo.forward_grid``)
+    against padded targets. With ``subgrid`` r the map has r anchors per ``stride`` cell and
+    axis, at ``(x + 0.5) * stride / r``; box distances stay in units of ``stride``.
 
     Gains default to ultralytics': box 7.5, cls 0.5, dfl 1.5. ``min_candidate_size`` (pixels,
-    default 1.5 x stride) lets boxes smaller than the stride still claim an anchor
-    (see :class:`TaskAlignedAssigner`); pass 0 for ultralytics' behaviour. ``forward`` returns
-    ``(total, parts)`` where total is ``sum(parts) * B`` (as ultralytics) and parts is the detached
-    ``[box, cls, dfl]``.
+    default 1.5 x the anchor spacing ``stride / subgrid``) lets boxes smaller than the anchor
+    spacing still claim an anchor (see :class:`TaskAlignedAssigner`); pass 0 for ultralytics'
+    behaviour. ``forward`` returns ``(total, parts)`` where total is ``sum(parts) * B`` (as
+    ultralytics) and parts is the detached ``[box, cls, dfl]``.
     """
 
     def __init__(self, *, stride: int, reg_max: int = 16, nc: int = 1, box_gain: float = 7.5,
                  cls_gain: float = 0.5, dfl_gain: float = 1.5, topk: int = 10,
-                 alpha: float = 0.5, beta: float = 6.0, min_candidate_size: float | None = None
-                 ) -> None:
+                 alpha: float = 0.5, beta: float = 6.0, min_candidate_size: float | None = None,
+                 subgrid: int = 1) -> None:
         super().__init__()
-        self.stride, self.reg_max, self.nc = stride, reg_max, nc
+        self.stride, self.reg_max, self.nc, self.subgrid = stride, reg_max, nc, subgrid
         self.gains = (box_gain, cls_gain, dfl_gain)
-        min_size = 1.5 * stride if min_candidate_size is None else min_candidate_size
+        min_size = 1.5 * stride / subgrid if min_candidate_size is None else min_candidate_size
         self.assigner = TaskAlignedAssigner(topk=topk, num_classes=nc, alpha=alpha, beta=beta,
                                             min_size=min_size)
 
     def forward(self, raw: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
                 gt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """raw: model output. gt_boxes ``[B, M, 4]`` x1y1x2y2 pixels; gt_labels ``[B, M]`` int;
-        gt_mask ``[B, M]`` bool (False rows are padding)."""
+        """raw: the anchor-grid map. gt_boxes ``[B, M, 4]`` x1y1x2y2 pixels; gt_labels ``[B, M]``
+        int; gt_mask ``[B, M]`` bool (False rows are padding)."""
         b, _, h, w = raw.shape
         r, s = self.reg_max, self.stride
         x = raw.flatten(2).permute(0, 2, 1).float()  # B, N, C
         pred_distri, pred_scores = x[..., : 4 * r], x[..., 4 * r:]
-        anchors = make_anchors(h, w, s, device=raw.device)  # grid units
+        anchors = make_anchors(h, w, s, device=raw.device) / self.subgrid  # stride units
         pred_bboxes = dist2bbox(dfl_decode(pred_distri, r), anchors)  # grid units
         mask_gt = gt_mask.unsqueeze(-1).float()
         _, target_bboxes, target_scores, fg_mask, _ = self.assigner(

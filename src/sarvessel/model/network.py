@@ -7,7 +7,9 @@ leave through one shared ReLU quantizer). Head: YOLOv8's decoupled box (DFL) and
 branches, computed as one chain of dense convs whose weights are masked block-diagonal (box half /
 class half), so FINN sees a plain sequence with no Split/Concat. ``forward`` always returns the
 raw output
-``[B, 4*reg_max + nc, H/s, W/s]`` (DFL logits in [4, reg_max] ltrb order, then class logits).
+``[B, r*r*(4*reg_max + nc), H/s, W/s]`` (per anchor: DFL logits in [4, reg_max] ltrb order, then
+class logits; ``r = cfg.subgrid`` anchors per cell and axis, packed in pixel-shuffle order);
+:meth:`SarYolo.forward_grid` rearranges it onto the anchor grid ``[B, 4*reg_max + nc, rH/s, rW/s]``.
 The input is the uint8 image as float 0..255: there is no input quantizer; BatchNorm after the
 first conv absorbs the 1/255 scale.
 """
@@ -19,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sarvessel.model.config import ModelConfig
@@ -144,15 +147,24 @@ class SarYolo(nn.Module):
             f = torch.cat([f, self.context(f)], 1)
         return self.head(f)
 
+    def forward_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` rearranged onto the anchor grid: ``[B, 4*reg_max + nc, rH/s, rW/s]``
+        (the map the loss, the teacher and the runtime's decoder read)."""
+        raw = self(x)
+        r = self.cfg.subgrid
+        return raw if r == 1 else F.pixel_shuffle(raw, r)
+
     def head_masks(self) -> dict[str, torch.Tensor]:
         """Block-diagonal masks of the two masked head convs, by module name."""
         h, r4 = self.cfg.head_width, 4 * self.cfg.reg_max
         m1 = torch.zeros(2 * h, 2 * h, 1, 1)
         m1[:h, :h] = 1
         m1[h:, h:] = 1
-        m2 = torch.zeros(self.cfg.out_channels, 2 * h, 1, 1)
+        m2 = torch.zeros(self.cfg.cell_channels, 2 * h, 1, 1)
         m2[:r4, :h] = 1
         m2[r4:, h:] = 1
+        # packed output channel c * r*r + k is anchor k's channel c (pixel-shuffle order)
+        m2 = m2.repeat_interleave(self.cfg.subgrid ** 2, dim=0)
         return {"3": m1, "6": m2}
 
     def apply_masks(self) -> None:
@@ -174,7 +186,9 @@ class SarYolo(nn.Module):
             if isinstance(m, nn.BatchNorm2d):
                 m.eps, m.momentum = 1e-3, 0.03
         last = self.head[-1]
-        r4, cells = 4 * self.cfg.reg_max, (self.cfg.tile_size / self.cfg.stride) ** 2
+        n = self.cfg.subgrid ** 2
+        r4 = 4 * self.cfg.reg_max * n
+        cells = (self.cfg.tile_size / self.cfg.stride) ** 2 * n
         with torch.no_grad():
             last.bias[:r4] = 1.0
             last.bias[r4:] = math.log(5 / self.cfg.nc / cells)

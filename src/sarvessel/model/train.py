@@ -244,7 +244,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     log.info("training on %s with %d data worker(s)", device, workers)
 
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
-    loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc)
+    loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc,
+                            subgrid=model_cfg.subgrid)
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg).to(device)
     if teacher is not None:
@@ -306,11 +307,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_factor", 1.0)
             batch = batch.to(device, non_blocking=True)
-            raw = model(batch.images.contiguous(memory_format=fmt))
+            raw = model.forward_grid(batch.images.contiguous(memory_format=fmt))
             loss, parts = loss_fn(raw, batch.boxes, batch.labels, batch.mask)
             if teacher is not None:
                 with torch.no_grad():
-                    t_raw = teacher(batch.images)
+                    t_raw = teacher.forward_grid(batch.images)
                 kd = kd_fn(raw, t_raw)
                 loss = loss + kd
                 kd_sum += float(kd.detach()) / len(batch.images)
@@ -337,7 +338,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         t1 = time.time()
         # a time-limited run evaluates its first epoch too: that cost prices the later ones
         if periodic or stop or (cfg.time_limit is not None and epoch == first_epoch):
-            ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max)
+            ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max,
+                             subgrid=model_cfg.subgrid)
         eval_s = time.time() - t1
         eval_s_max = max(eval_s_max, eval_s)
         if fit_pending:
@@ -484,9 +486,18 @@ def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], l
     (e.g. a context branch added to a trained body) starts from the trained body."""
     src, _ = load_checkpoint(path, quantized=model.cfg.quantized)
     own = model.state_dict()
+    state = dict(src.state_dict())
+    n = model.cfg.subgrid ** 2
+    if src.cfg.subgrid == 1 and n > 1:
+        # a one-anchor head seeds every anchor of a finer grid: the packed output channel
+        # c*n + k is anchor k's channel c, so each row is repeated n times (pixel-shuffle order)
+        last = f"head.{len(model.head) - 1}."
+        for k, v in list(state.items()):
+            if k.startswith(last) and v.ndim >= 1 and v.shape[0] == model.cfg.cell_channels:
+                state[k] = v.repeat_interleave(n, dim=0)
     # keys absent from ``own`` stay: Brevitas registers learned activation scales (``.value``)
     # only once initialised, and takes them from the state dict when loading
-    state = {k: v for k, v in src.state_dict().items() if k not in own or own[k].shape == v.shape}
+    state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
     missing, unexpected = model.load_state_dict(state, strict=False)
     model.apply_masks()
     return sorted(set(state) - set(unexpected)), sorted(missing)

@@ -18,8 +18,8 @@ One function per export format, each returning an :class:`ExportReport`:
   bit-exact with Brevitas (see :mod:`sarvessel.quantize.equivalence`).
 
 Each export cuts the graph after the head's last conv (the network's ``forward`` returns the raw
-map ``[B, 4*reg_max + nc, T/s, T/s]``) and writes the metadata of the network contract as a JSON
-sidecar ``<name>.json`` and in the ONNX ``metadata_props`` (key ``sarvessel``).
+map ``[B, subgrid**2 * (4*reg_max + nc), T/s, T/s]``) and writes the metadata of the network
+contract as a JSON sidecar ``<name>.json`` and in the ONNX ``metadata_props`` (key ``sarvessel``).
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def _finish(path: Path, meta: ModelMetadata, fmt: ExportFormat, t0: float) -> Ex
         metadata=meta.to_dict(),
     )
     out = report.output_shape
-    want = [meta.out_channels, meta.out_size, meta.out_size]
+    want = [meta.graph_channels, meta.graph_size, meta.graph_size]
     if len(out) != 4 or list(out[1:]) != want:
         raise ExportError(f"{path}: exported output shape {out} is not [B, {want[0]}, "
                           f"{want[1]}, {want[2]}] from the metadata")

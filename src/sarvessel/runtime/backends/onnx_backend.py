@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from sarvessel.runtime.decode import decode
+from sarvessel.runtime.decode import decode, unpack_subgrid
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
 from sarvessel.runtime.length import measure_lengths
@@ -92,8 +92,10 @@ class ModelMetadata:
     stride: pixels per output cell. reg_max: DFL bins per box side. nc: number of classes.
     class_names: one per class. conf_threshold, iou_threshold: default decode thresholds.
     input_scale: factor images are resampled by before tiling (1: native pixels; sidecars
-    without it are 1). bit_widths: quantisation widths by role (informative). extra: any
-    other keys, kept as read.
+    without it are 1). subgrid: anchors per output cell and axis (1, 2 or 4; sidecars without
+    it are 1): the graph packs ``subgrid**2`` anchors' predictions per cell into its channels
+    (:func:`~sarvessel.runtime.decode.unpack_subgrid`). bit_widths: quantisation widths by role
+    (informative). extra: any other keys, kept as read.
     """
 
     name: str
@@ -107,6 +109,7 @@ class ModelMetadata:
     conf_threshold: float = 0.25
     iou_threshold: float = 0.5
     input_scale: float = 1.0
+    subgrid: int = 1
     bit_widths: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -132,16 +135,29 @@ class ModelMetadata:
         lo, hi = INPUT_SCALE_RANGE
         if not lo <= float(self.input_scale) <= hi:
             raise ValueError(f"input_scale must be in [{lo:g}, {hi:g}], got {self.input_scale}")
+        if self.subgrid not in (1, 2, 4) or self.stride % self.subgrid:
+            raise ValueError(f"subgrid must be 1, 2 or 4 and divide the stride {self.stride}, "
+                             f"got {self.subgrid!r}")
 
     @property
     def out_channels(self) -> int:
-        """Channels of the raw head output: ``4 * reg_max + nc``."""
+        """Channels of the decoded head map (one anchor): ``4 * reg_max + nc``."""
         return 4 * self.reg_max + self.nc
 
     @property
-    def out_size(self) -> int:
-        """Side of the raw head output map: ``tile_size // stride``."""
+    def graph_channels(self) -> int:
+        """Channels of the graph's own output: ``subgrid**2 * out_channels``."""
+        return self.subgrid ** 2 * self.out_channels
+
+    @property
+    def graph_size(self) -> int:
+        """Side of the graph's own output map: ``tile_size // stride``."""
         return self.tile_size // self.stride
+
+    @property
+    def out_size(self) -> int:
+        """Side of the head map on the anchor grid: ``subgrid * tile_size // stride``."""
+        return self.subgrid * self.graph_size
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``extra`` keys merged at the top level)."""
@@ -236,12 +252,12 @@ class OnnxBackend:
         self.max_batch: int | None = shape[0] if isinstance(shape[0], int) else None
         out_shape = list(outputs[0].shape)
         m = self.metadata
-        want_out = [None, m.out_channels, m.out_size, m.out_size]
+        want_out = [None, m.graph_channels, m.graph_size, m.graph_size]
         if len(out_shape) != 4 or any(isinstance(s, int) and w is not None and s != w
                                       for s, w in zip(out_shape, want_out, strict=True)):
             raise ModelError(f"{self.model_path}: graph output shape {out_shape} does not match "
-                             f"the metadata ([B, 4*{m.reg_max}+{m.nc}, {m.out_size}, "
-                             f"{m.out_size}])")
+                             f"the metadata ([B, {m.subgrid ** 2}*(4*{m.reg_max}+{m.nc}), "
+                             f"{m.graph_size}, {m.graph_size}])")
         #: Seconds spent in onnxruntime and in decoding since construction, and tiles seen.
         self.seconds_infer = 0.0
         self.seconds_decode = 0.0
@@ -261,7 +277,7 @@ class OnnxBackend:
         scene models, measure vessel lengths on the tiles' VV band)."""
         t0 = time.perf_counter()
         m = self.metadata
-        dets = decode(raw, stride=m.stride, reg_max=m.reg_max,
+        dets = decode(raw, stride=m.stride, reg_max=m.reg_max, subgrid=m.subgrid,
                       conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold,
                       max_det=self.max_det)
         if "VV_dB" in m.bands:  # scene models: length from the image, not the (>= 16 px) box
@@ -273,7 +289,9 @@ class OnnxBackend:
         return dets
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """The raw head output ``float32 [B, 4*reg_max + nc, T/stride, T/stride]`` of ``batch``."""
+        """The raw head map of ``batch`` on the anchor grid, ``float32 [B, 4*reg_max + nc,
+        subgrid*T/stride, subgrid*T/stride]`` (the graph output unpacked by
+        :func:`~sarvessel.runtime.decode.unpack_subgrid`)."""
         batch = np.asarray(batch)
         if batch.ndim == 3:
             batch = batch[None]
@@ -295,7 +313,7 @@ class OnnxBackend:
         self.seconds_infer += time.perf_counter() - t0
         self.tiles += len(x)
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        return np.asarray(raw, np.float32)
+        return unpack_subgrid(np.asarray(raw, np.float32), m.subgrid)
 
 
 def _session(
