@@ -35,7 +35,8 @@ A deploy package is one folder::
 Shapes follow FINN's driver conventions: ``shape_folded`` splits the innermost dimension into
 (fold, elements per stream word) and ``shape_packed`` is the folded shape with the innermost
 dimension in bytes, as ``finnpy_to_packed_bytearray`` packs it. The raw output after the CPU
-tail is the contract's float ``[B, 4*reg_max + nc, T/s, T/s]``.
+tail is the contract's float ``[B, subgrid**2 * (4*reg_max + nc), T/s, T/s]`` (``subgrid`` 1 for
+most models), which the runtime unpacks onto the anchor grid as for the ONNX graph.
 
 :func:`make_driver_config` builds the JSON from the flow's models (no Vivado needed);
 :func:`validate_deploy_package` checks a folder before the board runtime loads it.
