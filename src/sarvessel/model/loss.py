@@ -38,8 +38,10 @@ class DetectionLoss(nn.Module):
     Gains default to ultralytics': box 7.5, cls 0.5, dfl 1.5. ``min_candidate_size`` (pixels,
     default 1.5 x the anchor spacing ``stride / subgrid``) lets boxes smaller than the anchor
     spacing still claim an anchor (see :class:`TaskAlignedAssigner`); pass 0 for ultralytics'
-    behaviour. ``forward`` returns ``(total, parts)`` where total is ``sum(parts) * B`` (as
-    ultralytics) and parts is the detached ``[box, cls, dfl]``.
+    behaviour. ``topk``: positives per box, 10 also with a subgrid (40 at subgrid 2 left small
+    ships too few of the positives; SSDD model card, session 20). ``forward`` returns
+    ``(total, parts)`` where total is ``sum(parts) * B`` (as ultralytics) and parts is the
+    detached ``[box, cls, dfl]``.
     """
 
     def __init__(self, *, stride: int, reg_max: int = 16, nc: int = 1, box_gain: float = 7.5,
