@@ -74,6 +74,36 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path, bits) -> None:
     assert all(t.ref_std > 0 for t in report.tiles)
 
 
+def test_subgrid_head_converts_and_stays_bit_exact(tmp_path) -> None:
+    """A subgrid-2 head is one wider last conv for FINN: its MVAU emits 4 anchors' channels per
+    cell, and the HW graphs equal the QONNX model bit for bit (the runtime unpacks on the CPU)."""
+    import sys
+    from pathlib import Path
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.flow import run_flow
+    from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import _finn_or_skip, export_contract_qonnx
+
+    _finn_or_skip()
+    path, which = export_contract_qonnx(tmp_path / "subgrid.onnx", tile=64,
+                                        widths=(8, 16, 16), subgrid=2)
+    if which != "sarvessel.model.network":
+        pytest.skip("the real network is needed for a subgrid head")
+    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
+    result = run_flow(path, cfg)
+    hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
+    mvaus = [n for n in hw.graph.node if n.op_type.startswith("MVAU")]
+    last_mh = next(a.i for a in mvaus[-1].attribute if a.name == "MH")
+    assert last_mh == 4 * (4 * 16 + 3)
+    report = verify_flow_outputs(path, cfg.output_dir, synthetic_sar_tiles(2, channels=2, tile=64))
+    assert report.hw_exact
+
+
 @pytest.mark.parametrize(("bits", "dw_dtype"), [({"dw_weight": 8}, "INT8"),
                                                ({"dw_in_per_channel": 1}, "INT4")])
 def test_separable_body_converts_and_stays_bit_exact(tmp_path, bits, dw_dtype) -> None:
