@@ -161,7 +161,8 @@ def test_missing_metadata(tmp_path: Path) -> None:
     ({"tile_size": 60}, "not a multiple of stride"),
     ({"class_names": ["a"]}, "class_names"),
     ({"input_scale": 0}, "input_scale must be in"),
-    ({"subgrid": 3}, "subgrid must be 1, 2 or 4"),
+    ({"subgrid": 3}, r"subgrid must be one of \(1, 2, 4\)"),
+    ({"subgrid": 2.0}, "subgrid must be a positive integer"),
 ])
 def test_bad_sidecar_names_the_file(tmp_path: Path, bad: dict, match: str) -> None:
     path = _write_model(tmp_path / "m.onnx")

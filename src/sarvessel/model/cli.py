@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sarvessel.runtime.backends.onnx_backend import SUBGRIDS
 from sarvessel.runtime.errors import SarvesselError
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head-width", type=int, default=32)
     p.add_argument("--head-kernel", type=int, default=1, choices=[1, 3])
     p.add_argument("--reg-max", type=int, default=16)
-    p.add_argument("--subgrid", type=int, default=1, choices=[1, 2, 4],
+    p.add_argument("--subgrid", type=int, default=1, choices=SUBGRIDS,
                    help="anchors per output cell and axis (default 1; see ModelConfig.subgrid)")
     p.add_argument("--bits", default="",
                    help="bit widths, e.g. 'first_weight=8,weight=4,act=4,last_act=8,"

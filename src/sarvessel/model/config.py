@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sarvessel.runtime.backends.onnx_backend import INPUT_SCALE_RANGE
+from sarvessel.runtime.backends.onnx_backend import INPUT_SCALE_RANGE, SUBGRIDS
 from sarvessel.runtime.errors import SarvesselError
 
 
@@ -246,9 +246,9 @@ class ModelConfig:
                               f"multiple of twice the stride {self.stride}")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
-        if self.subgrid not in (1, 2, 4) or self.stride % self.subgrid:
-            raise ConfigError(f"subgrid must be 1, 2 or 4 and divide the stride {self.stride}, "
-                              f"got {self.subgrid}")
+        if self.subgrid not in SUBGRIDS or self.stride % self.subgrid:
+            raise ConfigError(f"subgrid must be one of {SUBGRIDS} and divide the stride "
+                              f"{self.stride}, got {self.subgrid}")
         if self.head_kernel not in (1, 3):
             raise ConfigError(f"head_kernel must be 1 or 3, got {self.head_kernel}")
         if self.tile_size % self.stride:

@@ -36,6 +36,8 @@ METADATA_KEY = "sarvessel"
 
 #: Smallest and largest ``input_scale`` a model may ask for.
 INPUT_SCALE_RANGE: tuple[float, float] = (0.1, 10.0)
+#: Anchors per output cell and axis a model may have (``subgrid``; it must divide the stride).
+SUBGRIDS: tuple[int, ...] = (1, 2, 4)
 
 #: ONNX input element types and the numpy dtype a uint8 batch is cast to.
 _ORT_INPUT_DTYPES: dict[str, type[np.generic]] = {
@@ -114,7 +116,7 @@ class ModelMetadata:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("tile_size", "channels", "stride", "reg_max", "nc"):
+        for key in ("tile_size", "channels", "stride", "reg_max", "nc", "subgrid"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{key} must be a positive integer, got {value!r}")
@@ -135,9 +137,9 @@ class ModelMetadata:
         lo, hi = INPUT_SCALE_RANGE
         if not lo <= float(self.input_scale) <= hi:
             raise ValueError(f"input_scale must be in [{lo:g}, {hi:g}], got {self.input_scale}")
-        if self.subgrid not in (1, 2, 4) or self.stride % self.subgrid:
-            raise ValueError(f"subgrid must be 1, 2 or 4 and divide the stride {self.stride}, "
-                             f"got {self.subgrid!r}")
+        if self.subgrid not in SUBGRIDS or self.stride % self.subgrid:
+            raise ValueError(f"subgrid must be one of {SUBGRIDS} and divide the stride "
+                             f"{self.stride}, got {self.subgrid}")
 
     @property
     def out_channels(self) -> int:
