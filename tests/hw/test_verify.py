@@ -10,6 +10,27 @@ from sarvessel.hw.errors import VerificationError
 pytestmark = pytest.mark.finn
 
 
+def _real_network_flow(tmp_path, name: str, needs: str, **overrides):
+    """Export the project's network with ``overrides`` (skipping when only the stand-in exists:
+    ``needs`` says for what) and run the estimate flow on it at a 64 px tile. Returns the QONNX
+    path, the flow config and the flow result."""
+    import sys
+    from pathlib import Path
+
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.flow import run_flow
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest import _finn_or_skip, export_contract_qonnx
+
+    _finn_or_skip()
+    path, which = export_contract_qonnx(tmp_path / f"{name}.onnx", tile=64, **overrides)
+    if which != "sarvessel.model.network":
+        pytest.skip(f"the real network is needed for {needs}")
+    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
+    return path, cfg, run_flow(path, cfg)
+
+
 def test_synthetic_tiles_use_the_runtime_preprocessing() -> None:
     from sarvessel.hw.verify import synthetic_sar_tiles
 
@@ -45,26 +66,13 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path, bits) -> None:
     """Dilated stride-8 convs (the SSDD model's receptive-field trick) become FINN sliding-window
     generators with ``Dilation`` and the HW graphs still equal the QONNX model bit for bit, also
     with learned (MSE-initialised) per-channel weight scales (``weight_mse``)."""
-    import sys
-    from pathlib import Path
-
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from sarvessel.hw.config import HWConfig
-    from sarvessel.hw.flow import run_flow
     from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _finn_or_skip, export_contract_qonnx
-
-    _finn_or_skip()
-    path, which = export_contract_qonnx(tmp_path / "dilated.onnx", tile=64,
-                                        widths=(8, 16, 16, 16, 16), dilations=(1, 1, 1, 2, 4),
-                                        bits=bits)
-    if which != "sarvessel.model.network":
-        pytest.skip("the real network is needed for dilated convs")
-    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
-    result = run_flow(path, cfg)
+    path, cfg, result = _real_network_flow(tmp_path, "dilated", "dilated convs",
+                                           widths=(8, 16, 16, 16, 16),
+                                           dilations=(1, 1, 1, 2, 4), bits=bits)
     hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
     swg = [n for n in hw.graph.node if n.op_type.startswith("ConvolutionInputGenerator")]
     dil = [list(next(a.ints for a in n.attribute if a.name == "Dilation")) for n in swg]
@@ -77,25 +85,12 @@ def test_dilated_body_converts_and_stays_bit_exact(tmp_path, bits) -> None:
 def test_subgrid_head_converts_and_stays_bit_exact(tmp_path) -> None:
     """A subgrid-2 head is one wider last conv for FINN: its MVAU emits 4 anchors' channels per
     cell, and the HW graphs equal the QONNX model bit for bit (the runtime unpacks on the CPU)."""
-    import sys
-    from pathlib import Path
-
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from sarvessel.hw.config import HWConfig
-    from sarvessel.hw.flow import run_flow
     from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _finn_or_skip, export_contract_qonnx
-
-    _finn_or_skip()
-    path, which = export_contract_qonnx(tmp_path / "subgrid.onnx", tile=64,
-                                        widths=(8, 16, 16), subgrid=2)
-    if which != "sarvessel.model.network":
-        pytest.skip("the real network is needed for a subgrid head")
-    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
-    result = run_flow(path, cfg)
+    path, cfg, result = _real_network_flow(tmp_path, "subgrid", "a subgrid head",
+                                           widths=(8, 16, 16), subgrid=2)
     hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
     mvaus = [n for n in hw.graph.node if n.op_type.startswith("MVAU")]
     last_mh = next(a.i for a in mvaus[-1].attribute if a.name == "MH")
@@ -114,29 +109,16 @@ def test_separable_body_converts_and_stays_bit_exact(tmp_path, bits, dw_dtype) -
     Case 2: all 4-bit with one activation scale per channel into every depthwise conv
     (``dw_in_per_channel``): streamlining moves the per-channel Mul past the max-pools and the
     depthwise convs into the next thresholds, so no float op is left in the dataflow graph."""
-    import sys
-    from pathlib import Path
-
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from sarvessel.hw.config import HWConfig
-    from sarvessel.hw.flow import run_flow
     from sarvessel.hw.steps import conversion_problems
     from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _finn_or_skip, export_contract_qonnx
-
-    _finn_or_skip()
     widths, dilations = (8, 16, 24, 24, 24), (1, 1, 1, 2, 4)
-    path, which = export_contract_qonnx(tmp_path / "separable.onnx", tile=64, widths=widths,
-                                        dilations=dilations, separable_from=1,
-                                        bits=bits)
-    if which != "sarvessel.model.network":
-        pytest.skip("the real network is needed for separable blocks")
-    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
-    result = run_flow(path, cfg)
+    path, cfg, result = _real_network_flow(tmp_path, "separable", "separable blocks",
+                                           widths=widths, dilations=dilations,
+                                           separable_from=1, bits=bits)
     hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
     assert conversion_problems(hw, cfg) == []
     ops = [n.op_type for n in hw.graph.node]
@@ -173,14 +155,9 @@ def test_context_branch_converts_and_stays_bit_exact(tmp_path) -> None:
     DuplicateStreams, UpsampleNearestNeighbour and StreamingConcat inside the one dataflow
     partition; the HW graphs equal the QONNX model bit for bit and the estimate prices the
     Concat's skip FIFO."""
-    import sys
-    from pathlib import Path
-
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from sarvessel.hw.config import HWConfig
     from sarvessel.hw.estimate import load_report
-    from sarvessel.hw.flow import run_flow
     from sarvessel.hw.steps import (
         _fold_upsamplers,
         conversion_problems,
@@ -190,17 +167,9 @@ def test_context_branch_converts_and_stays_bit_exact(tmp_path) -> None:
     )
     from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _finn_or_skip, export_contract_qonnx
-
-    _finn_or_skip()
-    path, which = export_contract_qonnx(tmp_path / "context.onnx", tile=64,
-                                        widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2),
-                                        context_widths=(16, 16), context_dilations=(1, 2))
-    if which != "sarvessel.model.network":
-        pytest.skip("the real network is needed for a context branch")
-    cfg = HWConfig(output_dir=tmp_path / "flow", tile_size=64, tile_overlap=8)
-    result = run_flow(path, cfg)
+    path, cfg, result = _real_network_flow(tmp_path, "context", "a context branch",
+                                           widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2),
+                                           context_widths=(16, 16), context_dilations=(1, 2))
     assert has_branches(ModelWrapper(str(result.checkpoints["qonnx_to_finn"])))
     hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
     assert conversion_problems(hw, cfg) == []
