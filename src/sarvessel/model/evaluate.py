@@ -7,6 +7,7 @@ interpolation (VOC 2010+), at one IoU threshold and class-agnostic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -14,7 +15,10 @@ import torch
 from sarvessel.model.data import ImageDataset, SceneChipDataset, collate
 from sarvessel.runtime.ap import Interpolation, match_image
 from sarvessel.runtime.ap import average_precision as runtime_ap
-from sarvessel.runtime.decode import decode, unpack_subgrid
+from sarvessel.runtime.decode import decode
+
+if TYPE_CHECKING:
+    from sarvessel.model.network import SarYolo
 
 __all__ = ["average_precision", "evaluate_ap", "predict_dataset"]
 
@@ -42,12 +46,13 @@ def average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray]],
 
 
 @torch.no_grad()
-def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDataset, *,
-                    batch: int = 8,
-                    conf_threshold: float = 0.001, iou_threshold: float = 0.5,
-                    stride: int = 8, reg_max: int = 16, subgrid: int = 1
+def predict_dataset(model: SarYolo, dataset: ImageDataset | SceneChipDataset, *,
+                    batch: int = 8, conf_threshold: float = 0.001, iou_threshold: float = 0.5
                     ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per image (boxes in original image px, scores, classes) from letterboxed tiles."""
+    """Per image (boxes in original image px, scores, classes) from letterboxed tiles; the
+    anchor-grid map (``model.forward_grid``, what the loss reads) decoded with the model's own
+    stride, ``reg_max`` and ``subgrid``."""
+    cfg = model.cfg
     was = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -56,9 +61,9 @@ def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDat
         for s in range(0, len(dataset), batch):
             idx = list(range(s, min(s + batch, len(dataset))))
             b = collate([dataset[i] for i in idx])
-            raw = unpack_subgrid(model(b.images.to(device)).cpu().numpy(), subgrid)
-            dets = decode(raw, stride=stride, reg_max=reg_max, conf_threshold=conf_threshold,
-                          iou_threshold=iou_threshold, subgrid=subgrid)
+            raw = model.forward_grid(b.images.to(device)).cpu().numpy()
+            dets = decode(raw, stride=cfg.stride, reg_max=cfg.reg_max, subgrid=cfg.subgrid,
+                          conf_threshold=conf_threshold, iou_threshold=iou_threshold)
             for i, d in zip(idx, dets, strict=True):
                 xyxy = d.boxes[:, [1, 0, 3, 2]] / dataset.letterbox_scale(i)  # tlbr -> x1y1x2y2
                 out.append((xyxy, d.scores, d.classes))
@@ -67,12 +72,10 @@ def predict_dataset(model: torch.nn.Module, dataset: ImageDataset | SceneChipDat
     return out
 
 
-def evaluate_ap(model: torch.nn.Module, dataset: ImageDataset | SceneChipDataset, *,
-                iou_threshold: float = 0.5,
-                batch: int = 8, stride: int = 8, reg_max: int = 16, subgrid: int = 1) -> float:
+def evaluate_ap(model: SarYolo, dataset: ImageDataset | SceneChipDataset, *,
+                iou_threshold: float = 0.5, batch: int = 8) -> float:
     """Class-agnostic AP at ``iou_threshold`` of ``model`` on ``dataset`` (eval tiles)."""
-    preds = predict_dataset(model, dataset, batch=batch, stride=stride, reg_max=reg_max,
-                            subgrid=subgrid)
+    preds = predict_dataset(model, dataset, batch=batch)
     return average_precision([(p[0], p[1]) for p in preds],
                              [dataset.ground_truth(i) for i in range(len(dataset))],
                              iou_threshold=iou_threshold)

@@ -68,8 +68,7 @@ def sensitivity(float_model: SarYolo, choices: dict[str, BitWidths], train_ds: I
                              f"statistics over their first {UintActQuant.collect_stats_steps} "
                              "batches; use at least that many")
     cfg: ModelConfig = float_model.cfg
-    rows = [SensitivityRow("float", None, evaluate_ap(float_model, val_ds, stride=cfg.stride,
-                                                      reg_max=cfg.reg_max, subgrid=cfg.subgrid))]
+    rows = [SensitivityRow("float", None, evaluate_ap(float_model, val_ds))]
     state = float_model.state_dict()
     for label, bits in choices.items():
         model = build_model(replace(cfg, quantized=True, bits=bits))
@@ -78,7 +77,5 @@ def sensitivity(float_model: SarYolo, choices: dict[str, BitWidths], train_ds: I
         model.apply_masks()
         torch.manual_seed(0)
         calibrate(model, dataset_batches(train_ds, calib_batches, batch=batch))
-        ap = evaluate_ap(model, val_ds, stride=cfg.stride, reg_max=cfg.reg_max,
-                         subgrid=cfg.subgrid)
-        rows.append(SensitivityRow(label, bits, ap))
+        rows.append(SensitivityRow(label, bits, evaluate_ap(model, val_ds)))
     return rows

@@ -338,8 +338,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         t1 = time.time()
         # a time-limited run evaluates its first epoch too: that cost prices the later ones
         if periodic or stop or (cfg.time_limit is not None and epoch == first_epoch):
-            ap = evaluate_ap(ema.ema, val_ds, stride=model_cfg.stride, reg_max=model_cfg.reg_max,
-                             subgrid=model_cfg.subgrid)
+            ap = evaluate_ap(ema.ema, val_ds)
         eval_s = time.time() - t1
         eval_s_max = max(eval_s_max, eval_s)
         if fit_pending:
