@@ -174,6 +174,30 @@ def test_init_seeds_every_subgrid_anchor_from_a_one_anchor_checkpoint(tmp_path: 
         assert torch.allclose(fine.forward_grid(x), want, atol=1e-5)
 
 
+def test_init_widens_body_layers_and_keeps_the_narrow_networks_output(tmp_path: Path) -> None:
+    """A network that differs only in wider body layers starts as the narrower one: old channels
+    keep their weights, new ones start fresh, and old channels read new ones through zeros."""
+    torch.manual_seed(0)
+    base = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                       quantized=False)
+    narrow = build_model(base).eval()
+    ckpt = save_checkpoint(tmp_path / "narrow.pt", narrow)
+    wide = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16)}))
+    copied, fresh = init_from_checkpoint(wide, ckpt)
+    assert not fresh and "body.4.weight" in copied
+    w = wide.state_dict()["body.8.weight"]  # (16, 12, 3, 3) grown from (8, 8, 3, 3)
+    assert torch.equal(w[:8, :8], narrow.state_dict()["body.8.weight"])
+    assert not w[:8, 8:].any() and w[8:].abs().sum() > 0
+    x = torch.rand(2, 1, 64, 64) * 255
+    with torch.no_grad():
+        assert torch.allclose(wide.eval()(x), narrow(x), atol=1e-5)
+    # narrower, or another head width: those tensors keep their fresh init, as before
+    other = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16),
+                                       "head_width": 6}))
+    _, fresh = init_from_checkpoint(other, ckpt)
+    assert "body.8.weight" in fresh and "head.0.weight" in fresh
+
+
 def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--context-widths",
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])

@@ -482,7 +482,8 @@ def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], l
     rest keep their fresh init. Returns (copied, fresh) names.
 
     Why: a float run's weights seed QAT (the quantizer scales start fresh), and a grown network
-    (e.g. a context branch added to a trained body) starts from the trained body."""
+    (e.g. a context branch added to a trained body) starts from the trained body. A network
+    that differs only in wider body layers starts as the narrower one (:func:`_widened`)."""
     src, _ = load_checkpoint(path, quantized=model.cfg.quantized)
     own = model.state_dict()
     state = dict(src.state_dict())
@@ -494,12 +495,43 @@ def init_from_checkpoint(model: SarYolo, path: Path | str) -> tuple[list[str], l
         for k, v in list(state.items()):
             if k.startswith(last) and v.ndim >= 1 and v.shape[0] == model.cfg.cell_channels:
                 state[k] = v.repeat_interleave(n, dim=0)
+    if _widens(src.cfg, model.cfg):
+        for k, v in list(state.items()):
+            if k in own and own[k].shape != v.shape:
+                grown = _widened(v, own[k])
+                if grown is not None:
+                    state[k] = grown
     # keys absent from ``own`` stay: Brevitas registers learned activation scales (``.value``)
     # only once initialised, and takes them from the state dict when loading
     state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
     missing, unexpected = model.load_state_dict(state, strict=False)
     model.apply_masks()
     return sorted(set(state) - set(unexpected)), sorted(missing)
+
+
+def _widens(src: ModelConfig, dst: ModelConfig) -> bool:
+    """True when ``dst`` is ``src`` with some body layers wider and nothing else changed."""
+    same = ("stem_stride", "pools", "dilations", "separable_from", "context_widths",
+            "context_dilations", "head_width", "head_kernel", "reg_max", "in_channels")
+    return (len(src.widths) == len(dst.widths) and tuple(src.widths) != tuple(dst.widths)
+            and all(d >= s for s, d in zip(src.widths, dst.widths))
+            and all(getattr(src, f) == getattr(dst, f) for f in same))
+
+
+def _widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor | None:
+    """``fresh`` with ``old`` in its leading slice, or None when ``old`` does not fit in it.
+
+    Why (Net2Net-style growth that keeps the function): the old channels keep their weights,
+    the new ones keep their fresh init, and the old output channels read the new input channels
+    through zero weights, so the wider network starts with the narrower one's output (eval
+    mode) and the new channels join as training moves those zeros."""
+    if old.ndim != fresh.ndim or any(o > f for o, f in zip(old.shape, fresh.shape)):
+        return None
+    out = fresh.detach().clone()
+    out[tuple(slice(0, n) for n in old.shape)] = old
+    if out.ndim >= 2 and fresh.shape[1] > old.shape[1]:
+        out[:old.shape[0], old.shape[1]:] = 0
+    return out
 
 
 def holdout_split(items: Sequence[T], fraction: float, *, seed: int = 0
