@@ -18,7 +18,7 @@ The teacher can be a dihedral ensemble of itself (:class:`DihedralTeacher`, ``sa
 test-time augmentation averages them (:mod:`sarvessel.runtime.tta`). Why: the averaged map is
 a better detector than any one view (SSDD: W4A4 test AP50 0.931 -> 0.940 with two views), so
 the student is asked to learn in one pass what the teacher needs n passes for. On SSDD it did not
-help (8 views, two seeds: ``models/ssdd_w4a4/model_card.md``, session 16).
+help (8 views, two seeds: ``models/ssdd_w4a4/experiments.md``, session 16).
 """
 
 from __future__ import annotations
