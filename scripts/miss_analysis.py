@@ -4,6 +4,11 @@ the ships never found by their short side and by the distance to the nearest oth
 false alarms by score. Runs the same evaluation as ``sarvessel eval``. Example:
 
     python scripts/miss_analysis.py models/ssdd_w4a4/ssdd_w4a4.onnx --split test
+
+``--versus OTHER.onnx`` also counts the never-found ships the two models share (are the misses
+this model's, or the data's?), and ``--crops PNG`` draws a crop around each never-found ship
+(the shared ones with ``--versus``): labels in green, the model's detections scoring 0.05 or
+more in red.
 """
 
 from __future__ import annotations
@@ -36,6 +41,54 @@ def _neighbour_gaps(boxes: np.ndarray) -> np.ndarray:
     return d.min(1, initial=np.inf)
 
 
+def never_found(res) -> list[tuple[int, int]]:
+    """(image, ship) of each ship with no detection at IoU 0.5 scoring 0.001 or more."""
+    out = []
+    for i, (det, truth) in enumerate(zip(res.detections, res.truths, strict=True)):
+        for j, o in enumerate(box_iou(truth.boxes, det.boxes)):
+            hit = o >= 0.5
+            if not hit.any() or det.scores[hit].max() < 1e-3:
+                out.append((i, j))
+    return out
+
+
+def save_crops(res, ships: list[tuple[int, int]], out: Path, *, panel: int = 160,
+               columns: int = 6) -> Path:
+    """A PNG grid of square crops, each centred on one ship of ``ships`` (1.5x its longest
+    side, at least 96 px), with every label (green) and detection >= 0.05 (red) drawn."""
+    from PIL import Image, ImageDraw
+
+    from sarvessel.runtime.datasets import load_image_grey
+
+    rows = max(1, -(-len(ships) // columns))
+    sheet = Image.new("RGB", (columns * panel, rows * (panel + 16)), (24, 24, 24))
+    for k, (i, j) in enumerate(ships):
+        box = res.truths[i].boxes[j]
+        c = (box[:2] + box[2:]) / 2
+        half = max(48.0, 0.75 * float((box[2:] - box[:2]).max()))
+        x0, y0 = c - half
+        scale = panel / (2 * half)
+        grey = load_image_grey(res.paths[i])
+        crop = Image.fromarray(grey).crop((int(x0), int(y0), int(x0 + 2 * half),
+                                           int(y0 + 2 * half))).resize((panel, panel))
+        img = crop.convert("RGB")
+        draw = ImageDraw.Draw(img)
+        det = res.detections[i]
+        for b in det.boxes[det.scores >= 0.05]:
+            draw.rectangle(tuple(((b - [x0, y0, x0, y0]) * scale).tolist()), outline=(255, 60, 60))
+        for m, b in enumerate(res.truths[i].boxes):
+            draw.rectangle(tuple(((b - [x0, y0, x0, y0]) * scale).tolist()),
+                           outline=(60, 220, 90), width=2 if m == j else 1)
+        x, y = (k % columns) * panel, (k // columns) * (panel + 16)
+        sheet.paste(img, (x, y + 16))
+        w, h = box[2:] - box[:2]
+        ImageDraw.Draw(sheet).text((x + 3, y + 2), f"{Path(res.paths[i]).stem} {w:.0f}x{h:.0f}",
+                                   fill=(230, 230, 230))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    return out
+
+
 def _breakdown(title: str, values: np.ndarray, missed: np.ndarray, edges: tuple) -> None:
     """Print ships and misses per bin of ``values`` (the last bin is open: it holds inf)."""
     names = [f"<{edges[0]}", *(f"{lo}-{hi}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)),
@@ -51,6 +104,10 @@ def main() -> int:
     ap.add_argument("model", type=Path)
     ap.add_argument("--split", default="test")
     ap.add_argument("--conf", type=float, default=0.25, help="operating threshold")
+    ap.add_argument("--versus", type=Path, default=None, metavar="ONNX",
+                    help="another model: count the never-found ships both share")
+    ap.add_argument("--crops", type=Path, default=None, metavar="PNG",
+                    help="draw the never-found ships (the shared ones with --versus)")
     args = ap.parse_args()
     res = evaluate(args.model, "ssdd", split=args.split, threads=1)
     best_score, best_iou, alarms, short, gap = [], [], [], [], []
@@ -80,6 +137,14 @@ def main() -> int:
     for th in (0.9, 0.7, 0.5, args.conf):
         print(f"detections >= {th:g}: {(a[:, 0] >= th).sum()}, false alarms (IoU < 0.5 to every "
               f"ship): {(fp[:, 0] >= th).sum()}")
+    ships = never_found(res)
+    if args.versus is not None:
+        other = set(never_found(evaluate(args.versus, "ssdd", split=args.split, threads=1)))
+        ships = [s for s in ships if s in other]
+        print(f"never found by both: {len(ships)} (this model {int(never.sum())}, "
+              f"{args.versus} {len(other)})")
+    if args.crops is not None:
+        print(f"crops of {len(ships)} ships: {save_crops(res, ships, args.crops)}")
     return 0
 
 

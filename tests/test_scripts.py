@@ -99,15 +99,24 @@ def test_device_train_script_runs_a_time_limited_run_and_returns_its_files(
 
 @pytest.mark.ssdd
 def test_miss_analysis_breaks_down_the_ships_the_shipped_model_never_finds(
-        ssdd_dir: Path) -> None:
+        ssdd_dir: Path, tmp_path: Path) -> None:
     import os
     import re
 
     env = {**os.environ, "SARVESSEL_SSDD": str(ssdd_dir)}
+    crops = tmp_path / "never.png"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "miss_analysis.py"),
                         str(ROOT / "models" / "ssdd_w4a4" / "ssdd_w4a4.onnx"), "--split",
-                        "test"], capture_output=True, text=True, timeout=300, env=env)
+                        "test", "--versus", str(ROOT / "models" / "ssdd_float" / "ssdd_float.onnx"),
+                        "--crops", str(crops)], capture_output=True, text=True, timeout=300,
+                       env=env)
     assert r.returncode == 0, r.stderr
+    # the float twin never finds 17; 15 of them are among the W4A4 model's 19
+    assert "never found by both: 15 (this model 19" in r.stdout and " 17)" in r.stdout
+    from PIL import Image
+
+    with Image.open(crops) as im:  # 15 crops, 6 to a row of 160 px panels
+        assert im.size == (6 * 160, 3 * 176)
     assert "546 ships" in r.stdout and "0.001: 0.965" in r.stdout  # 19 ships never found
     for title in ("by short side", "by centre distance"):
         line = next(x for x in r.stdout.splitlines() if title in x)

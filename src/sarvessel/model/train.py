@@ -514,7 +514,7 @@ def _widens(src: ModelConfig, dst: ModelConfig) -> bool:
     same = ("stem_stride", "pools", "dilations", "separable_from", "context_widths",
             "context_dilations", "head_width", "head_kernel", "reg_max", "in_channels")
     return (len(src.widths) == len(dst.widths) and tuple(src.widths) != tuple(dst.widths)
-            and all(d >= s for s, d in zip(src.widths, dst.widths))
+            and all(d >= s for s, d in zip(src.widths, dst.widths, strict=True))
             and all(getattr(src, f) == getattr(dst, f) for f in same))
 
 
@@ -525,7 +525,7 @@ def _widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor | None:
     the new ones keep their fresh init, and the old output channels read the new input channels
     through zero weights, so the wider network starts with the narrower one's output (eval
     mode) and the new channels join as training moves those zeros."""
-    if old.ndim != fresh.ndim or any(o > f for o, f in zip(old.shape, fresh.shape)):
+    if old.ndim != fresh.ndim or any(o > f for o, f in zip(old.shape, fresh.shape, strict=True)):
         return None
     out = fresh.detach().clone()
     out[tuple(slice(0, n) for n in old.shape)] = old
