@@ -41,15 +41,20 @@ def _neighbour_gaps(boxes: np.ndarray) -> np.ndarray:
     return d.min(1, initial=np.inf)
 
 
+#: A ship with no detection at IoU 0.5 scoring this much is "never found" (below the ceiling).
+NEVER_SCORE = 1e-3
+
+
+def _hit_scores(iou: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Per ship (row of ``iou``), the highest score of a detection at IoU >= 0.5 (0: none)."""
+    return np.where(iou >= 0.5, scores[None], 0.0).max(1, initial=0.0)
+
+
 def never_found(res) -> list[tuple[int, int]]:
-    """(image, ship) of each ship with no detection at IoU 0.5 scoring 0.001 or more."""
-    out = []
-    for i, (det, truth) in enumerate(zip(res.detections, res.truths, strict=True)):
-        for j, o in enumerate(box_iou(truth.boxes, det.boxes)):
-            hit = o >= 0.5
-            if not hit.any() or det.scores[hit].max() < 1e-3:
-                out.append((i, j))
-    return out
+    """(image, ship) of each ship with no detection at IoU 0.5 scoring ``NEVER_SCORE``."""
+    return [(i, j) for i, (det, truth) in enumerate(zip(res.detections, res.truths, strict=True))
+            for j in np.flatnonzero(_hit_scores(box_iou(truth.boxes, det.boxes), det.scores)
+                                    < NEVER_SCORE).tolist()]
 
 
 def save_crops(res, ships: list[tuple[int, int]], out: Path, *, panel: int = 160,
@@ -62,23 +67,23 @@ def save_crops(res, ships: list[tuple[int, int]], out: Path, *, panel: int = 160
 
     rows = max(1, -(-len(ships) // columns))
     sheet = Image.new("RGB", (columns * panel, rows * (panel + 16)), (24, 24, 24))
+    images: dict[int, Image.Image] = {}  # several never-found ships may share an image
     for k, (i, j) in enumerate(ships):
         box = res.truths[i].boxes[j]
         c = (box[:2] + box[2:]) / 2
         half = max(48.0, 0.75 * float((box[2:] - box[:2]).max()))
         x0, y0 = c - half
         scale = panel / (2 * half)
-        grey = load_image_grey(res.paths[i])
-        crop = Image.fromarray(grey).crop((int(x0), int(y0), int(x0 + 2 * half),
-                                           int(y0 + 2 * half))).resize((panel, panel))
-        img = crop.convert("RGB")
+        if i not in images:
+            images[i] = Image.fromarray(load_image_grey(res.paths[i]))
+        img = images[i].crop((int(x0), int(y0), int(x0 + 2 * half),
+                              int(y0 + 2 * half))).resize((panel, panel)).convert("RGB")
         draw = ImageDraw.Draw(img)
-        det = res.detections[i]
-        for b in det.boxes[det.scores >= 0.05]:
-            draw.rectangle(tuple(((b - [x0, y0, x0, y0]) * scale).tolist()), outline=(255, 60, 60))
-        for m, b in enumerate(res.truths[i].boxes):
-            draw.rectangle(tuple(((b - [x0, y0, x0, y0]) * scale).tolist()),
-                           outline=(60, 220, 90), width=2 if m == j else 1)
+        det, shift = res.detections[i], np.array([x0, y0, x0, y0])
+        for b in (det.boxes[det.scores >= 0.05] - shift) * scale:
+            draw.rectangle(tuple(b.tolist()), outline=(255, 60, 60))
+        for m, b in enumerate((res.truths[i].boxes - shift) * scale):
+            draw.rectangle(tuple(b.tolist()), outline=(60, 220, 90), width=2 if m == j else 1)
         x, y = (k % columns) * panel, (k // columns) * (panel + 16)
         sheet.paste(img, (x, y + 16))
         w, h = box[2:] - box[:2]
@@ -110,16 +115,15 @@ def main() -> int:
                     help="draw the never-found ships (the shared ones with --versus)")
     args = ap.parse_args()
     res = evaluate(args.model, "ssdd", split=args.split, threads=1)
-    best_score, best_iou, alarms, short, gap = [], [], [], [], []
-    for det, truth in zip(res.detections, res.truths, strict=True):
+    keys, best_score, best_iou, alarms, short, gap = [], [], [], [], [], []
+    for i, (det, truth) in enumerate(zip(res.detections, res.truths, strict=True)):
+        keys += [(i, j) for j in range(len(truth.boxes))]
         short += list(_short_sides(truth.boxes))
         gap += list(_neighbour_gaps(truth.boxes))
         iou = box_iou(truth.boxes, det.boxes)  # [ships, detections]
+        best_score += list(_hit_scores(iou, det.scores))
         sure = det.scores >= args.conf
-        for o in iou:
-            hit = o >= 0.5
-            best_score.append(det.scores[hit].max() if hit.any() else 0.0)
-            best_iou.append(o[sure].max() if sure.any() else 0.0)
+        best_iou += [o[sure].max() if sure.any() else 0.0 for o in iou]
         nearest = iou.max(0) if len(truth.boxes) else np.zeros(len(det.scores))
         alarms += zip(det.scores, nearest, strict=True)
     s, b, a = np.array(best_score), np.array(best_iou), np.array(alarms).reshape(-1, 2)
@@ -129,7 +133,7 @@ def main() -> int:
     miss = s < args.conf
     print(f"misses at {args.conf:g}: {miss.sum()}; nearest detection scoring >= {args.conf:g} at "
           f"IoU 0.3-0.5: {(miss & (b >= 0.3)).sum()}, IoU < 0.1: {(miss & (b < 0.1)).sum()}")
-    never = s < 1e-3  # no detection at IoU 0.5 scoring 0.001 or more
+    never = s < NEVER_SCORE
     _breakdown("never found, by short side (px)", np.array(short), never, SHORT_BINS)
     _breakdown("never found, by centre distance to the nearest other ship (px)", np.array(gap),
                never, GAP_BINS)
@@ -137,7 +141,7 @@ def main() -> int:
     for th in (0.9, 0.7, 0.5, args.conf):
         print(f"detections >= {th:g}: {(a[:, 0] >= th).sum()}, false alarms (IoU < 0.5 to every "
               f"ship): {(fp[:, 0] >= th).sum()}")
-    ships = never_found(res)
+    ships = [k for k, n in zip(keys, never, strict=True) if n]
     if args.versus is not None:
         other = set(never_found(evaluate(args.versus, "ssdd", split=args.split, threads=1)))
         ships = [s for s in ships if s in other]

@@ -513,7 +513,7 @@ def _widens(src: ModelConfig, dst: ModelConfig) -> bool:
     """True when ``dst`` is ``src`` with some body layers wider and nothing else changed."""
     same = ("stem_stride", "pools", "dilations", "separable_from", "context_widths",
             "context_dilations", "head_width", "head_kernel", "reg_max", "in_channels")
-    return (len(src.widths) == len(dst.widths) and tuple(src.widths) != tuple(dst.widths)
+    return (len(src.widths) == len(dst.widths)
             and all(d >= s for s, d in zip(src.widths, dst.widths, strict=True))
             and all(getattr(src, f) == getattr(dst, f) for f in same))
 
