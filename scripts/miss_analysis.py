@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """Where a model's SSDD AP50 is lost: recall ceiling, misses near and far from any detection,
-the ships never found by their short side and by the distance to the nearest other ship, and
-false alarms by score. Runs the same evaluation as ``sarvessel eval``. Example:
+the ships never found by their short side and by the distance to the nearest other ship,
+false alarms by score, and the AP50 budget: what AP50 would be with no false alarm next to a
+ship (a duplicate of a found ship, or a ship boxed badly at IoU 0.1-0.5), none on clutter
+(IoU < 0.1), or none at all (the recall ceiling's AP50). Runs the same evaluation as
+``sarvessel eval``. Example:
 
     python scripts/miss_analysis.py models/ssdd_w4a4/ssdd_w4a4.onnx --split test
 
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sarvessel.runtime.ap import ImageDetections, evaluate_ap, match_image
 from sarvessel.runtime.evaluate import evaluate
 from sarvessel.runtime.nms import box_iou
 
@@ -55,6 +59,27 @@ def never_found(res) -> list[tuple[int, int]]:
     return [(i, j) for i, (det, truth) in enumerate(zip(res.detections, res.truths, strict=True))
             for j in np.flatnonzero(_hit_scores(box_iou(truth.boxes, det.boxes), det.scores)
                                     < NEVER_SCORE).tolist()]
+
+
+#: False-alarm kinds of the AP50 budget, by the IoU of the alarm's box with its nearest ship.
+#: A duplicate overlaps a ship that a higher-scoring detection already matched.
+ALARM_KINDS = {"duplicates (IoU >= 0.5)": (0.5, np.inf),
+               "next to a ship (IoU 0.1-0.5)": (0.1, 0.5), "on clutter (IoU < 0.1)": (0.0, 0.1),
+               "of any kind": (0.0, np.inf)}
+
+
+def ap50_without(res, lo: float, hi: float) -> float:
+    """AP50 of ``res`` with every false alarm (no ship matched at IoU 0.5) whose IoU with its
+    nearest ship is in [lo, hi) removed: an oracle that says how much AP50 such alarms cost."""
+    kept = []
+    for det, truth in zip(res.detections, res.truths, strict=True):
+        tp, _ = match_image(det.boxes, det.scores, truth.boxes, gt_ignore=truth.ignore,
+                            iou_thresholds=(0.5,))
+        near = (box_iou(det.boxes, truth.boxes).max(1, initial=0.0) if len(truth.boxes)
+                else np.zeros(len(det.scores)))
+        k = tp[:, 0] | (near < lo) | (near >= hi)
+        kept.append(ImageDetections(det.boxes[k], det.scores[k], det.classes[k]))
+    return evaluate_ap(kept, res.truths, nc=1, iou_thresholds=(0.5,)).ap50
 
 
 def save_crops(res, ships: list[tuple[int, int]], out: Path, *, panel: int = 160,
@@ -141,6 +166,8 @@ def main() -> int:
     for th in (0.9, 0.7, 0.5, args.conf):
         print(f"detections >= {th:g}: {(a[:, 0] >= th).sum()}, false alarms (IoU < 0.5 to every "
               f"ship): {(fp[:, 0] >= th).sum()}")
+    print(f"AP50 {res.report.ap50:.4f}; with no false alarm " + ", ".join(
+        f"{kind}: {ap50_without(res, lo, hi):.4f}" for kind, (lo, hi) in ALARM_KINDS.items()))
     ships = [k for k, n in zip(keys, never, strict=True) if n]
     if args.versus is not None:
         other = set(never_found(evaluate(args.versus, "ssdd", split=args.split, threads=1)))

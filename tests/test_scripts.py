@@ -124,3 +124,44 @@ def test_miss_analysis_breaks_down_the_ships_the_shipped_model_never_finds(
         assert sum(m for m, _ in pairs) == 19 and sum(n for _, n in pairs) == 546
     short = next(x for x in r.stdout.splitlines() if "by short side" in x)
     assert "<8: 9/28" in short and ">=24: 0/179" in short
+    # the AP50 budget: removing each kind of false alarm can only raise AP50, removing all of
+    # them gives the ceiling's AP50; clutter costs the W4A4 model 1.5 points
+    budget = next(x for x in r.stdout.splitlines() if "with no false alarm" in x)
+    ap = [float(v) for v in re.findall(r"(0\.\d{4})", budget)]
+    assert len(ap) == 5 and ap[0] == 0.9308 and all(a > ap[0] for a in ap[1:])
+    assert ap[3] == 0.9453 and ap[4] == max(ap) == 0.9604
+
+
+def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
+        ssdd_dir: Path, tmp_path: Path) -> None:
+    import os
+    import re
+
+    import torch
+
+    from sarvessel.model.checkpoint import save_checkpoint
+    from sarvessel.model.config import ModelConfig
+    from sarvessel.model.network import build_model
+    from sarvessel.model.train import init_from_checkpoint
+
+    torch.manual_seed(0)
+    base = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
+                       quantized=False)
+    narrow = save_checkpoint(tmp_path / "narrow.pt", build_model(base).eval())
+    wide = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16)}))
+    init_from_checkpoint(wide, narrow)  # the new channels copy old ones and share their weight
+    grown = save_checkpoint(tmp_path / "wide.pt", wide.eval())
+    env = {**os.environ, "SARVESSEL_SSDD": str(ssdd_dir)}
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "channel_share.py"), str(grown),
+                        "--keep", "8", "--images", "4"], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    rows = {m[0]: tuple(map(float, m[2:])) for m in re.findall(
+        r"(body\.\d+) \((\d+) channels\): first 8 ([\d.]+), best 8 ([\d.]+), the rest ([\d.]+)",
+        r.stdout)}
+    assert set(rows) == {"body.4", "body.8"}  # body.0 is not wider than 8
+    for first, best, rest in rows.values():
+        assert first <= best < 1.0 and abs(best + rest - 1.0) < 2e-3
+        assert 1.0 - first > 0.1  # the new channels (copies) carry real signal from the start
+    r = _run("channel_share.py", str(grown))
+    assert r.returncode == 2 and "--keep" in r.stderr

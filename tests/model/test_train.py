@@ -20,6 +20,7 @@ from sarvessel.model.train import (
     ModelEMA,
     TrainConfig,
     _append_csv,
+    _split_widened,
     freeze_batchnorm,
     holdout_split,
     init_from_checkpoint,
@@ -174,28 +175,66 @@ def test_init_seeds_every_subgrid_anchor_from_a_one_anchor_checkpoint(tmp_path: 
         assert torch.allclose(fine.forward_grid(x), want, atol=1e-5)
 
 
-def test_init_widens_body_layers_and_keeps_the_narrow_networks_output(tmp_path: Path) -> None:
+def test_init_widens_body_layers_by_copying_channels_and_keeps_the_output(tmp_path: Path
+                                                                          ) -> None:
     """A network that differs only in wider body layers starts as the narrower one: old channels
-    keep their weights, new ones start fresh, and old channels read new ones through zeros."""
+    keep their weights, each new one copies an old channel of its layer (filter and batch norm,
+    plus a little noise) and the next layer splits the copied channel's weights between the
+    copies, so every new channel carries signal from the start."""
     torch.manual_seed(0)
     base = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,
                        quantized=False)
     narrow = build_model(base).eval()
+    for m in narrow.modules():  # batch norms with statistics of their own, not 0/1
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
     ckpt = save_checkpoint(tmp_path / "narrow.pt", narrow)
-    wide = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16)}))
-    copied, fresh = init_from_checkpoint(wide, ckpt)
-    assert not fresh and "body.4.weight" in copied
-    w = wide.state_dict()["body.8.weight"]  # (16, 12, 3, 3) grown from (8, 8, 3, 3)
-    assert torch.equal(w[:8, :8], narrow.state_dict()["body.8.weight"])
-    assert not w[:8, 8:].any() and w[8:].abs().sum() > 0
+    wide_cfg = ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16)})
     x = torch.rand(2, 1, 64, 64) * 255
     with torch.no_grad():
-        assert torch.allclose(wide.eval()(x), narrow(x), atol=1e-5)
+        want = narrow(x)
+        # without noise the function is exact
+        exact = build_model(wide_cfg).eval()
+        grown = _split_widened(dict(narrow.state_dict()), exact, noise=0.0)
+        exact.load_state_dict({**narrow.state_dict(), **grown})
+        assert torch.allclose(exact(x), want, atol=1e-4)
+        old, new = narrow.state_dict(), exact.state_dict()
+        assert torch.equal(new["body.4.weight"][:8], old["body.4.weight"])  # input not grown
+        bn = new["body.9.weight"]  # (16,): new channels repeat old batch-norm scales
+        assert all(bool((old["body.9.weight"] == v).any()) for v in bn[8:])
+        head = new["head.0.weight"]  # reads 16 channels; each old channel's share sums to 1
+        assert head[:, 8:].abs().min(1).values.gt(0).all()
+        # through --init (noise 0.05): close to the narrow output, copies no longer exact
+        wide = build_model(wide_cfg)
+        copied, fresh = init_from_checkpoint(wide, ckpt)
+        assert not fresh and "body.8.weight" in copied
+        assert torch.allclose(wide.eval()(x), want, rtol=0.1, atol=0.1 * want.abs().mean())
+        w = wide.state_dict()["body.8.weight"]
+        assert not any(torch.equal(w[j], w[k]) for j in range(8, 16) for k in range(16) if j != k)
     # narrower, or another head width: those tensors keep their fresh init, as before
     other = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16),
                                        "head_width": 6}))
     _, fresh = init_from_checkpoint(other, ckpt)
-    assert "body.8.weight" in fresh and "head.0.weight" in fresh
+    assert "head.0.weight" in fresh
+
+
+def test_init_widens_a_context_model_through_zero_weights(tmp_path: Path) -> None:
+    """With a context branch the new channels start fresh and old ones read them through zeros
+    (the output stays the narrow network's)."""
+    torch.manual_seed(0)
+    base = ModelConfig(name="tiny", widths=(4, 8, 8), context_widths=(8,), head_width=4,
+                       tile_size=64, quantized=False)
+    narrow = build_model(base).eval()
+    ckpt = save_checkpoint(tmp_path / "narrow.pt", narrow)
+    wide = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 8)}))
+    init_from_checkpoint(wide, ckpt)
+    w = wide.state_dict()["body.4.weight"]  # (12, 4, 3, 3) grown from (8, 4, 3, 3)
+    assert torch.equal(w[:8], narrow.state_dict()["body.4.weight"]) and w[8:].abs().sum() > 0
+    assert not wide.state_dict()["body.8.weight"][:, 8:].any()
+    x = torch.rand(2, 1, 64, 64) * 255
+    with torch.no_grad():
+        assert torch.allclose(wide.eval()(x), narrow(x), atol=1e-5)
 
 
 def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
