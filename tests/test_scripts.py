@@ -149,7 +149,7 @@ def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
                        quantized=False)
     narrow = save_checkpoint(tmp_path / "narrow.pt", build_model(base).eval())
     wide = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16)}))
-    init_from_checkpoint(wide, narrow)  # the new channels copy old ones and share their weight
+    init_from_checkpoint(wide, narrow, grow="copy")  # new channels copy old ones
     grown = save_checkpoint(tmp_path / "wide.pt", wide.eval())
     env = {**os.environ, "SARVESSEL_SSDD": str(ssdd_dir)}
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "channel_share.py"), str(grown),

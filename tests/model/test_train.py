@@ -205,9 +205,9 @@ def test_init_widens_body_layers_by_copying_channels_and_keeps_the_output(tmp_pa
         assert all(bool((old["body.9.weight"] == v).any()) for v in bn[8:])
         head = new["head.0.weight"]  # reads 16 channels; each old channel's share sums to 1
         assert head[:, 8:].abs().min(1).values.gt(0).all()
-        # through --init (noise 0.05): close to the narrow output, copies no longer exact
+        # through --init --grow copy (noise 0.05): close to the narrow output, copies not exact
         wide = build_model(wide_cfg)
-        copied, fresh = init_from_checkpoint(wide, ckpt)
+        copied, fresh = init_from_checkpoint(wide, ckpt, grow="copy")
         assert not fresh and "body.8.weight" in copied
         assert torch.allclose(wide.eval()(x), want, rtol=0.1, atol=0.1 * want.abs().mean())
         w = wide.state_dict()["body.8.weight"]
@@ -215,32 +215,44 @@ def test_init_widens_body_layers_by_copying_channels_and_keeps_the_output(tmp_pa
     # narrower, or another head width: those tensors keep their fresh init, as before
     other = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 16),
                                        "head_width": 6}))
-    _, fresh = init_from_checkpoint(other, ckpt)
+    _, fresh = init_from_checkpoint(other, ckpt, grow="copy")
     assert "head.0.weight" in fresh
 
 
-def test_init_widens_a_context_model_through_zero_weights(tmp_path: Path) -> None:
-    """With a context branch the new channels start fresh and old ones read them through zeros
-    (the output stays the narrow network's)."""
+@pytest.mark.parametrize("context", [(), (8,)])
+def test_init_widens_body_layers_through_zero_weights_by_default(tmp_path: Path,
+                                                                 context: tuple[int, ...]) -> None:
+    """By default (grow "zero", with or without a context branch) old channels keep their
+    weights, new ones start fresh, old ones read them through zeros, and the output stays the
+    narrow network's. grow "copy" refuses a context branch."""
     torch.manual_seed(0)
-    base = ModelConfig(name="tiny", widths=(4, 8, 8), context_widths=(8,), head_width=4,
+    base = ModelConfig(name="tiny", widths=(4, 8, 8), context_widths=context, head_width=4,
                        tile_size=64, quantized=False)
     narrow = build_model(base).eval()
     ckpt = save_checkpoint(tmp_path / "narrow.pt", narrow)
     wide = build_model(ModelConfig(**{**base.to_dict(), "widths": (4, 12, 8)}))
-    init_from_checkpoint(wide, ckpt)
+    copied, fresh = init_from_checkpoint(wide, ckpt)
+    assert not fresh and "body.4.weight" in copied
     w = wide.state_dict()["body.4.weight"]  # (12, 4, 3, 3) grown from (8, 4, 3, 3)
     assert torch.equal(w[:8], narrow.state_dict()["body.4.weight"]) and w[8:].abs().sum() > 0
     assert not wide.state_dict()["body.8.weight"][:, 8:].any()
     x = torch.rand(2, 1, 64, 64) * 255
     with torch.no_grad():
         assert torch.allclose(wide.eval()(x), narrow(x), atol=1e-5)
+    if context:
+        with pytest.raises(SarvesselError, match="plain conv body"):
+            init_from_checkpoint(wide, ckpt, grow="copy")
+    with pytest.raises(SarvesselError, match="grow must be"):
+        init_from_checkpoint(wide, ckpt, grow="clone")
 
 
 def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
     args = build_parser().parse_args(["train", "--out", str(tmp_path), "--context-widths",
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])
     assert args.context_widths == "16,16" and args.mosaic == 0.5 and args.close_mosaic == 3
+    assert args.grow == "zero"
+    assert build_parser().parse_args(["train", "--out", str(tmp_path), "--grow",
+                                      "copy"]).grow == "copy"
     assert main(["train", "--out", str(tmp_path), "--context-widths", "8,a"]) == 2
     # scene data has its own val/ scenes, no mosaics and no image list to oversample
     for flag, value in (("--holdout", "0.1"), ("--mosaic", "0.1"),
