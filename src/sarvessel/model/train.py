@@ -490,10 +490,10 @@ def init_from_checkpoint(model: SarYolo, path: Path | str, *, grow: str = "zero"
     that differs only in wider body layers starts as the narrower one. ``grow`` says how its
     new channels start: "zero", fresh and read through zero weights (:func:`_widened`), or
     "copy", as copies of old channels (:func:`_split_widened`; plain bodies only). Session 22
-    measured both on SSDD (a 96-wide body grown from the 40-wide float twin, 36 epochs): the
-    copies carry a third of each layer's signal instead of 5-19 %, but the model scores the
-    same on the training split (AP50 0.962) and 1 point lower on test, so "zero" stays the
-    default."""
+    measured both on SSDD (a 96-wide body grown from the 40-wide float twin, 2 x 36 epochs):
+    the new channels carry 41-49 % of each layer's signal instead of 4-19 %, but the model
+    scores the same on the training split (AP50 0.963 against 0.965) and 1 point lower on
+    test, with a higher training loss, so "zero" stays the default."""
     if grow not in ("zero", "copy"):
         raise SarvesselError(f"grow must be 'zero' or 'copy', got {grow!r}")
     src, _ = load_checkpoint(path, quantized=model.cfg.quantized)
@@ -545,7 +545,7 @@ def _split_widened(state: dict[str, torch.Tensor], model: SarYolo, *, noise: flo
 
     Why, beside :func:`_widened` (fresh channels read through zero weights): that also keeps
     the function, but the fresh channels stay weak. In a 96-wide body grown that way from the
-    40-wide float twin, after 72 epochs the old 40 channels still carried 81-95 % of the
+    40-wide float twin, after 72 epochs the old 40 channels still carried 81-96 % of the
     signal into each next layer (``scripts/channel_share.py``). Copies start as strong as the
     channels they copy; the noise lets them drift apart (under Adam, exact copies get the
     same normalised updates and stay copies). Plain nn.Conv2d/BatchNorm2d chain only (no context
