@@ -37,6 +37,18 @@ def test_topk_limits_positives_and_scores_are_iou_aware() -> None:
     assert float(scores[~fg].abs().sum()) == 0.0
 
 
+def test_class_targets_follow_the_best_iou_unless_iou_targets_is_off() -> None:
+    # predictions that overlap the box at IoU 0.5 (a 16x32 box in a 32x32 one; CIoU 0.4655)
+    pd = torch.tensor([[0.0, 0.0, 16.0, 32.0]])
+    args = _setup(pd, [[0.0, 0.0, 32.0, 32.0]])
+    _, _, soft, fg, _ = TaskAlignedAssigner(topk=3)(*args)
+    assert abs(float(soft[fg].amax()) - 0.4655) < 1e-3  # ultralytics: the CIoU (IoU 0.5)
+    _, _, one, fg1, _ = TaskAlignedAssigner(topk=3, iou_targets=False)(*args)
+    assert torch.equal(fg, fg1)  # same positives, only the targets change
+    assert torch.allclose(one[fg], torch.ones(3, 1), atol=1e-4)  # equal IoUs: all at 1
+    assert float(one[~fg].abs().sum()) == 0.0
+
+
 def test_anchor_shared_by_two_boxes_goes_to_higher_iou() -> None:
     # predictions all equal box A; anchors inside both A and B go to A
     a, b = [0.0, 0.0, 20.0, 20.0], [8.0, 8.0, 32.0, 32.0]

@@ -18,13 +18,16 @@ class TaskAlignedAssigner(nn.Module):
     """Assign ground-truth boxes to anchors by ``score**alpha * IoU**beta`` (top-k per box)."""
 
     def __init__(self, *, topk: int = 10, num_classes: int = 1, alpha: float = 0.5,
-                 beta: float = 6.0, eps: float = 1e-9, min_size: float = 0.0) -> None:
+                 beta: float = 6.0, eps: float = 1e-9, min_size: float = 0.0,
+                 iou_targets: bool = True) -> None:
         """``min_size`` (pixels): boxes narrower than this are widened about their centre for the
         candidate test only, so a box smaller than the stride still gets an anchor (SSDD has
         ~2 % of ships with no anchor centre inside at stride 8). The default 0 is ultralytics'
-        behaviour."""
+        behaviour. ``iou_targets``: each box's best anchor gets the class target of its best
+        predicted IoU (ultralytics); False gives it 1, so a small ship whose boxes overlap
+        poorly is not taught a low score (AP50 counts any overlap over 0.5 alike)."""
         super().__init__()
-        self.min_size = min_size
+        self.min_size, self.iou_targets = min_size, iou_targets
         self.topk, self.num_classes = topk, num_classes
         self.alpha, self.beta, self.eps = alpha, beta, eps
 
@@ -55,7 +58,8 @@ class TaskAlignedAssigner(nn.Module):
             gt_labels, gt_bboxes, target_gt_idx, fg_mask)
         align_metric *= mask_pos
         pos_align = align_metric.amax(-1, keepdim=True)
-        pos_overlaps = (overlaps * mask_pos).amax(-1, keepdim=True)
+        pos_overlaps = ((overlaps * mask_pos).amax(-1, keepdim=True) if self.iou_targets
+                        else 1.0)
         norm = (align_metric * pos_overlaps / (pos_align + self.eps)).amax(-2).unsqueeze(-1)
         target_scores = target_scores * norm
         return target_labels, target_bboxes, target_scores, fg_mask.bool(), target_gt_idx

@@ -83,6 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "channel into depthwise convs) and weight_mse=1 (weight scales start at "
                         "the rounding-MSE optimum, then learned)")
     p.add_argument("--init", type=Path, default=None, help="start from this checkpoint")
+    p.add_argument("--cls-target", choices=("iou", "one"), default="iou",
+                   help="class target of each box's best anchor: its best IoU (iou, "
+                        "ultralytics, default) or 1 (one)")
     p.add_argument("--grow", choices=("zero", "copy"), default="zero",
                    help="with --init into wider body layers: new channels start fresh and are "
                         "read through zero weights (zero, default) or copy old channels "
@@ -188,7 +191,8 @@ def run_train(args: argparse.Namespace) -> int:
                      workers=args.workers, time_limit=args.time_limit,
                      fit_epochs=args.fit_epochs,
                      channels_last=args.channels_last,
-                     init=args.init, grow=args.grow, resume=args.resume,
+                     init=args.init, grow=args.grow,
+                     iou_targets=args.cls_target == "iou", resume=args.resume,
                      eval_every=args.eval_every, val_split=args.val_split,
                      holdout=args.holdout,
                      export_dir=args.export_dir,

@@ -47,13 +47,13 @@ class DetectionLoss(nn.Module):
     def __init__(self, *, stride: int, reg_max: int = 16, nc: int = 1, box_gain: float = 7.5,
                  cls_gain: float = 0.5, dfl_gain: float = 1.5, topk: int = 10,
                  alpha: float = 0.5, beta: float = 6.0, min_candidate_size: float | None = None,
-                 subgrid: int = 1) -> None:
+                 subgrid: int = 1, iou_targets: bool = True) -> None:
         super().__init__()
         self.stride, self.reg_max, self.nc, self.subgrid = stride, reg_max, nc, subgrid
         self.gains = (box_gain, cls_gain, dfl_gain)
         min_size = 1.5 * stride / subgrid if min_candidate_size is None else min_candidate_size
         self.assigner = TaskAlignedAssigner(topk=topk, num_classes=nc, alpha=alpha, beta=beta,
-                                            min_size=min_size)
+                                            min_size=min_size, iou_targets=iou_targets)
 
     def forward(self, raw: torch.Tensor, gt_boxes: torch.Tensor, gt_labels: torch.Tensor,
                 gt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,6 +113,9 @@ class TrainConfig:
     #: How ``init`` seeds the new channels of wider body layers: "zero" (fresh channels read
     #: through zero weights) or "copy" (Net2WiderNet copies); see :func:`init_from_checkpoint`.
     grow: str = "zero"
+    #: Class targets scaled by each box's best IoU (ultralytics) or not; see
+    #: :class:`~sarvessel.model.assigner.TaskAlignedAssigner`.
+    iou_targets: bool = True
     resume: bool = False
     #: Evaluate every n epochs (and always at the last).
     eval_every: int = 1
@@ -248,7 +251,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
 
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc,
-                            subgrid=model_cfg.subgrid)
+                            subgrid=model_cfg.subgrid, iou_targets=cfg.iou_targets)
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg).to(device)
     if teacher is not None:
