@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 from sarvessel.model.checkpoint import load_checkpoint
+from sarvessel.model.data import ImageDataset
 from sarvessel.model.network import SarYolo
-from sarvessel.runtime.datasets import load_image_grey, load_ssdd
+from sarvessel.runtime.datasets import load_ssdd
 from sarvessel.runtime.evaluate import ssdd_root
 
 
 def channel_weights(model: SarYolo, images: list[np.ndarray]) -> dict[int, torch.Tensor]:
-    """Per body conv index, the weight of each of its output channels (see the module doc).
+    """Per body conv index, the weight of each of its output channels (see the module doc);
+    ``images`` are uint8 tiles ``[C, H, W]``.
     Plain conv → batch norm → ReLU body, as :func:`~sarvessel.model.train._split_widened`
     grows it."""
     body = model.body
@@ -40,21 +42,13 @@ def channel_weights(model: SarYolo, images: list[np.ndarray]) -> dict[int, torch
     try:
         with torch.no_grad():
             for img in images:
-                model(torch.from_numpy(img.astype(np.float32))[None, None])
+                model(torch.from_numpy(img.astype(np.float32))[None])
     finally:
         for h in hooks:
             h.remove()
     readers = [body[i] for i in convs[1:]] + [model.head[0]]
     return {i: torch.cat(acts[i], 1).std(1) * r.weight.detach().pow(2).sum((0, 2, 3)).sqrt()
             for i, r in zip(convs, readers, strict=True)}
-
-
-def tile(grey: np.ndarray, size: int) -> np.ndarray:
-    """``grey`` at the top-left of a zero ``size`` x ``size`` tile, as SSDD is evaluated."""
-    out = np.zeros((size, size), grey.dtype)
-    h, w = min(size, grey.shape[0]), min(size, grey.shape[1])
-    out[:h, :w] = grey[:h, :w]
-    return out
 
 
 def main() -> int:
@@ -67,10 +61,10 @@ def main() -> int:
     if model.cfg.context_widths or model.cfg.separable_from:
         print("only plain conv bodies (no context branch, no separable layers)", file=sys.stderr)
         return 2
-    items = load_ssdd(ssdd_root(), "train")
-    pick = np.random.default_rng(0).choice(len(items), min(args.images, len(items)),
-                                           replace=False)
-    images = [tile(load_image_grey(items[k].path), model.cfg.tile_size) for k in pick]
+    # evaluation tiles: each image letterboxed at a tile's top-left, as quick evaluation does
+    ds = ImageDataset(load_ssdd(ssdd_root(), "train"), tile_size=model.cfg.tile_size)
+    pick = np.random.default_rng(0).choice(len(ds), min(args.images, len(ds)), replace=False)
+    images = [ds[int(k)][0] for k in pick]
     print(f"{args.checkpoint}: share of each layer's signal, {len(images)} SSDD training images")
     for i, w in channel_weights(model.eval(), images).items():
         if len(w) <= args.keep:

@@ -575,8 +575,7 @@ def _split_widened(state: dict[str, torch.Tensor], model: SarYolo, *, noise: flo
             out[f"{bn}.{part}"] = state[f"{bn}.{part}"][g]
         share = torch.rand(n_new, generator=gen) + 0.5  # 0.5-1.5: no copy starts negligible
         total = torch.zeros(n_old).index_add_(0, g, share)
-        in_map, in_frac = g, share / total[g]
-        in_frac[torch.bincount(g, minlength=n_old)[g] == 1] = 1.0  # uncopied channels: exact
+        in_map, in_frac = g, share / total[g]  # an uncopied channel: share / share, exactly 1
     w = state["head.0.weight"]  # the head reads the last body layer
     out["head.0.weight"] = w[:, in_map] * in_frac.view(1, -1, 1, 1).to(w.dtype)
     return out
