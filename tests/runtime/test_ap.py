@@ -1,5 +1,5 @@
 """AP tests with hand-computed values (perfect, one FP, missed GT, duplicates, IoU sweep,
-classes, ignored boxes) for both interpolations, and the PR-curve PNG."""
+classes, ignored boxes) for the interpolations, and the PR-curve PNG."""
 
 from __future__ import annotations
 
@@ -69,6 +69,20 @@ def test_missed_ground_truth(interp: str, want: float) -> None:
     assert (r.tp, r.fp, r.fn, r.recall, r.precision) == (1, 0, 1, 0.5, 1.0)
     assert r.f1 == pytest.approx(2 / 3)
     assert r.max_recall == 0.5  # B is never found: AP50 cannot pass 0.5
+
+
+@pytest.mark.parametrize("dets, gts, want", [
+    # perfect: the end point (1, 0) takes half of the last 0.01 of recall (ultralytics' 0.995)
+    ([_dets([A, B], [0.9, 0.8])], [_gt([A, B])], 0.995),
+    # recall stops at 0.5: precision falls linearly from 1 to 0 between recall 0.5 and 1
+    ([_dets([A], [0.9])], [_gt([A, B])], 0.5 + 0.25),
+    # TP, FP, TP: envelope 1 up to recall 0.49, 2/3 from 0.5 to 0.99, 0 at 1
+    ([_dets([A, FAR, B], [0.9, 0.8, 0.7])], [_gt([A, B])],
+     0.49 + 0.01 * (1 + 2 / 3) / 2 + 0.49 * 2 / 3 + 0.01 * (2 / 3) / 2),
+])
+def test_ultralytics_interpolation(dets: list, gts: list, want: float) -> None:
+    r = _ap(dets, gts, "ultralytics")
+    assert r.ap50 == pytest.approx(want) and r.interpolation == "ultralytics"
 
 
 def test_max_recall_counts_detections_below_the_threshold() -> None:

@@ -7,9 +7,11 @@ class with the highest IoU, if that IoU is ``>=`` the threshold; a detection mat
 counted as ground truth. AP is computed per class from all images pooled, then averaged over the
 classes that have ground truth.
 
-Two interpolations (:class:`Interpolation`): ``coco101`` (the default) samples the precision
+Three interpolations (:class:`Interpolation`): ``coco101`` (the default) samples the precision
 envelope at 101 recall points 0, 0.01, ..., 1 as COCO does; ``all_point`` integrates the envelope
-over every recall step (VOC 2010+). AP50-95 is the mean AP over IoU 0.50:0.05:0.95.
+over every recall step (VOC 2010+); ``ultralytics`` is the trapezoid rule of ultralytics'
+``compute_ap``, the figure that YOLOv8-based papers quote (see :class:`Interpolation`). AP50-95
+is the mean AP over IoU 0.50:0.05:0.95.
 
 Boxes are ``[N, 4]`` corner boxes; any corner order works (x1, y1, x2, y2 or top, left, bottom,
 right) as long as predictions and ground truth use the same one.
@@ -61,7 +63,8 @@ def evaluate_ap(
     detections[i], truths[i]: predictions and ground truth of image i. nc: number of classes.
     conf_threshold: score at or above which a detection counts for precision/recall/F1 (at IoU
     0.5); the default is 0.25. iou_thresholds: for the AP average; must contain 0.5; the default
-    is COCO's 0.50:0.05:0.95. interpolation: ``coco101`` (default) or ``all_point``.
+    is COCO's 0.50:0.05:0.95. interpolation: ``coco101`` (default), ``all_point`` or
+    ``ultralytics``.
     """
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} detection sets for {len(truths)} images")
@@ -264,6 +267,8 @@ def average_precision(
         return float("nan"), curve
     if len(tp) == 0:
         return 0.0, curve
+    if interp is Interpolation.ULTRALYTICS:
+        return _ultralytics_ap(recall, precision), curve
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     if interp is Interpolation.COCO101:
         points = np.linspace(0.0, 1.0, 101)
@@ -390,6 +395,23 @@ class Interpolation(str, Enum):
     COCO101 = "coco101"
     #: VOC 2010+: area under the envelope at every recall step.
     ALL_POINT = "all_point"
+    #: ultralytics' ``compute_ap`` ("interp"): the envelope, with end points (0, 1) and
+    #: (1, 0) added, linearly interpolated at recall 0, 0.01, ..., 1 and integrated by the
+    #: trapezoid rule. Why it is here: the YOLOv8-class SSDD figures a model is compared with
+    #: (NOTES §10) are computed this way. It credits a triangle beyond the highest recall
+    #: reached (a detector whose recall stops short of 1 scores more than with ``coco101``),
+    #: loses a little on each drop of the envelope, and gives a perfect detector 0.995.
+    ULTRALYTICS = "ultralytics"
+
+
+def _ultralytics_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """AP as ultralytics' ``compute_ap`` with its default ``"interp"`` method computes it."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[1.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    x = np.linspace(0.0, 1.0, 101)
+    y = np.interp(x, mrec, mpre)
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)  # np.trapz, on numpy 1.x and 2.x
 
 
 def _save_pr_curve_pillow(report: APReport, path: Path, label: str) -> None:

@@ -278,7 +278,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     p.add_argument("--interpolation", default=Interpolation.COCO101.value,
                    choices=[i.value for i in Interpolation],
-                   help="AP interpolation (default coco101)")
+                   help="AP interpolation (default coco101; all_point: VOC 2010+; ultralytics: "
+                        "the trapezoid rule YOLOv8-based papers quote)")
     p.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile (default 1: none); n times the cost")
     p.add_argument("--input-scale", type=float,
