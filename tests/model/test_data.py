@@ -167,3 +167,29 @@ def test_scene_chips(tmp_path: Path) -> None:
     assert aug[0][0].shape == (2, 128, 128)
     with pytest.raises(SarvesselError, match="VV_dB.tif"):
         load_scene(tmp_path)
+
+
+@pytest.mark.parametrize("shrink, side", [(True, 10.0), (False, 20.0)])
+def test_oversized_training_images_fit_the_tile_or_stay_native(tmp_path: Path, shrink: bool,
+                                                               side: float) -> None:
+    # a 128 px image on a 64 px tile: shrunk by 1/2 to fit (fit) or cropped at native pixels,
+    # the scale the runtime's tiles show it at (native)
+    from PIL import Image
+
+    from sarvessel.runtime.datasets import LabeledImage
+
+    img = np.full((128, 128), 10, np.uint8)
+    img[50:70, 40:60] = 200
+    Image.fromarray(img).save(tmp_path / "a.png")
+    item = LabeledImage(tmp_path / "a.png", 128, 128, np.array([[40, 50, 60, 70]], np.float32),
+                        np.array([0]))
+    cfg = AugmentConfig(jitter_p=0.0, speckle_p=0.0, scale_p=0.0, flip=0.0, rot90=0.0,
+                        shrink_oversize=shrink)
+    ds = ImageDataset([item], tile_size=64, train_size=64, augment=cfg)
+    tile, boxes, _ = ds[0]
+    assert ds.letterbox_scale(0) == (0.5 if shrink else 1.0) and tile.shape == (1, 64, 64)
+    assert (boxes[0, 2:] - boxes[0, :2]).max() == pytest.approx(side)  # the crop may cut one side
+    x0, y0, x1, y1 = np.round(boxes[0]).astype(int)
+    assert tile[0, (y0 + y1) // 2, (x0 + x1) // 2] == 200
+    # evaluation always letterboxes the whole image into the tile
+    assert ImageDataset([item], tile_size=64).letterbox_scale(0) == 0.5

@@ -46,6 +46,11 @@ class AugmentConfig:
     #: (:func:`paste_patches`); 0 is off. ``paste_n``: how many (uniform, inclusive).
     copy_paste: float = 0.0
     paste_n: tuple[int, int] = (1, 4)
+    #: Images larger than the model's tile: shrunk to fit it before the random scale (True,
+    #: the recipe of every shipped model) or kept at native pixels and cropped (False). Why
+    #: False exists: the runtime does not shrink such images, it tiles them at native pixels,
+    #: so shrinking them in training teaches their ships at a scale the runtime never shows.
+    shrink_oversize: bool = True
 
 
 def flip(img: np.ndarray, boxes: np.ndarray, *, horizontal: bool) -> tuple[np.ndarray, np.ndarray]:

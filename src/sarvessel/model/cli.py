@@ -90,6 +90,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --init into wider body layers: new channels start fresh and are "
                         "read through zero weights (zero, default) or copy old channels "
                         "(copy, Net2WiderNet; plain bodies only)")
+    p.add_argument("--oversize", choices=("fit", "native"), default="fit",
+                   help="training images larger than the tile: shrunk to fit it (fit, "
+                        "default) or cropped at native pixels, as the runtime tiles them "
+                        "(native)")
     p.add_argument("--resume", action="store_true", help="resume <out>/last.pt")
     p.add_argument("--export-dir", type=Path, default=None,
                    help="copy the best checkpoint, metrics.csv and curve here (models/<name>)")
@@ -197,7 +201,8 @@ def run_train(args: argparse.Namespace) -> int:
                      holdout=args.holdout,
                      export_dir=args.export_dir,
                      max_batches=args.max_batches, max_images=args.max_images,
-                     augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste),
+                     augment=AugmentConfig(mosaic=args.mosaic, copy_paste=args.copy_paste,
+                                           shrink_oversize=args.oversize == "fit"),
                      close_mosaic=args.close_mosaic,
                      teacher=args.teacher, distill_gain=args.distill_gain,
                      teacher_tta=args.teacher_tta,

@@ -126,15 +126,17 @@ class ImageDataset(Dataset):
     def letterbox_scale(self, index: int) -> float:
         """Scale applied to image ``index``: ``input_scale``, shrunk to fit the tile.
 
-        Training shrinks oversized images to the tile, then applies ``input_scale`` (its crops
-        need not hold the whole image); evaluation fits the resampled image into one tile, so
-        with ``input_scale`` > 1 large images are seen coarser than the runtime, which tiles them,
-        sees them: the per-epoch validation AP is then an approximation.
+        Training shrinks oversized images to the tile (unless ``augment.shrink_oversize`` is
+        off), then applies ``input_scale`` (its crops need not hold the whole image); evaluation
+        fits the resampled image into one tile, so large images are seen coarser than the
+        runtime, which tiles them, sees them: the per-epoch validation AP is an approximation.
         """
         it = self.items[index]
         fit = self.tile_size / max(it.width, it.height)
         if self.augment is None:
             return min(self.input_scale, fit)
+        if not self.augment.shrink_oversize:
+            return self.input_scale
         return min(1.0, fit) * self.input_scale
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
