@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+import torch.nn.functional as F
 
 from sarvessel.model.config import ModelConfig
-from sarvessel.model.loss import DetectionLoss, df_loss
+from sarvessel.model.loss import DetectionLoss, class_loss, df_loss
 from sarvessel.model.network import build_model
 from sarvessel.runtime.decode import decode
 from sarvessel.runtime.nms import box_iou
@@ -20,6 +22,31 @@ def test_df_loss_minimal_at_target() -> None:
         good[0, s, min(lo + 1, 15)] = torch.log(torch.tensor(t - lo + 1e-6))
     bad = torch.zeros(1, 4, 16)
     assert float(df_loss(good, target)) < float(df_loss(bad, target))
+
+
+def test_class_losses_weigh_easy_negatives_down() -> None:
+    # one positive (target IoU 0.8) and two negatives, one easy (p 0.007), one hard (p 0.73)
+    logits = torch.tensor([1.0, -5.0, 1.0])
+    targets = torch.tensor([0.8, 0.0, 0.0])
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = logits.sigmoid()
+    assert float(class_loss(logits, targets, "bce")) == pytest.approx(float(bce.sum()))
+    qfl = class_loss(logits, targets, "qfl")
+    want = (bce * (targets - p).abs() ** 2).sum()
+    assert float(qfl) == pytest.approx(float(want))
+    vfl = class_loss(logits, targets, "vfl")
+    want = bce[0] * 0.8 + (bce[1:] * 0.75 * p[1:] ** 2).sum()
+    assert float(vfl) == pytest.approx(float(want))
+    # the easy negative's share of the loss shrinks under both focal losses
+    for kind in ("qfl", "vfl"):
+        parts = torch.stack([class_loss(logits[i:i + 1], targets[i:i + 1], kind)
+                             for i in range(3)])
+        assert parts[1] / parts[2] < bce[1] / bce[2] / 100
+    # a prediction equal to its target costs QFL nothing
+    exact = torch.logit(torch.tensor([0.8, 0.3]))
+    assert float(class_loss(exact, torch.tensor([0.8, 0.3]), "qfl")) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="class loss"):
+        DetectionLoss(stride=8, cls_loss="focal")
 
 
 def test_no_boxes_gives_only_class_loss() -> None:

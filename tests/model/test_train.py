@@ -251,6 +251,10 @@ def test_cli_parses_context_branch_and_mosaic(tmp_path: Path, capsys) -> None:
                                       "16,16", "--mosaic", "0.5", "--close-mosaic", "3"])
     assert args.context_widths == "16,16" and args.mosaic == 0.5 and args.close_mosaic == 3
     assert args.grow == "zero" and args.cls_target == "iou"
+    assert args.cls_loss == "bce" and args.oversize == "fit"
+    args = build_parser().parse_args(["train", "--out", str(tmp_path), "--cls-loss", "vfl",
+                                      "--oversize", "native"])
+    assert args.cls_loss == "vfl" and args.oversize == "native"
     assert build_parser().parse_args(["train", "--out", str(tmp_path), "--grow",
                                       "copy"]).grow == "copy"
     assert main(["train", "--out", str(tmp_path), "--context-widths", "8,a"]) == 2

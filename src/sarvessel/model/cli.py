@@ -86,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cls-target", choices=("iou", "one"), default="iou",
                    help="class target of each box's best anchor: its best IoU (iou, "
                         "ultralytics, default) or 1 (one)")
+    p.add_argument("--cls-loss", choices=("bce", "qfl", "vfl"), default="bce",
+                   help="class loss: BCE (ultralytics, default), quality focal (qfl) or "
+                        "varifocal (vfl)")
     p.add_argument("--grow", choices=("zero", "copy"), default="zero",
                    help="with --init into wider body layers: new channels start fresh and are "
                         "read through zero weights (zero, default) or copy old channels "
@@ -196,7 +199,8 @@ def run_train(args: argparse.Namespace) -> int:
                      fit_epochs=args.fit_epochs,
                      channels_last=args.channels_last,
                      init=args.init, grow=args.grow,
-                     iou_targets=args.cls_target == "iou", resume=args.resume,
+                     iou_targets=args.cls_target == "iou", cls_loss=args.cls_loss,
+                     resume=args.resume,
                      eval_every=args.eval_every, val_split=args.val_split,
                      holdout=args.holdout,
                      export_dir=args.export_dir,

@@ -1,4 +1,5 @@
-"""YOLOv8 detection loss: CIoU + DFL on assigned anchors, BCE on IoU-aware class targets.
+"""YOLOv8 detection loss: CIoU + DFL on assigned anchors, BCE on IoU-aware class targets
+(or one of two focal variants of it, :data:`CLASS_LOSSES`).
 
 The loss takes explicit numbers (stride, reg_max, nc, gains), never the model.
 """
@@ -13,7 +14,31 @@ from sarvessel.model.anchors import bbox2dist, dfl_decode, dist2bbox, make_ancho
 from sarvessel.model.assigner import TaskAlignedAssigner
 from sarvessel.model.boxes import bbox_iou
 
-__all__ = ["DetectionLoss", "df_loss"]
+__all__ = ["CLASS_LOSSES", "DetectionLoss", "class_loss", "df_loss"]
+
+#: Class losses: ``bce`` (ultralytics' YOLOv8), ``qfl`` (quality focal loss, GFL, the loss DFL
+#: was introduced with) and ``vfl`` (varifocal loss, VarifocalNet).
+CLASS_LOSSES = ("bce", "qfl", "vfl")
+
+
+def class_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """Summed class loss of ``logits`` against soft (IoU-valued) ``targets`` of the same shape.
+
+    ``qfl`` weights each term by ``|target - p|**2``; ``vfl`` weights positives by their target
+    and negatives by ``0.75 * p**2``. Why the focal ones exist: at stride 8 a tile has ~4000
+    anchors, nearly all easy sea; both shrink those terms so the loss is spent on the hard
+    negatives (quays, land) that make the detector's false alarms.
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    if kind == "bce":
+        return bce.sum()
+    p = logits.sigmoid().detach()
+    if kind == "qfl":
+        return (bce * (targets - p).abs().pow(2.0)).sum()
+    if kind == "vfl":
+        pos = (targets > 0).to(logits.dtype)
+        return (bce * (0.75 * p.pow(2.0) * (1 - pos) + targets * pos)).sum()
+    raise ValueError(f"class loss {kind!r} is not one of {CLASS_LOSSES}")
 
 
 def df_loss(pred_dist: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -41,14 +66,17 @@ class DetectionLoss(nn.Module):
     behaviour. ``topk``: positives per box, 10 also with a subgrid (40 at subgrid 2 left small
     ships too few of the positives; SSDD model card, session 20). ``forward`` returns
     ``(total, parts)`` where total is ``sum(parts) * B`` (as ultralytics) and parts is the
-    detached ``[box, cls, dfl]``.
+    detached ``[box, cls, dfl]``. ``cls_loss``: one of :data:`CLASS_LOSSES` (default ``bce``).
     """
 
     def __init__(self, *, stride: int, reg_max: int = 16, nc: int = 1, box_gain: float = 7.5,
                  cls_gain: float = 0.5, dfl_gain: float = 1.5, topk: int = 10,
                  alpha: float = 0.5, beta: float = 6.0, min_candidate_size: float | None = None,
-                 subgrid: int = 1, iou_targets: bool = True) -> None:
+                 subgrid: int = 1, iou_targets: bool = True, cls_loss: str = "bce") -> None:
         super().__init__()
+        if cls_loss not in CLASS_LOSSES:
+            raise ValueError(f"class loss {cls_loss!r} is not one of {CLASS_LOSSES}")
+        self.cls_loss = cls_loss
         self.stride, self.reg_max, self.nc, self.subgrid = stride, reg_max, nc, subgrid
         self.gains = (box_gain, cls_gain, dfl_gain)
         min_size = 1.5 * stride / subgrid if min_candidate_size is None else min_candidate_size
@@ -71,8 +99,7 @@ class DetectionLoss(nn.Module):
             gt_labels.unsqueeze(-1), gt_boxes, mask_gt)
         target_scores = target_scores.to(pred_scores.dtype)
         ts_sum = target_scores.sum().clamp(min=1.0)
-        loss_cls = F.binary_cross_entropy_with_logits(pred_scores, target_scores,
-                                                      reduction="none").sum() / ts_sum
+        loss_cls = class_loss(pred_scores, target_scores, self.cls_loss) / ts_sum
         loss_box = raw.new_zeros(())
         loss_dfl = raw.new_zeros(())
         if fg_mask.any():

@@ -116,6 +116,8 @@ class TrainConfig:
     #: Class targets scaled by each box's best IoU (ultralytics) or not; see
     #: :class:`~sarvessel.model.assigner.TaskAlignedAssigner`.
     iou_targets: bool = True
+    #: Class loss, one of :data:`~sarvessel.model.loss.CLASS_LOSSES` (ultralytics: "bce").
+    cls_loss: str = "bce"
     resume: bool = False
     #: Evaluate every n epochs (and always at the last).
     eval_every: int = 1
@@ -251,7 +253,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
 
     opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc,
-                            subgrid=model_cfg.subgrid, iou_targets=cfg.iou_targets)
+                            subgrid=model_cfg.subgrid, iou_targets=cfg.iou_targets,
+                            cls_loss=cfg.cls_loss)
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg).to(device)
     if teacher is not None:
