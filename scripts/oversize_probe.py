@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sarvessel.runtime.ap import ImageDetections, ImageTruth, evaluate_ap
 from sarvessel.runtime.backends.onnx_backend import OnnxBackend
-from sarvessel.runtime.evaluate import detect_image, load_dataset, load_image_grey, resample_grey
+from sarvessel.runtime.evaluate import detect_for_scoring, load_dataset, load_image_grey
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,18 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     large = [k for k, it in enumerate(items) if max(it.height, it.width) > tile]
     runs: dict[str, list[ImageDetections]] = {"tiled at native pixels": [], "shrunk to fit": []}
     truths = []
-    for k, it in enumerate(items):
+    for it in items:
         grey = load_image_grey(it.path)
         truths.append(ImageTruth(it.boxes, it.classes, it.difficult))
-        d, _ = detect_image(backend, grey, iou_threshold=iou)
-        native = ImageDetections(d.boxes[:, [1, 0, 3, 2]], d.scores, d.classes)
+        native, _ = detect_for_scoring(backend, grey, iou_threshold=iou)
         runs["tiled at native pixels"].append(native)
-        if k in large:
-            s = tile / max(it.height, it.width)
-            d, _ = detect_image(backend, resample_grey(grey, s), iou_threshold=iou)
-            d = d.scaled(1.0 / s)
-            native = ImageDetections(d.boxes[:, [1, 0, 3, 2]], d.scores, d.classes)
-        runs["shrunk to fit"].append(native)
+        fit = tile / max(it.height, it.width)
+        runs["shrunk to fit"].append(
+            detect_for_scoring(backend, grey, iou_threshold=iou, scale=fit)[0] if fit < 1
+            else native)
     conf = backend.metadata.conf_threshold
     ships = sum(len(truths[k].boxes) for k in large)
     print(f"{args.split}: {len(large)} of {len(items)} images larger than {tile} px "

@@ -132,14 +132,10 @@ def evaluate_backend(
         if grey.shape != (item.height, item.width):
             log.warning("%s: image is %dx%d, annotation says %dx%d", item.path, grey.shape[1],
                         grey.shape[0], item.width, item.height)
-        if input_scale != 1.0:
-            grey = resample_grey(grey, input_scale)
-        d, n = detect_image(backend, grey, overlap=overlap, iou_threshold=iou_threshold)
-        if input_scale != 1.0:
-            d = d.scaled(1.0 / input_scale)
+        d, n = detect_for_scoring(backend, grey, overlap=overlap, iou_threshold=iou_threshold,
+                                  scale=input_scale)
         tiles += n
-        # Detections are top, left, bottom, right; the labels x1, y1, x2, y2.
-        dets.append(ImageDetections(d.boxes[:, [1, 0, 3, 2]], d.scores, d.classes))
+        dets.append(d)
         truths.append(ImageTruth(item.boxes, item.classes, item.difficult))
     seconds = time.perf_counter() - t0
     report = evaluate_ap(dets, truths, nc=nc, conf_threshold=conf_threshold,
@@ -151,6 +147,21 @@ def evaluate_backend(
                       backend=getattr(backend, "name", type(backend).__name__),
                       recall_by_size=by_size, paths=[it.path for it in items],
                       detections=dets, truths=truths)
+
+
+def detect_for_scoring(
+    backend: Backend, grey: np.ndarray, *, overlap: int = 64, iou_threshold: float = 0.5,
+    scale: float = 1.0,
+) -> tuple[ImageDetections, int]:
+    """:func:`detect_image` on ``grey`` resampled by ``scale``, as the AP scores it: boxes
+    back in ``grey``'s pixels and in the labels' x1, y1, x2, y2 order (detections are top,
+    left, bottom, right). Returns the detections and the number of tiles run."""
+    if scale != 1.0:
+        grey = resample_grey(grey, scale)
+    d, n = detect_image(backend, grey, overlap=overlap, iou_threshold=iou_threshold)
+    if scale != 1.0:
+        d = d.scaled(1.0 / scale)
+    return ImageDetections(d.boxes[:, [1, 0, 3, 2]], d.scores, d.classes), n
 
 
 def detect_image(
