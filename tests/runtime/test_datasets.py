@@ -11,6 +11,7 @@ from PIL import Image
 from sarvessel.runtime.datasets import (
     DatasetError,
     LabeledImage,
+    image_size,
     load_image_grey,
     load_ssdd,
     load_yolo_folder,
@@ -89,6 +90,39 @@ def test_yolo_label_errors(tmp_path: Path) -> None:
         read_yolo_labels(txt, width=10, height=10)
     with pytest.raises(DatasetError, match="images folder not found"):
         load_yolo_folder(tmp_path)
+
+
+def test_deep_and_multiband_images(tmp_path: Path) -> None:
+    import tifffile
+
+    ramp = np.arange(0, 4000, 40, dtype=np.uint16).reshape(10, 10)  # 0 .. 3960
+    Image.fromarray(ramp).save(tmp_path / "u16.png")  # PIL mode I;16
+    with pytest.raises(DatasetError, match=r"u16.png: uint16 samples, not 8-bit"):
+        load_image_grey(tmp_path / "u16.png")
+    g = load_image_grey(tmp_path / "u16.png", stretch=(0, 100))
+    assert g.dtype == np.uint8 and g.shape == (10, 10)
+    assert g[0, 0] == 0 and g[-1, -1] == 255 and g[5, 0] == round(2000 / 3960 * 255)
+    # float with two samples per pixel: PIL cannot open it, tifffile gives its size
+    tifffile.imwrite(tmp_path / "vvvh.tif", np.zeros((12, 20, 2), np.float32),
+                     photometric="minisblack", planarconfig="contig")
+    assert image_size(tmp_path / "vvvh.tif") == (20, 12)
+    with pytest.raises(DatasetError, match=r"vvvh.tif: samples of shape \(12, 20, 2\); one band"):
+        load_image_grey(tmp_path / "vvvh.tif", stretch=(1, 99))
+    # an 8-bit TIFF of several pages is several bands too
+    tifffile.imwrite(tmp_path / "pages.tif", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(DatasetError, match="one band"):
+        load_image_grey(tmp_path / "pages.tif")
+    nan = np.full((4, 4), np.nan, np.float32)
+    tifffile.imwrite(tmp_path / "nan.tif", nan)
+    with pytest.raises(DatasetError, match="nan.tif: no finite samples"):
+        load_image_grey(tmp_path / "nan.tif", stretch=(1, 99))
+    tifffile.imwrite(tmp_path / "ok.tif", ramp)
+    (tmp_path / "cut.tif").write_bytes((tmp_path / "ok.tif").read_bytes()[:60])
+    with pytest.raises(DatasetError, match="cut.tif: cannot read"):
+        load_image_grey(tmp_path / "cut.tif", stretch=(1, 99))
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="junk.png: cannot read image"):
+        load_image_grey(tmp_path / "junk.png")
 
 
 @pytest.mark.ssdd

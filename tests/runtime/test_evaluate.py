@@ -193,6 +193,36 @@ def test_bad_data_gives_clear_errors(model_path: Path, tmp_path: Path, capsys) -
     assert "nope.onnx: model file not found" in capsys.readouterr().err
 
 
+def test_deep_images_are_refused_or_stretched(model_path: Path, tmp_path: Path,
+                                             capsys) -> None:
+    # the same scene as 16-bit amplitude and as float dB with a NaN (no-data) corner: read as
+    # PIL's "L" they would be all white / all black; stretched they are the 8-bit scene again
+    import tifffile
+
+    img, boxes = _image(64, 96, [(16, 16), (40, 72)])
+    amp = np.where(img > 100, 30000, 1000).astype(np.uint16)
+    db = np.where(img > 100, 5.0, -25.0).astype(np.float32)
+    db[:4, :4] = np.nan
+    folder = _yolo_folder(tmp_path / "y", [(img, boxes), (img, boxes)])
+    for k, deep in enumerate((amp, db)):
+        (folder / "images" / f"im{k}.png").unlink()
+        tifffile.imwrite(folder / "images" / f"im{k}.tif", deep)
+    with pytest.raises(DatasetError, match="im0.tif: uint16 samples, not 8-bit.*--stretch"):
+        evaluate(model_path, folder)
+    assert main(["eval", str(model_path), "--data", str(folder)]) == 2
+    assert "not 8-bit" in capsys.readouterr().err
+    out = tmp_path / "e.json"
+    assert main(["eval", str(model_path), "--data", str(folder), "--stretch", "0,100",
+                 "--json", str(out), "--gallery", str(tmp_path / "g.png")]) == 0
+    data = json.loads(out.read_text())
+    assert (data["tp"], data["fp"], data["fn"]) == (4, 0, 0)
+    assert data["stretch_percentiles"] == [0.0, 100.0]
+    for bad in ("99", "50,10", "a,b", "0,101"):
+        with pytest.raises(SystemExit):
+            main(["eval", str(model_path), "--data", str(folder), "--stretch", bad])
+        assert "--stretch" in capsys.readouterr().err
+
+
 @pytest.mark.ssdd
 def test_ssdd_splits(ssdd_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SARVESSEL_SSDD", str(ssdd_dir))

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sarvessel.runtime.preprocess import BATHYMETRY, VH, VV, preprocess, to_uint8
+from sarvessel.runtime.preprocess import (
+    BATHYMETRY,
+    VH,
+    VV,
+    percentile_stretch,
+    preprocess,
+    to_uint8,
+)
 
 
 def reference(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -37,3 +44,17 @@ def test_writes_into_strided_output_and_stacks_bands():
     assert preprocess(x[None]).shape == (1, 2, 3, 4)
     with pytest.raises(ValueError, match="expected 2 channels"):
         preprocess(x[:1])
+
+
+def test_percentile_stretch() -> None:
+    v = np.arange(101, dtype=np.float32)  # percentile k is k
+    out = percentile_stretch(v, 25, 75)
+    assert out[:26].tolist() == [0] * 26 and out[75:].tolist() == [255] * 26
+    assert out[50] in (127, 128)
+    exact = percentile_stretch(np.arange(1021, dtype=np.float64), 0, 100)  # x 255 / 1020 = x / 4
+    assert exact[[2, 6, 510, 1020]].tolist() == [1, 2, 128, 255]  # halves round up
+    assert percentile_stretch(np.full((3, 3), 7.0), 1, 99).tolist() == [[0] * 3] * 3
+    with pytest.raises(ValueError, match="no finite samples"):
+        percentile_stretch(np.array([np.nan, np.inf]), 1, 99)
+    with pytest.raises(ValueError, match="percentiles must satisfy"):
+        percentile_stretch(v, 50, 50)

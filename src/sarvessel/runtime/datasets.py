@@ -15,14 +15,23 @@ from enum import Enum
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
 from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.preprocess import percentile_stretch
 
 log = logging.getLogger(__name__)
 
 #: Class names of SSDD (one class).
 SSDD_CLASSES: tuple[str, ...] = ("ship",)
+
+#: Low and high percentiles of :func:`~sarvessel.runtime.preprocess.percentile_stretch`.
+Stretch = tuple[float, float]
+
+#: PIL modes whose samples are 8-bit (read as they are, converted to grey).
+_EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX",
+                              "CMYK", "YCbCr", "LAB", "HSV"})
 
 #: Image suffixes a YOLO folder may hold, in lookup order.
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -200,11 +209,7 @@ def load_yolo_folder(root: Path | str) -> list[LabeledImage]:
         raise DatasetError(f"{img_dir}: YOLO images folder not found")
     items = []
     for path in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except OSError as exc:
-            raise DatasetError(f"{path}: cannot read image ({exc})") from exc
+        width, height = image_size(path)
         boxes, classes = read_yolo_labels(lbl_dir / f"{path.stem}.txt", width=width, height=height)
         items.append(LabeledImage(path, width, height, boxes, classes))
     return items
@@ -222,10 +227,80 @@ def write_yolo_labels(txt: Path | str, item: LabeledImage) -> None:
     Path(txt).write_text("".join(line + "\n" for line in lines))
 
 
-def load_image_grey(path: Path | str) -> np.ndarray:
-    """Read an image file as uint8 ``[H, W]`` grey (SSDD JPEGs are grey stored as RGB)."""
+def load_image_grey(path: Path | str, *, stretch: Stretch | None = None) -> np.ndarray:
+    """Read an image file as uint8 ``[H, W]`` grey (SSDD JPEGs are grey stored as RGB).
+
+    8-bit images (grey, RGB, palette) are read as they are. An image with deeper samples
+    (16-bit, 32-bit, float; TIFFs through tifffile) needs ``stretch`` = (low, high)
+    percentiles for :func:`~sarvessel.runtime.preprocess.percentile_stretch`; without it this
+    raises, because SSDD-trained models expect 8-bit display images and clipping 16-bit or dB
+    values into 0..255 would silently give them a white or black image. Images with several
+    bands of deep samples are refused too (which band to use is the user's call).
+    """
+    path = Path(path)
+    values = None
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L"), dtype=np.uint8)
+            if im.mode in _EIGHT_BIT_MODES and getattr(im, "n_frames", 1) == 1:
+                return np.asarray(im.convert("L"), dtype=np.uint8)
+            if not _is_tiff(path):
+                values = np.asarray(im)
+    except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+        if not _is_tiff(path):
+            raise DatasetError(f"{path}: cannot read image ({exc})") from exc
+    if values is None:
+        values = _read_tiff(path)
+    return _deep_to_grey(values, path, stretch)
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header (PIL, or tifffile for TIFFs PIL
+    cannot open, e.g. float ones with several samples per pixel)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.size
     except OSError as exc:
-        raise DatasetError(f"{path}: cannot read image ({exc})") from exc
+        if not _is_tiff(path):
+            raise DatasetError(f"{path}: cannot read image ({exc})") from exc
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            return int(page.imagewidth), int(page.imagelength)
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError) as exc:
+        raise DatasetError(f"{path}: cannot read TIFF ({exc})") from exc
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff")
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(tifffile.imread(path))
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise DatasetError(f"{path}: cannot read TIFF ({exc})") from exc
+
+
+def _deep_to_grey(values: np.ndarray, path: Path, stretch: Stretch | None) -> np.ndarray:
+    """One band of any sample type to uint8 grey (see :func:`load_image_grey`)."""
+    band = np.squeeze(values)
+    if band.ndim != 2 or band.size == 0:
+        raise DatasetError(
+            f"{path}: samples of shape {values.shape}; one band (grey) is needed. Write the "
+            "band to evaluate on to its own file")
+    if band.dtype == np.uint8:
+        return np.ascontiguousarray(band)
+    if not (np.issubdtype(band.dtype, np.integer) or np.issubdtype(band.dtype, np.floating)
+            or band.dtype == np.bool_):
+        raise DatasetError(f"{path}: {band.dtype} samples cannot be read as grey levels")
+    if stretch is None:
+        raise DatasetError(
+            f"{path}: {band.dtype} samples, not 8-bit. SSDD-style models take 8-bit grey "
+            "images: pass --stretch LO,HI (e.g. --stretch 1,99.9) to map each image's LO..HI "
+            "percentiles linearly onto 0..255, or convert the images to 8 bits the way the "
+            "model's training images were")
+    try:
+        return percentile_stretch(band, *stretch)
+    except ValueError as exc:
+        raise DatasetError(f"{path}: {exc}") from exc

@@ -40,6 +40,7 @@ from sarvessel.runtime.datasets import (
     DatasetError,
     LabeledImage,
     SsddSplit,
+    Stretch,
     load_image_grey,
     load_ssdd,
     load_yolo_folder,
@@ -75,6 +76,7 @@ def evaluate(
     interpolation: Interpolation | str = Interpolation.COCO101,
     tta: int = 1,
     input_scale: float | None = None,
+    stretch: Stretch | None = None,
 ) -> EvalResult:
     """Evaluate the ONNX model ``model_path`` on ``data`` (``"ssdd"`` or a dataset folder).
 
@@ -86,7 +88,9 @@ def evaluate(
     the default is 64. threads: onnxruntime intra-op threads. interpolation: AP interpolation;
     the default is COCO's 101 points. tta: dihedral views averaged per tile (1, 2, 4 or 8;
     :mod:`sarvessel.runtime.tta`); the default 1 is none. input_scale: factor each image is
-    resampled by before tiling (boxes are scaled back); the default is the model's.
+    resampled by before tiling (boxes are scaled back); the default is the model's. stretch:
+    (low, high) percentiles that bring 16-bit or float images to 8 bits
+    (:func:`~sarvessel.runtime.datasets.load_image_grey`); the default refuses such images.
     """
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
@@ -96,7 +100,8 @@ def evaluate(
         conf_threshold=(onnx.metadata.conf_threshold if conf_threshold is None
                         else conf_threshold),
         overlap=overlap, interpolation=interpolation,
-        input_scale=onnx.metadata.input_scale if input_scale is None else input_scale)
+        input_scale=onnx.metadata.input_scale if input_scale is None else input_scale,
+        stretch=stretch)
     result.model = str(model_path)
     result.data = str(data)
     result.split = split
@@ -113,11 +118,13 @@ def evaluate_backend(
     overlap: int = 64,
     interpolation: Interpolation | str = Interpolation.COCO101,
     input_scale: float = 1.0,
+    stretch: Stretch | None = None,
 ) -> EvalResult:
     """Run ``backend`` over labelled images and score it (see :func:`evaluate`).
 
     iou_threshold: box NMS across overlapping tiles of one image. conf_threshold: for
     precision/recall/F1. input_scale: bilinear resampling of each image before tiling.
+    stretch: percentiles for images deeper than 8 bits (:func:`load_image_grey`).
     """
     lo, hi = INPUT_SCALE_RANGE
     if not lo <= input_scale <= hi:
@@ -128,7 +135,7 @@ def evaluate_backend(
     t0 = time.perf_counter()
     tiles = 0
     for item in items:
-        grey = load_image_grey(item.path)
+        grey = load_image_grey(item.path, stretch=stretch)
         if grey.shape != (item.height, item.width):
             log.warning("%s: image is %dx%d, annotation says %dx%d", item.path, grey.shape[1],
                         grey.shape[0], item.width, item.height)
@@ -146,7 +153,8 @@ def evaluate_backend(
     return EvalResult(report=report, images=len(items), tiles=tiles, seconds=seconds,
                       backend=getattr(backend, "name", type(backend).__name__),
                       recall_by_size=by_size, paths=[it.path for it in items],
-                      detections=dets, truths=truths)
+                      detections=dets, truths=truths,
+                      extra={} if stretch is None else {"stretch_percentiles": list(stretch)})
 
 
 def detect_for_scoring(
@@ -296,6 +304,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--input-scale", type=float,
                    help="resample images by this factor before tiling (default: the model's "
                    "input_scale, 1 for most models)")
+    p.add_argument("--stretch", type=parse_stretch, metavar="LO,HI",
+                   help="map each 16-bit or float image's LO..HI percentiles linearly onto "
+                   "0..255 (e.g. 1,99.9); without it such images are refused, 8-bit images "
+                   "are always read as they are")
     p.add_argument("--json", type=Path, help="write the results as JSON here")
     p.add_argument("--pr-png", type=Path, help="write the IoU-0.5 PR curve PNG here")
     p.add_argument("--gallery", type=Path,
@@ -304,12 +316,25 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval)
 
 
+def parse_stretch(text: str) -> Stretch:
+    """``"LO,HI"`` percentiles for ``--stretch`` (0 <= LO < HI <= 100)."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected two percentiles LO,HI such as 1,99.9, got {text!r}") from None
+    if not 0.0 <= lo < hi <= 100.0:
+        raise argparse.ArgumentTypeError(f"percentiles must satisfy 0 <= LO < HI <= 100, got "
+                                         f"{text!r}")
+    return lo, hi
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Handler of ``sarvessel eval``."""
     result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
                       conf_threshold=args.conf, iou_threshold=args.iou, overlap=args.overlap,
                       threads=args.threads, interpolation=args.interpolation, tta=args.tta,
-                      input_scale=args.input_scale)
+                      input_scale=args.input_scale, stretch=args.stretch)
     r = result.report
     print(f"{result.images} images ({result.tiles} tiles), {r.n_gt} objects, "
           f"{1e3 * result.seconds / result.images:.1f} ms/image")
@@ -329,5 +354,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from sarvessel.runtime.gallery import save_gallery
 
         save_gallery(result.paths, result.detections, result.truths, args.gallery,
-                     conf_threshold=r.conf_threshold)
+                     conf_threshold=r.conf_threshold, stretch=args.stretch)
     return 0

@@ -26,11 +26,13 @@ def save_gallery(
     paths: Sequence[Path | str], detections: Sequence[ImageDetections],
     truths: Sequence[ImageTruth], out: Path | str, *, conf_threshold: float,
     n: int = 12, columns: int = 4, panel: int = 320, order: str = "worst",
+    stretch: tuple[float, float] | None = None,
 ) -> Path:
     """Write a PNG grid of ``n`` images with TP / FN / FP boxes (see the module docstring).
 
     paths, detections, truths: per image (boxes as x1, y1, x2, y2 pixels). order: ``worst``
-    (most errors first) or ``first``. Returns the written path.
+    (most errors first) or ``first``. stretch: as for
+    :func:`~sarvessel.runtime.datasets.load_image_grey`. Returns the written path.
     """
     from PIL import Image, ImageDraw
 
@@ -52,7 +54,7 @@ def save_gallery(
     font = _font(13)
     sheet = Image.new("RGB", (columns * panel, rows * (panel + 20)), (24, 24, 24))
     for k, i in enumerate(idx):
-        grey = load_image_grey(paths[i])
+        grey = load_image_grey(paths[i], stretch=stretch)
         scale = panel / max(grey.shape)
         img = Image.fromarray(grey).convert("RGB").resize(
             (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale))))

@@ -4,6 +4,10 @@ This is the one mapping shared by training (:mod:`sarvessel.model.data`) and eve
 backend, so a model never sees pixels scaled differently from the ones it was trained on.
 Ranges follow the system we reproduce (NOTES §1): VV/VH dB clipped to [-50, 20] and bathymetry
 to [-6000, 2000], each scaled linearly to 0..255. Nodata (-32768) and NaN map to 0.
+
+Labelled image sets (SSDD and users' own) are 8-bit display images already; a user's 16-bit or
+float image set is brought to 8 bits by :func:`percentile_stretch`, which the user asks for
+(``sarvessel eval --stretch``), because no fixed range suits unknown units.
 """
 
 from __future__ import annotations
@@ -99,4 +103,29 @@ def preprocess(bands: np.ndarray, ranges: Sequence[BandRange] = DEFAULT_BANDS) -
     for c, rng in enumerate(ranges):
         idx = (slice(None),) * axis + (c,)
         to_uint8(bands[idx], rng, out=out[idx])
+    return out
+
+
+def percentile_stretch(values: np.ndarray, lo_pct: float, hi_pct: float) -> np.ndarray:
+    """Map an image of any numeric type to uint8: its ``lo_pct`` .. ``hi_pct`` percentiles
+    (over the finite samples) go linearly onto 0..255, clipped, rounded half up.
+
+    Non-finite samples become 0. An image whose two percentiles coincide (constant) maps to 0.
+    Why percentiles: SAR amplitude has a long bright tail (the ships), so a min-max stretch
+    would leave the sea in the bottom few grey levels.
+
+    >>> percentile_stretch(np.array([[0.0, 6.0, 1020.0, np.nan]]), 0, 100).tolist()
+    [[0, 2, 255, 0]]
+    """
+    if not 0.0 <= lo_pct < hi_pct <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {lo_pct}, {hi_pct}")
+    v = np.asarray(values, np.float64)
+    finite = np.isfinite(v)
+    out = np.zeros(v.shape, np.uint8)
+    if not finite.any():
+        raise ValueError("no finite samples to stretch")
+    lo, hi = np.percentile(v[finite], [lo_pct, hi_pct])
+    if hi > lo:
+        scaled = (v[finite] - lo) * (255.0 / (hi - lo))
+        out[finite] = np.floor(np.clip(scaled, 0.0, 255.0) + 0.5).astype(np.uint8)
     return out
