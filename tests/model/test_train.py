@@ -25,7 +25,9 @@ from sarvessel.model.train import (
     holdout_split,
     init_from_checkpoint,
     join_metrics,
+    make_optimizer,
     oversample_items,
+    param_groups,
     read_stems,
     train,
 )
@@ -75,6 +77,27 @@ def test_train_resume_and_export(tmp_path: Path) -> None:
     train(tc, _tiny_cfg())
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+
+
+def test_sgd_trains_and_resume_refuses_another_optimizer(tmp_path: Path) -> None:
+    data = _yolo_folder(tmp_path / "data")
+    start = build_model(_tiny_cfg())
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    tc = TrainConfig(out=tmp_path / "run", data_dir=data, data=DataKind.YOLO, epochs=1, batch=2,
+                     train_size=64, threads=1, max_batches=2, optimizer="sgd", lr=0.01,
+                     init=save_checkpoint(tmp_path / "start.pt", start))
+    train(tc, _tiny_cfg())
+    state = torch.load(tmp_path / "run" / "last.pt", map_location="cpu", weights_only=False)
+    group = state["optimizer"]["param_groups"][0]
+    assert group["nesterov"] and group["momentum"] == pytest.approx(0.937)
+    assert state["train"]["optimizer"] == "sgd"
+    moved = [k for k, v in state["raw_model"].items()
+             if v.is_floating_point() and k in before and not torch.equal(v, before[k])]
+    assert any(k.endswith("conv.weight") or k.endswith(".weight") for k in moved)
+    with pytest.raises(SarvesselError, match="was trained with sgd, not adamw"):
+        train(replace(tc, optimizer="adamw", epochs=2, resume=True), _tiny_cfg())
+    with pytest.raises(SarvesselError, match="optimizer must be one of"):
+        make_optimizer(param_groups(build_model(_tiny_cfg()), tc), replace(tc, optimizer="x"))
 
 
 def test_ema_tracks_model() -> None:

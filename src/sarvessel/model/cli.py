@@ -86,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cls-target", choices=("iou", "one"), default="iou",
                    help="class target of each box's best anchor: its best IoU (iou, "
                         "ultralytics, default) or 1 (one)")
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
+                   help="adamw (default) or sgd (Nesterov, momentum 0.937; ultralytics' choice "
+                        "for long runs, at lr 0.01)")
     p.add_argument("--cls-loss", choices=("bce", "qfl", "vfl"), default="bce",
                    help="class loss: BCE (ultralytics, default), quality focal (qfl) or "
                         "varifocal (vfl)")
@@ -200,6 +203,7 @@ def run_train(args: argparse.Namespace) -> int:
                      channels_last=args.channels_last,
                      init=args.init, grow=args.grow,
                      iou_targets=args.cls_target == "iou", cls_loss=args.cls_loss,
+                     optimizer=args.optimizer,
                      resume=args.resume,
                      eval_every=args.eval_every, val_split=args.val_split,
                      holdout=args.holdout,

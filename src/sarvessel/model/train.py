@@ -44,8 +44,12 @@ T = TypeVar("T")
 #: step ~0.05 % of the scale, as the log-domain activation scales take at the base lr.
 WEIGHT_SCALE_LR_FACTOR = 0.02
 
-__all__ = ["DataKind", "ModelEMA", "TrainConfig", "freeze_batchnorm", "holdout_split",
-           "init_from_checkpoint", "join_metrics", "oversample_items", "param_groups",
+#: Optimizers of ``TrainConfig.optimizer`` / ``--optimizer``.
+OPTIMIZERS = ("adamw", "sgd")
+
+__all__ = ["OPTIMIZERS", "DataKind", "ModelEMA", "TrainConfig", "freeze_batchnorm",
+           "holdout_split", "init_from_checkpoint", "join_metrics", "make_optimizer",
+           "oversample_items", "param_groups",
            "plot_curves", "read_stems", "train"]
 
 METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
@@ -71,8 +75,12 @@ class TrainConfig:
     data: DataKind = DataKind.SSDD
     epochs: int = 30
     batch: int = 16
-    #: Peak learning rate (AdamW).
+    #: Peak learning rate.
     lr: float = 2e-3
+    #: ``adamw`` (betas 0.937, 0.999) or ``sgd`` (Nesterov momentum 0.937): ultralytics'
+    #: "auto" takes AdamW for short runs and SGD (lr 0.01) past 10 000 iterations, which the
+    #: SSDD float stages together reach.
+    optimizer: str = "adamw"
     #: Final learning rate as a fraction of ``lr``.
     lr_final: float = 0.05
     weight_decay: float = 5e-4
@@ -214,6 +222,15 @@ def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any
     return groups
 
 
+def make_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, over ``groups`` (:func:`param_groups`)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.937, 0.999))
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.937, nesterov=True)
+    raise SarvesselError(f"optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
           progress: Callable[[int, int, int, float], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a training run; returns the best metrics (``val_ap50``, ``epoch``)
@@ -251,7 +268,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     log.info("training on %s with %d data worker(s)", device, workers)
 
-    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.937, 0.999))
+    opt = make_optimizer(param_groups(model, cfg), cfg)
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc,
                             subgrid=model_cfg.subgrid, iou_targets=cfg.iou_targets,
                             cls_loss=cfg.cls_loss)
@@ -269,13 +286,16 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         if not last_path.is_file():
             raise SarvesselError(f"{last_path}: nothing to resume")
         state = torch.load(last_path, map_location="cpu", weights_only=False)
+        saved = state.get("train", {})
+        if saved.get("optimizer", "adamw") != cfg.optimizer:
+            raise SarvesselError(f"{last_path} was trained with {saved.get('optimizer', 'adamw')}"
+                                 f", not {cfg.optimizer}: resume it with that optimizer")
         model.load_state_dict(state["raw_model"])
         ema.ema.load_state_dict(state["model"])
         ema.updates = state["ema_updates"]
         _sync_counters(model, ema.ema)
         opt.load_state_dict(state["optimizer"])
         start_epoch, best = state["epoch"] + 1, state["best"]
-        saved = state.get("train", {})
         if saved.get("fit_epochs") and int(saved["epochs"]) != cfg.epochs:
             log.warning("the schedule of %s was fitted to %d epochs: resuming it as such, not "
                         "with %d", last_path, int(saved["epochs"]), cfg.epochs)
