@@ -134,3 +134,35 @@ def test_model_wanting_resampled_images_is_refused(tmp_path):
 
     with open_scene(_scene(tmp_path)) as sc, pytest.raises(SceneError, match="resampled by 1.5"):
         run_scene(sc, Upsampling())
+
+
+@pytest.mark.parametrize("units", ["dn", "linear"])
+def test_bands_not_in_db_are_refused_before_any_tile_runs(tmp_path, units):
+    """A raw GRD TIFF (uint16 digital numbers) or a linear sigma0 band is valid numbers, but
+    read as dB the detector would see a white or flat grey scene: refused, naming the file and
+    the first rows with data (rows 0-255 are nodata here, so the verdict comes from 256-511)."""
+    rng = np.random.default_rng(1)
+    h, w = 700, 600
+    if units == "dn":
+        vv = rng.integers(40, 2000, (h, w)).astype(np.uint16)
+        vv[:256] = 0  # GRD nodata: 0 DN is read as 0 dB, so mark it as xView3 nodata instead
+        vv = np.where(np.arange(h)[:, None] < 256, -32768, vv.astype(np.float32))
+    else:
+        vv = rng.gamma(1.0, 0.03, (h, w)).astype(np.float32)  # sigma0 of sea, linear
+        vv[:256] = np.nan
+    path = tmp_path / f"{units}.tif"
+    two_bands = {"photometric": "minisblack", "planarconfig": "separate"}
+    tifffile.imwrite(path, np.stack([vv, vv]).astype(np.float32), **two_bands)
+    backend = BrightestPixel()
+    with open_scene(path) as sc, pytest.raises(
+        SceneError, match=rf"{units}.tif: rows 256-512: 100% of the valid VV_dB samples are at or "
+                          r"above 0 dB.*convert it to dB"):
+        run_scene(sc, backend, config=PipelineConfig(overlap=0))
+    assert backend.calls == 0
+    # the same scene in dB runs
+    db = 10 * np.log10(np.clip(vv, 1e-6, None)) if units == "linear" else 20 * np.log10(
+        np.clip(vv, 1, None)) - 80
+    db[:256] = -32768
+    tifffile.imwrite(path, np.stack([db, db - 6]).astype(np.float32), **two_bands)
+    with open_scene(path) as sc:
+        assert run_scene(sc, backend, config=PipelineConfig(overlap=0)).tiles_run > 0

@@ -9,6 +9,7 @@ from sarvessel.runtime.preprocess import (
     BATHYMETRY,
     VH,
     VV,
+    db_units_problem,
     percentile_stretch,
     preprocess,
     to_uint8,
@@ -58,3 +59,20 @@ def test_percentile_stretch() -> None:
         percentile_stretch(np.array([np.nan, np.inf]), 1, 99)
     with pytest.raises(ValueError, match="percentiles must satisfy"):
         percentile_stretch(v, 50, 50)
+
+
+def test_db_units_problem_tells_db_from_other_units() -> None:
+    rng = np.random.default_rng(0)
+    sea_db = rng.normal(-20, 4, 10000).astype(np.float32)
+    sea_db[:500] = rng.uniform(0, 15, 500)  # 5 % bright targets and land above 0 dB
+    valid = np.ones(10000, bool)
+    assert db_units_problem(to_uint8(sea_db, VV), valid, VV) is None
+    dn = rng.integers(30, 3000, 10000).astype(np.float32)
+    assert "100% of the valid VV_dB samples" in db_units_problem(to_uint8(dn, VV), valid, VV)
+    linear = rng.gamma(1.0, 0.02, 10000).astype(np.float32)
+    assert "linear sigma0" in db_units_problem(to_uint8(linear, VH), valid, VH)
+    # too few valid samples to judge; bathymetry is not in dB
+    few = np.zeros(10000, bool)
+    few[:100] = True
+    assert db_units_problem(to_uint8(dn, VV), few, VV) is None
+    assert db_units_problem(to_uint8(dn, BATHYMETRY), valid, BATHYMETRY) is None

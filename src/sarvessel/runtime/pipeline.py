@@ -27,7 +27,9 @@ from sarvessel.runtime.nms import SceneMerger
 from sarvessel.runtime.preprocess import (
     BATHYMETRY,
     DEFAULT_BANDS,
+    UNITS_CHECK_MIN_SAMPLES,
     BandRange,
+    db_units_problem,
     to_uint8,
     valid_mask,
 )
@@ -132,10 +134,13 @@ def run_scene(
     next_thumb_row = 0
     merger = SceneMerger(radius_px=config.nms_radius_px)
     n_run = n_skip = n_resumed = n_done = 0
+    units_checked = False
 
     for i, (r0, u8, valid) in enumerate(
         _row_bands(scene, row_starts, tile, ranges, timings)
     ):
+        if not units_checked:
+            units_checked = _check_units(scene, u8, valid, r0, ranges)
         rows_here = range(max(next_thumb_row, r0 + (-r0) % f), min(r0 + tile, scene.height), f)
         if len(rows_here):
             thumb_rows.append(u8[0, [r - r0 for r in rows_here], : scene.width : f])
@@ -178,6 +183,22 @@ def run_scene(
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _check_units(scene: Scene, u8: np.ndarray, valid: np.ndarray, r0: int,
+                 ranges: tuple[BandRange, ...]) -> bool:
+    """Refuse a scene whose first tile row with enough data does not look like dB
+    (:func:`~sarvessel.runtime.preprocess.db_units_problem`); True once a verdict is made."""
+    rows = min(u8.shape[1], scene.height - r0)
+    v = valid[:rows, : scene.width]
+    if np.count_nonzero(v) < UNITS_CHECK_MIN_SAMPLES:
+        return False
+    for c, band in enumerate(ranges):
+        problem = db_units_problem(u8[c, :rows, : scene.width], v, band)
+        if problem:
+            raise SceneError(f"{scene.source}: rows {r0}-{r0 + rows}: {problem}")
+    return True
+
 
 
 def _band_ranges(scene: Scene, channels: int) -> tuple[BandRange, ...]:

@@ -23,15 +23,17 @@ NODATA = -32768.0
 
 @dataclass(frozen=True)
 class BandRange:
-    """Linear range of one band that maps to 0..255."""
+    """Linear range of one band that maps to 0..255; ``decibels``: the band is backscatter in
+    dB (checked by :func:`db_units_problem`)."""
 
     name: str
     lo: float
     hi: float
+    decibels: bool = False
 
 
-VV = BandRange("VV_dB", -50.0, 20.0)
-VH = BandRange("VH_dB", -50.0, 20.0)
+VV = BandRange("VV_dB", -50.0, 20.0, decibels=True)
+VH = BandRange("VH_dB", -50.0, 20.0, decibels=True)
 BATHYMETRY = BandRange("bathymetry", -6000.0, 2000.0)
 
 #: Elements per chunk in :func:`to_uint8` (fits the L2 cache as float32).
@@ -87,6 +89,37 @@ def to_uint8(
         b += offset
         flat_o[a : a + len(src)] = b  # unsafe cast truncates: b >= 0.5, so this rounds half up
     return out
+
+
+#: Valid samples a units check needs, and the share at or above 0 dB that fails it.
+UNITS_CHECK_MIN_SAMPLES = 4096
+UNITS_CHECK_MAX_NONNEGATIVE = 0.9
+
+
+def db_units_problem(u8: np.ndarray, valid: np.ndarray, band: BandRange) -> str | None:
+    """Why the uint8 band ``u8`` (mapped with ``band``'s dB range, ``valid`` marking data) does
+    not look like backscatter in dB, or None when it does or there is too little data to say.
+
+    Why: a raw Sentinel-1 GRD measurement TIFF (uint16 digital numbers) or a linear sigma0
+    band is numerically valid input, but mapped as dB it lands at or above 0 dB almost
+    everywhere (DN saturate at the top of the range, linear values sit at 0..1 "dB"), and the
+    detector silently sees a white or flat grey scene. Calibrated backscatter in dB is mostly
+    far below 0 (open sea about -20 dB; only bright land and structures reach above 0), so more
+    than :data:`UNITS_CHECK_MAX_NONNEGATIVE` of the samples at or above 0 dB means another unit.
+    """
+    if not (band.decibels and band.lo < 0.0 < band.hi):
+        return None
+    samples = u8[valid]
+    if samples.size < UNITS_CHECK_MIN_SAMPLES:
+        return None
+    zero_db = int(to_uint8(np.zeros(1, np.float32), band)[0])
+    share = float(np.count_nonzero(samples >= zero_db)) / samples.size
+    if share <= UNITS_CHECK_MAX_NONNEGATIVE:
+        return None
+    return (f"{100 * share:.0f}% of the valid {band.name} samples are at or above 0 dB; "
+            "backscatter in dB is mostly far below 0 (open sea about -20 dB). The band looks "
+            "like digital numbers, amplitude or linear sigma0: calibrate it and convert it to "
+            "dB (10 * log10 of sigma0) first")
 
 
 def preprocess(bands: np.ndarray, ranges: Sequence[BandRange] = DEFAULT_BANDS) -> np.ndarray:
