@@ -49,6 +49,7 @@ def test_read_voc_boxes(tmp_path: Path) -> None:
     ("<annotation><object><name>ship</name></object></annotation>", "size"),
     (VOC.replace("<name>ship</name>", "<name>boat</name>", 1), "unknown class 'boat'"),
     (VOC.replace("<xmax>266</xmax>", "<xmax>100</xmax>"), "x2 < x1"),
+    (VOC.replace("<xmax>266</xmax>", "<xmax>nan</xmax>"), "non-finite coordinate"),
 ])
 def test_read_voc_errors_name_the_file(tmp_path: Path, text: str, match: str) -> None:
     xml = tmp_path / "bad.xml"
@@ -90,6 +91,13 @@ def test_yolo_label_errors(tmp_path: Path) -> None:
         read_yolo_labels(txt, width=10, height=10)
     with pytest.raises(DatasetError, match="images folder not found"):
         load_yolo_folder(tmp_path)
+    for line, why in [("0 0.5 0.5 nan 0.1", "non-finite value"),
+                      ("0 1.5 0.5 0.1 0.1", "normalised to 0..1"),
+                      ("0 0.5 0.5 -0.1 0.1", "normalised to 0..1"),
+                      ("0 0.5 0.5 0.1 0", "w, h > 0")]:
+        txt.write_text(f"0 0.5 0.5 0.1 0.1\n{line}\n")
+        with pytest.raises(DatasetError, match=rf"x.txt:2: .*{why}"):
+            read_yolo_labels(txt, width=10, height=10)
 
 
 def test_deep_and_multiband_images(tmp_path: Path) -> None:

@@ -191,6 +191,10 @@ def test_bad_data_gives_clear_errors(model_path: Path, tmp_path: Path, capsys) -
     folder = _yolo_folder(tmp_path / "ok", [_image(64, 64, [(8, 8)])])
     assert main(["eval", str(tmp_path / "nope.onnx"), "--data", str(folder)]) == 2
     assert "nope.onnx: model file not found" in capsys.readouterr().err
+    (folder / "labels" / "im0.txt").write_text("2 0.5 0.5 0.1 0.1\n")
+    assert main(["eval", str(model_path), "--data", str(folder)]) == 2
+    assert "im0.png: its labels use class 2, but the model has 1 class(es)" in (
+        capsys.readouterr().err)
 
 
 def test_deep_images_are_refused_or_stretched(model_path: Path, tmp_path: Path,

@@ -130,6 +130,8 @@ def read_voc(
                               ("xmin", "ymin", "xmax", "ymax"))
         except (AttributeError, TypeError, ValueError) as exc:
             raise DatasetError(f"{xml}: bad <bndbox> ({exc})") from exc
+        if not np.isfinite([x1, y1, x2, y2]).all():
+            raise DatasetError(f"{xml}: box {x1, y1, x2, y2} has a non-finite coordinate")
         if x2 < x1 or y2 < y1:
             raise DatasetError(f"{xml}: box {x1, y1, x2, y2} has x2 < x1 or y2 < y1")
         boxes.append([x1, y1, x2, y2])
@@ -172,7 +174,9 @@ def read_yolo_labels(txt: Path | str, *, width: int, height: int) -> tuple[np.nd
     """Read one YOLO label file (``class cx cy w h`` per line, normalised to 0..1).
 
     Returns ``(boxes, classes)`` with boxes float32 ``[N, 4]`` x1, y1, x2, y2 in pixels of an
-    image ``width`` × ``height``. A missing or empty file means no objects.
+    image ``width`` × ``height``. A missing or empty file means no objects. Raises
+    :class:`DatasetError` naming file and line for a malformed, non-finite or out-of-range
+    value (ultralytics rejects such files too).
     """
     txt = Path(txt)
     if not txt.is_file():
@@ -185,9 +189,15 @@ def read_yolo_labels(txt: Path | str, *, width: int, height: int) -> tuple[np.nd
         if len(parts) != 5:
             raise DatasetError(f"{txt}:{n}: expected 'class cx cy w h', got {line!r}")
         try:
-            rows.append([float(p) for p in parts])
+            row = [float(p) for p in parts]
         except ValueError as exc:
             raise DatasetError(f"{txt}:{n}: not numbers: {line!r}") from exc
+        if not all(np.isfinite(row)):
+            raise DatasetError(f"{txt}:{n}: non-finite value in {line!r}")
+        if not (all(0.0 <= v <= 1.0 for v in row[1:]) and row[3] > 0 and row[4] > 0):
+            raise DatasetError(f"{txt}:{n}: cx cy w h must be normalised to 0..1 with w, h > 0, "
+                               f"got {line!r}")
+        rows.append(row)
     if not rows:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
     a = np.array(rows, np.float64)

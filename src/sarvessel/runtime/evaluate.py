@@ -131,6 +131,10 @@ def evaluate_backend(
         raise SarvesselError(f"input_scale must be in [{lo:g}, {hi:g}], got {input_scale}")
     if not items:
         raise DatasetError("no images to evaluate")
+    for item in items:
+        if len(item.classes) and int(item.classes.max()) >= nc:
+            raise DatasetError(f"{item.path}: its labels use class {int(item.classes.max())}, "
+                               f"but the model has {nc} class(es) (0..{nc - 1})")
     dets, truths = [], []
     t0 = time.perf_counter()
     tiles = 0
