@@ -100,6 +100,21 @@ def test_sgd_trains_and_resume_refuses_another_optimizer(tmp_path: Path) -> None
         make_optimizer(param_groups(build_model(_tiny_cfg()), tc), replace(tc, optimizer="x"))
 
 
+def test_sixteen_bit_training_images_need_a_stretch(tmp_path: Path, capsys) -> None:
+    data = _yolo_folder(tmp_path / "data")
+    for png in data.glob("*/images/*.png"):
+        grey = np.asarray(Image.open(png), np.uint16)
+        Image.fromarray(grey * 200 + 500).save(png)  # the same scene as 16-bit amplitude
+    args = ["train", "--data", "yolo", "--data-dir", str(data), "--widths", "4,8,8",
+            "--head-width", "4", "--tile", "64", "--train-size", "64", "--epochs", "1",
+            "--batch", "2", "--threads", "1", "--max-batches", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 2
+    assert "uint16 samples, not 8-bit" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "b"), "--stretch", "0,100"]) == 0
+    state = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=False)
+    assert state["train"]["stretch"] == [0.0, 100.0]
+
+
 def test_ema_tracks_model() -> None:
     model = build_model(_tiny_cfg())
     ema = ModelEMA(model, decay=0.5, tau=1e-9)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sarvessel.runtime.backends.onnx_backend import SUBGRIDS
 from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.evaluate import parse_stretch
 
 if TYPE_CHECKING:
     from sarvessel.model.config import ModelConfig
@@ -86,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cls-target", choices=("iou", "one"), default="iou",
                    help="class target of each box's best anchor: its best IoU (iou, "
                         "ultralytics, default) or 1 (one)")
+    p.add_argument("--stretch", type=parse_stretch, metavar="LO,HI",
+                   help="16-bit or float training images: map each image's LO..HI percentiles "
+                        "onto 0..255 (as sarvessel eval --stretch; evaluate with the same)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                    help="adamw (default) or sgd (Nesterov, momentum 0.937; ultralytics' choice "
                         "for long runs, at lr 0.01)")
@@ -203,7 +207,7 @@ def run_train(args: argparse.Namespace) -> int:
                      channels_last=args.channels_last,
                      init=args.init, grow=args.grow,
                      iou_targets=args.cls_target == "iou", cls_loss=args.cls_loss,
-                     optimizer=args.optimizer,
+                     optimizer=args.optimizer, stretch=args.stretch,
                      resume=args.resume,
                      eval_every=args.eval_every, val_split=args.val_split,
                      holdout=args.holdout,

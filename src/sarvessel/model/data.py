@@ -91,8 +91,11 @@ class ImageDataset(Dataset):
 
     def __init__(self, items: Sequence[LabeledImage], *, tile_size: int = 512,
                  train_size: int | None = None, augment: AugmentConfig | None = None,
-                 seed: int = 0, channels: int = 1, input_scale: float = 1.0) -> None:
+                 seed: int = 0, channels: int = 1, input_scale: float = 1.0,
+                 stretch: tuple[float, float] | None = None) -> None:
         self.items = list(items)
+        #: Percentiles for images deeper than 8 bits (see ``load_image_grey``); None refuses them.
+        self.stretch = stretch
         #: The model's ``input_scale``: every image is resampled by it first.
         self.input_scale = input_scale
         self.tile_size = tile_size
@@ -115,7 +118,7 @@ class ImageDataset(Dataset):
     def image(self, index: int) -> np.ndarray:
         """The stored image ``[C, H, W]`` uint8 (grey repeated to ``channels``)."""
         if index not in self._cache:
-            g = load_image_grey(self.items[index].path)
+            g = load_image_grey(self.items[index].path, stretch=self.stretch)
             self._cache[index] = np.repeat(g[None], self.channels, 0)
         return self._cache[index]
 

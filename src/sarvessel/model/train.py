@@ -124,6 +124,10 @@ class TrainConfig:
     #: Class targets scaled by each box's best IoU (ultralytics) or not; see
     #: :class:`~sarvessel.model.assigner.TaskAlignedAssigner`.
     iou_targets: bool = True
+    #: (low, high) percentiles that bring 16-bit or float training images to 8 bits
+    #: (:func:`~sarvessel.runtime.preprocess.percentile_stretch`); None refuses such images.
+    #: Evaluate the model with the same ``sarvessel eval --stretch``.
+    stretch: tuple[float, float] | None = None
     #: Class loss, one of :data:`~sarvessel.model.loss.CLASS_LOSSES` (ultralytics: "bce").
     cls_loss: str = "bce"
     resume: bool = False
@@ -694,9 +698,9 @@ def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDat
         raise SarvesselError(f"{cfg.data_dir}: no training or validation images found")
     train_ds = ImageDataset(train_items, tile_size=mc.tile_size, train_size=cfg.train_size,
                             augment=cfg.augment, seed=cfg.seed, channels=mc.in_channels,
-                            input_scale=mc.input_scale)
+                            input_scale=mc.input_scale, stretch=cfg.stretch)
     val_ds = ImageDataset(val_items, tile_size=mc.tile_size, channels=mc.in_channels,
-                          input_scale=mc.input_scale)
+                          input_scale=mc.input_scale, stretch=cfg.stretch)
     log.info("data: %d training images (%d boxes), %d validation images (%d boxes)",
              len(train_items), sum(len(i.boxes) for i in train_items), len(val_items),
              sum(len(i.boxes) for i in val_items))

@@ -307,7 +307,8 @@ def _deep_to_grey(values: np.ndarray, path: Path, stretch: Stretch | None) -> np
     if stretch is None:
         raise DatasetError(
             f"{path}: {band.dtype} samples, not 8-bit. SSDD-style models take 8-bit grey "
-            "images: pass --stretch LO,HI (e.g. --stretch 1,99.9) to map each image's LO..HI "
+            "images: pass --stretch LO,HI (sarvessel eval and train; e.g. --stretch 1,99.9) to "
+            "map each image's LO..HI "
             "percentiles linearly onto 0..255, or convert the images to 8 bits the way the "
             "model's training images were")
     try:
