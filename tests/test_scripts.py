@@ -165,3 +165,40 @@ def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
         assert 1.0 - first > 0.1  # the new channels (copies) carry real signal from the start
     r = _run("channel_share.py", str(grown))
     assert r.returncode == 2 and "--keep" in r.stderr
+
+
+@pytest.mark.slow
+def test_reproduce_ssdd_chains_the_stages_and_resumes_after_an_interruption(
+        tmp_path: Path) -> None:
+    """The one-command recipe of the shipped SSDD models, in --smoke form (one batch per stage
+    on a 4-image SSDD copy): every stage starts from the one before, the QAT stage distils from
+    the last float stage, the result is exported and scored; a rerun skips finished stages and
+    resumes the interrupted one."""
+    import json
+
+    data = _ssdd_layout(tmp_path / "ssdd")
+    (data / "ImageSets" / "Main" / "test.txt").write_text(
+        (data / "ImageSets" / "Main" / "train.txt").read_text())
+    runs = tmp_path / "runs"
+    args = ["--runs", str(runs), "--data-dir", str(data), "--threads", "1", "--device", "cpu",
+            "--smoke"]
+    r = _run("reproduce_ssdd.py", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [x for x in r.stdout.splitlines() if x.startswith("sarvessel train")]
+    assert len(lines) == 6 and not any("--resume" in x for x in lines)
+    assert f"--init {runs / 'float4' / 'last.pt'}" in lines[4]
+    assert f"--teacher {runs / 'float5' / 'last.pt'}" in lines[5] and "--float" not in lines[5]
+    for stage in ("float1", "float2", "float3", "float4", "float5", "qat"):
+        assert json.loads((runs / stage / "done.json").read_text())["stage"] == stage
+    test = json.loads((runs / "export" / "eval_ssdd_test.json").read_text())
+    assert test["images"] == 4 and 0.0 <= test["ap50"] <= 1.0
+    assert (runs / "export" / "ssdd_w4a4_qonnx.onnx").is_file()
+    assert "test: AP50" in r.stdout and "shipped v12 0.9308" in r.stdout
+    # the QAT stage was cut short: only it runs again, resumed from its last.pt
+    (runs / "qat" / "done.json").unlink()
+    r = _run("reproduce_ssdd.py", *args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("skipped") == 5
+    again = [x for x in r.stdout.splitlines() if x.startswith("sarvessel train")]
+    assert len(again) == 1 and "--out " + str(runs / "qat") in again[0]
+    assert again[0].endswith("--resume")
