@@ -31,7 +31,7 @@ from sarvessel.runtime.evaluate import ssdd_root
 def channel_weights(model: SarYolo, images: list[np.ndarray]) -> dict[int, torch.Tensor]:
     """Per body conv index, the weight of each of its output channels (see the module doc);
     ``images`` are uint8 tiles ``[C, H, W]``.
-    Plain conv → batch norm → ReLU body, as :func:`~sarvessel.model.train._split_widened`
+    Plain conv → batch norm → ReLU body, as :func:`~sarvessel.model.warm_start._split_widened`
     grows it."""
     body = model.body
     convs = [i for i, m in enumerate(body) if isinstance(m, torch.nn.Conv2d)]

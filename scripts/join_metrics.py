@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sarvessel.model.train import join_metrics, plot_curves
+from sarvessel.model.curves import join_metrics, plot_curves
 from sarvessel.runtime.errors import SarvesselError
 
 

@@ -142,7 +142,7 @@ def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
     from sarvessel.model.checkpoint import save_checkpoint
     from sarvessel.model.config import ModelConfig
     from sarvessel.model.network import build_model
-    from sarvessel.model.train import init_from_checkpoint
+    from sarvessel.model.warm_start import init_from_checkpoint
 
     torch.manual_seed(0)
     base = ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,

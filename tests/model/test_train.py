@@ -14,23 +14,21 @@ from PIL import Image
 from sarvessel.cli import build_parser, main
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import ModelConfig
+from sarvessel.model.curves import append_metrics, join_metrics
 from sarvessel.model.network import build_model
 from sarvessel.model.train import (
     DataKind,
     ModelEMA,
     TrainConfig,
-    _append_csv,
-    _split_widened,
     freeze_batchnorm,
     holdout_split,
-    init_from_checkpoint,
-    join_metrics,
     make_optimizer,
     oversample_items,
     param_groups,
     read_stems,
     train,
 )
+from sarvessel.model.warm_start import _split_widened, init_from_checkpoint
 from sarvessel.runtime.datasets import LabeledImage, write_yolo_labels
 from sarvessel.runtime.errors import SarvesselError
 
@@ -420,7 +418,7 @@ def test_qat_run_distils_from_a_float_teacher(tmp_path: Path, views: int) -> Non
 def test_metrics_csv_of_an_older_run_keeps_its_columns_on_resume(tmp_path: Path) -> None:
     path = tmp_path / "metrics.csv"
     path.write_text("epoch,lr,loss,val_ap50\n0,0.001,3.0,0.5\n")  # written before loss_kd existed
-    _append_csv(path, {"epoch": 1, "lr": 0.002, "loss": 2.5, "loss_kd": 0.1, "val_ap50": 0.6,
+    append_metrics(path, {"epoch": 1, "lr": 0.002, "loss": 2.5, "loss_kd": 0.1, "val_ap50": 0.6,
                        "train_s": 1.0})
     rows = list(csv.DictReader(path.open()))
     assert list(rows[1]) == ["epoch", "lr", "loss", "val_ap50"]

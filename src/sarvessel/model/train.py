@@ -1,15 +1,16 @@
 """Training: float pre-training, QAT fine-tuning or QAT from scratch, on SSDD or scene chips.
 
-One loop for all modes: AdamW with linear warm-up then cosine decay, an EMA of the weights
-(evaluated and checkpointed), per-epoch quick AP50 on the validation split, a metrics CSV, a
-training-curve PNG, ``last.pt`` (full state for ``--resume``) and ``best.pt`` (small) in the run
-folder, and optionally the best small checkpoint copied to an export folder (``models/<name>/``).
+One loop for all modes: AdamW (or SGD) with linear warm-up then cosine decay, an EMA of the
+weights (evaluated and checkpointed), per-epoch quick AP50 on the validation split, a metrics CSV
+and training-curve PNG (:mod:`sarvessel.model.curves`), ``last.pt`` (full state for
+``--resume``) and ``best.pt`` (small) in the run folder, and optionally the best small checkpoint
+copied to an export folder (``models/<name>/``). Warm starts from other checkpoints are
+:mod:`sarvessel.model.warm_start`.
 """
 
 from __future__ import annotations
 
 import copy
-import csv
 import logging
 import math
 import random
@@ -25,14 +26,16 @@ import numpy as np
 import torch
 
 from sarvessel.model.augment import AugmentConfig
-from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
+from sarvessel.model.checkpoint import save_checkpoint
 from sarvessel.model.config import ModelConfig
+from sarvessel.model.curves import append_metrics, plot_curves
 from sarvessel.model.data import ImageDataset
 from sarvessel.model.distill import DihedralTeacher, DistillLoss, load_teacher
 from sarvessel.model.evaluate import evaluate_ap
 from sarvessel.model.loader import default_workers, epoch_loader, resolve_device
 from sarvessel.model.loss import DetectionLoss
 from sarvessel.model.network import SarYolo, build_model, count_ops
+from sarvessel.model.warm_start import init_from_checkpoint
 from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
@@ -48,13 +51,8 @@ WEIGHT_SCALE_LR_FACTOR = 0.02
 OPTIMIZERS = ("adamw", "sgd")
 
 __all__ = ["OPTIMIZERS", "DataKind", "ModelEMA", "TrainConfig", "freeze_batchnorm",
-           "holdout_split", "init_from_checkpoint", "join_metrics", "make_optimizer",
-           "oversample_items", "param_groups",
-           "plot_curves", "read_stems", "train"]
-
-METRIC_FIELDS = ("epoch", "lr", "loss", "loss_box", "loss_cls", "loss_dfl", "loss_kd",
-                 "val_ap50", "train_s", "eval_s")
-
+           "holdout_split", "make_optimizer", "oversample_items", "param_groups", "read_stems",
+           "train"]
 
 class DataKind(str, Enum):
     """Training data sources."""
@@ -119,7 +117,8 @@ class TrainConfig:
     #: Weights to start from (e.g. a float run's best.pt for QAT fine-tuning).
     init: Path | None = None
     #: How ``init`` seeds the new channels of wider body layers: "zero" (fresh channels read
-    #: through zero weights) or "copy" (Net2WiderNet copies); see :func:`init_from_checkpoint`.
+    #: through zero weights) or "copy" (Net2WiderNet copies); see
+    #: :func:`~sarvessel.model.warm_start.init_from_checkpoint`.
     grow: str = "zero"
     #: Class targets scaled by each box's best IoU (ultralytics) or not; see
     #: :class:`~sarvessel.model.assigner.TaskAlignedAssigner`.
@@ -390,7 +389,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         row = {"epoch": epoch, "lr": lr, "loss": sum(means), "loss_box": means[0],
                "loss_cls": means[1], "loss_dfl": means[2], "loss_kd": kd_sum / n_batches,
                "val_ap50": ap, "train_s": train_s, "eval_s": eval_s}
-        _append_csv(csv_path, row)
+        append_metrics(csv_path, row)
         log.info("epoch %d/%d loss %.4f (box %.4f cls %.4f dfl %.4f, distill %.4f) val AP50 "
                  "%.4f [%.0f s train, %.0f s eval]", epoch + 1, cfg.epochs, row["loss"], *means,
                  row["loss_kd"], ap, train_s, eval_s)
@@ -439,189 +438,6 @@ def _out_of_time(cfg: TrainConfig, epoch: int, t_run: float, ahead_s: float) -> 
     if cfg.time_limit is None or epoch + 1 >= cfg.epochs:
         return False
     return time.time() - t_run + ahead_s > cfg.time_limit * 60
-
-
-def plot_curves(csv_path: Path, png: Path) -> None:
-    """Plot losses and validation AP50 per epoch from the metrics CSV."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with Path(csv_path).open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    ep = [int(r["epoch"]) + 1 for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k in ("loss_box", "loss_cls", "loss_dfl", "loss", "loss_kd"):
-        vals = [float(r.get(k) or 0.0) for r in rows]
-        if k != "loss_kd" or any(vals):  # metrics of runs without a teacher have no kd
-            a1.plot(ep, vals, label=k)
-    a1.set_xlabel("epoch")
-    a1.set_ylabel("training loss")
-    a1.legend()
-    a1.grid(alpha=0.3)
-    pts = [(e, float(r["val_ap50"])) for e, r in zip(ep, rows, strict=True)
-           if r["val_ap50"] not in ("", "nan")]
-    if pts:
-        a2.plot(*zip(*pts, strict=True), marker="o")
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("val AP50 (EMA)")
-    a2.set_ylim(0, 1)
-    a2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-
-
-def join_metrics(stages: Sequence[Path | str], out: Path | str) -> int:
-    """Join the ``metrics.csv`` of consecutive training stages (e.g. a float run and the warm
-    restarts that ``--init`` from it) into one CSV with one epoch count; returns its rows.
-
-    Why: a shipped model's curve spans several runs, each numbering its epochs from 0. Stage
-    k's epochs are shifted past the last epoch of the stages before it; a row repeated by a
-    resume keeps its last copy; columns are the union in order of first appearance (a column a
-    stage lacks is left empty)."""
-    fields: list[str] = []
-    rows: list[dict[str, str]] = []
-    offset = 0
-    for stage in stages:
-        with Path(stage).open(newline="") as f:
-            reader = csv.DictReader(f)
-            names = reader.fieldnames or []
-            if "epoch" not in names:
-                raise SarvesselError(f"{stage}: not a metrics CSV (no 'epoch' column)")
-            fields += [k for k in names if k not in fields]
-            try:
-                by_epoch = {int(r["epoch"]): r for r in reader}
-            except (TypeError, ValueError) as e:
-                raise SarvesselError(f"{stage}: line {reader.line_num}: epoch is not an "
-                                     f"integer ({e})") from None
-        if not by_epoch:
-            raise SarvesselError(f"{stage}: no epochs in this metrics CSV")
-        for ep in sorted(by_epoch):
-            rows.append({**by_epoch[ep], "epoch": str(ep + offset)})
-        offset += max(by_epoch) + 1
-    with Path(out).open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    return len(rows)
-
-
-def init_from_checkpoint(model: SarYolo, path: Path | str, *, grow: str = "zero"
-                         ) -> tuple[list[str], list[str]]:
-    """Copy into ``model`` every tensor of checkpoint ``path`` whose name and shape match; the
-    rest keep their fresh init. Returns (copied, fresh) names.
-
-    Why: a float run's weights seed QAT (the quantizer scales start fresh), and a grown network
-    (e.g. a context branch added to a trained body) starts from the trained body. A network
-    that differs only in wider body layers starts as the narrower one. ``grow`` says how its
-    new channels start: "zero", fresh and read through zero weights (:func:`_widened`), or
-    "copy", as copies of old channels (:func:`_split_widened`; plain bodies only). Session 22
-    measured both on SSDD (a 96-wide body grown from the 40-wide float twin, 2 x 36 epochs):
-    the new channels carry 41-49 % of each layer's signal instead of 4-19 %, but the model
-    scores the same on the training split (AP50 0.963 against 0.965) and 1 point lower on
-    test, with a higher training loss, so "zero" stays the default."""
-    if grow not in ("zero", "copy"):
-        raise SarvesselError(f"grow must be 'zero' or 'copy', got {grow!r}")
-    src, _ = load_checkpoint(path, quantized=model.cfg.quantized)
-    own = model.state_dict()
-    state = dict(src.state_dict())
-    n = model.cfg.subgrid ** 2
-    if src.cfg.subgrid == 1 and n > 1:
-        # a one-anchor head seeds every anchor of a finer grid: the packed output channel
-        # c*n + k is anchor k's channel c, so each row is repeated n times (pixel-shuffle order)
-        last = f"head.{len(model.head) - 1}."
-        for k, v in list(state.items()):
-            if k.startswith(last) and v.ndim >= 1 and v.shape[0] == model.cfg.cell_channels:
-                state[k] = v.repeat_interleave(n, dim=0)
-    if _widens(src.cfg, model.cfg):
-        if grow == "copy":
-            if model.cfg.context_widths or model.cfg.separable_from:
-                raise SarvesselError("grow 'copy' needs a plain conv body (no context branch, "
-                                     "no separable layers); use 'zero'")
-            state.update(_split_widened(state, model))
-        for k, v in list(state.items()):
-            if k in own and own[k].shape != v.shape:
-                grown = _widened(v, own[k])
-                if grown is not None:
-                    state[k] = grown
-    # keys absent from ``own`` stay: Brevitas registers learned activation scales (``.value``)
-    # only once initialised, and takes them from the state dict when loading
-    state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    model.apply_masks()
-    return sorted(set(state) - set(unexpected)), sorted(missing)
-
-
-def _widens(src: ModelConfig, dst: ModelConfig) -> bool:
-    """True when ``dst`` is ``src`` with some body layers wider and nothing else changed."""
-    same = ("stem_stride", "pools", "dilations", "separable_from", "context_widths",
-            "context_dilations", "head_width", "head_kernel", "reg_max", "in_channels")
-    return (len(src.widths) == len(dst.widths)
-            and all(d >= s for s, d in zip(src.widths, dst.widths, strict=True))
-            and all(getattr(src, f) == getattr(dst, f) for f in same))
-
-
-def _split_widened(state: dict[str, torch.Tensor], model: SarYolo, *, noise: float = 0.05,
-                   seed: int = 0) -> dict[str, torch.Tensor]:
-    """The body and first head conv of ``state`` grown to ``model``'s widths, Net2WiderNet-style
-    (Chen et al. 2016): each new channel of a layer copies a random old channel of that layer
-    (its conv filter and batch-norm), and the next conv splits the copied channel's weights
-    between the copies at random fractions that sum to one. Each copy's filter gets Gaussian
-    noise of ``noise`` times that filter's standard deviation (0: the output is unchanged).
-
-    Why, beside :func:`_widened` (fresh channels read through zero weights): that also keeps
-    the function, but the fresh channels stay weak. In a 96-wide body grown that way from the
-    40-wide float twin, after 72 epochs the old 40 channels still carried 81-96 % of the
-    signal into each next layer (``scripts/channel_share.py``). Copies start as strong as the
-    channels they copy; the noise lets them drift apart (under Adam, exact copies get the
-    same normalised updates and stay copies). Plain nn.Conv2d/BatchNorm2d chain only (no context
-    branch, no separable layers)."""
-    gen = torch.Generator().manual_seed(seed)
-    out: dict[str, torch.Tensor] = {}
-    in_map: torch.Tensor | None = None  # new input channel -> old one, and its share
-    in_frac = torch.ones(0)
-    for i in [i for i, m in enumerate(model.body) if isinstance(m, torch.nn.Conv2d)]:
-        conv, bn = f"body.{i}", f"body.{i + 1}"  # each body conv is followed by its batch norm
-        w = state[f"{conv}.weight"]
-        if in_map is not None:
-            w = w[:, in_map] * in_frac.view(1, -1, 1, 1).to(w.dtype)
-        n_old, n_new = w.shape[0], model.get_submodule(conv).out_channels
-        g = torch.cat([torch.arange(n_old), torch.randint(0, n_old, (n_new - n_old,),
-                                                          generator=gen)])
-        w = w[g]
-        if n_new > n_old and noise:
-            copies = w[n_old:]
-            scale = copies.flatten(1).std(1).view(-1, *[1] * (w.ndim - 1))
-            w[n_old:] = copies + noise * scale * torch.randn(copies.shape, generator=gen)
-        out[f"{conv}.weight"] = w
-        for part in ("weight", "bias", "running_mean", "running_var"):
-            out[f"{bn}.{part}"] = state[f"{bn}.{part}"][g]
-        share = torch.rand(n_new, generator=gen) + 0.5  # 0.5-1.5: no copy starts negligible
-        total = torch.zeros(n_old).index_add_(0, g, share)
-        in_map, in_frac = g, share / total[g]  # an uncopied channel: share / share, exactly 1
-    w = state["head.0.weight"]  # the head reads the last body layer
-    out["head.0.weight"] = w[:, in_map] * in_frac.view(1, -1, 1, 1).to(w.dtype)
-    return out
-
-
-def _widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor | None:
-    """``fresh`` with ``old`` in its leading slice, or None when ``old`` does not fit in it.
-
-    Why (Net2Net-style growth that keeps the function): the old channels keep their weights,
-    the new ones keep their fresh init, and the old output channels read the new input channels
-    through zero weights, so the wider network starts with the narrower one's output (eval
-    mode) and the new channels join as training moves those zeros."""
-    if old.ndim != fresh.ndim or any(o > f for o, f in zip(old.shape, fresh.shape, strict=True)):
-        return None
-    out = fresh.detach().clone()
-    out[tuple(slice(0, n) for n in old.shape)] = old
-    if out.ndim >= 2 and fresh.shape[1] > old.shape[1]:
-        out[:old.shape[0], old.shape[1]:] = 0
-    return out
 
 
 def holdout_split(items: Sequence[T], fraction: float, *, seed: int = 0
@@ -733,20 +549,6 @@ def _sync_counters(model: SarYolo, ema: torch.nn.Module) -> None:
     for e, m in zip(ema.modules(), model.modules(), strict=True):
         if hasattr(m, "counter") and isinstance(m.counter, int):
             e.counter = m.counter
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row``; a resumed run keeps the columns its CSV was started with."""
-    fields: Sequence[str] = METRIC_FIELDS
-    new = not path.exists()
-    if not new:
-        with path.open(newline="") as f:
-            fields = next(csv.reader(f), None) or METRIC_FIELDS
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        if new:
-            w.writeheader()
-        w.writerow(row)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
