@@ -128,6 +128,15 @@ def test_deep_and_multiband_images(tmp_path: Path) -> None:
     (tmp_path / "cut.tif").write_bytes((tmp_path / "ok.tif").read_bytes()[:60])
     with pytest.raises(DatasetError, match="cut.tif: cannot read"):
         load_image_grey(tmp_path / "cut.tif", stretch=(1, 99))
+    frames = [Image.fromarray(np.full((8, 8), k, np.uint8)) for k in (0, 9)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(DatasetError, match="anim.gif: 2 frames"):
+        load_image_grey(tmp_path / "anim.gif")
+    # an 8-bit TIFF with overviews (pyramid pages) is one band: its full-resolution level
+    with tifffile.TiffWriter(tmp_path / "cog.tif") as tw:
+        tw.write(np.full((16, 16), 5, np.uint8), subifds=1)
+        tw.write(np.full((8, 8), 9, np.uint8), subfiletype=1)
+    assert load_image_grey(tmp_path / "cog.tif").shape == (16, 16)
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(DatasetError, match="junk.png: cannot read image"):
         load_image_grey(tmp_path / "junk.png")

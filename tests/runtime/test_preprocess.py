@@ -59,6 +59,14 @@ def test_percentile_stretch() -> None:
         percentile_stretch(np.array([np.nan, np.inf]), 1, 99)
     with pytest.raises(ValueError, match="percentiles must satisfy"):
         percentile_stretch(v, 50, 50)
+    # past STRETCH_SAMPLES pixels the percentiles come from a subsample: within a grey level
+    big = np.random.default_rng(0).gamma(1.0, 100.0, (3000, 2000)).astype(np.float32)
+    big[:10] = np.nan  # the subsample's first rows are all non-finite
+    lo, hi = np.percentile(big[10:], [1, 99])
+    exact = np.floor(np.clip((big - lo) * 255 / (hi - lo), 0, 255) + 0.5)
+    got = percentile_stretch(big, 1, 99)
+    assert (got[:10] == 0).all()
+    assert np.abs(got[10:].astype(int) - exact[10:]).max() <= 1
 
 
 def test_db_units_problem_tells_db_from_other_units() -> None:

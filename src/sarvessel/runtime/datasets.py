@@ -251,9 +251,12 @@ def load_image_grey(path: Path | str, *, stretch: Stretch | None = None) -> np.n
     values = None
     try:
         with Image.open(path) as im:
-            if im.mode in _EIGHT_BIT_MODES and getattr(im, "n_frames", 1) == 1:
+            frames = getattr(im, "n_frames", 1)
+            if im.mode in _EIGHT_BIT_MODES and frames == 1:
                 return np.asarray(im.convert("L"), dtype=np.uint8)
-            if not _is_tiff(path):
+            if not _is_tiff(path):  # TIFF pages (bands or overviews) are tifffile's to sort
+                if frames > 1:
+                    raise DatasetError(f"{path}: {frames} frames; one band (grey) is needed")
                 values = np.asarray(im)
     except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
         if not _is_tiff(path):
