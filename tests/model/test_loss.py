@@ -34,6 +34,10 @@ def test_class_losses_weigh_easy_negatives_down() -> None:
     qfl = class_loss(logits, targets, "qfl")
     want = (bce * (targets - p).abs() ** 2).sum()
     assert float(qfl) == pytest.approx(float(want))
+    mixed = class_loss(logits, targets, "bce+qfl")
+    assert float(mixed) == pytest.approx(float((bce.sum() + want) / 2))
+    with pytest.raises(ValueError, match="class loss"):
+        class_loss(logits, targets, "bce+vfl+x")
     vfl = class_loss(logits, targets, "vfl")
     want = bce[0] * 0.8 + (bce[1:] * 0.75 * p[1:] ** 2).sum()
     assert float(vfl) == pytest.approx(float(want))

@@ -93,9 +93,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                    help="adamw (default) or sgd (Nesterov, momentum 0.937; ultralytics' choice "
                         "for long runs, at lr 0.01)")
-    p.add_argument("--cls-loss", choices=("bce", "qfl", "vfl"), default="bce",
-                   help="class loss: BCE (ultralytics, default), quality focal (qfl) or "
-                        "varifocal (vfl)")
+    p.add_argument("--cls-loss", choices=("bce", "qfl", "vfl", "bce+qfl"), default="bce",
+                   help="class loss: BCE (ultralytics, default), quality focal (qfl), "
+                        "varifocal (vfl) or the mean of BCE and QFL (bce+qfl)")
     p.add_argument("--grow", choices=("zero", "copy"), default="zero",
                    help="with --init into wider body layers: new channels start fresh and are "
                         "read through zero weights (zero, default) or copy old channels "

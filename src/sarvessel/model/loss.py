@@ -18,7 +18,7 @@ __all__ = ["CLASS_LOSSES", "DetectionLoss", "class_loss", "df_loss"]
 
 #: Class losses: ``bce`` (ultralytics' YOLOv8), ``qfl`` (quality focal loss, GFL, the loss DFL
 #: was introduced with) and ``vfl`` (varifocal loss, VarifocalNet).
-CLASS_LOSSES = ("bce", "qfl", "vfl")
+CLASS_LOSSES = ("bce", "qfl", "vfl", "bce+qfl")
 
 
 def class_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce") -> torch.Tensor:
@@ -29,6 +29,9 @@ def class_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str = "bce") -
     anchors, nearly all easy sea; both shrink those terms so the loss is spent on the hard
     negatives (quays, land) that make the detector's false alarms.
     """
+    if "+" in kind and kind in CLASS_LOSSES:  # the mean of the named losses
+        parts = kind.split("+")
+        return sum(class_loss(logits, targets, k) for k in parts) / len(parts)
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     if kind == "bce":
         return bce.sum()
