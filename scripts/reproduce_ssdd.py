@@ -5,6 +5,8 @@
     python scripts/reproduce_ssdd.py --runs runs/repro              # ~5 h on 2 CPU cores
     python scripts/reproduce_ssdd.py --runs runs/repro --dry-run    # print the commands only
     python scripts/reproduce_ssdd.py --runs runs/repro --device cuda --threads 8   # a GPU host
+    python scripts/reproduce_ssdd.py --runs runs/repro_qat \
+        --from-float models/ssdd_float/checkpoint.pt    # the QAT stage only (~20 min)
 
 The stages are the model cards' commands, each starting from the one before (``--init``; the
 QAT stage also distils from the last float stage). Stage ``s`` trains into ``<runs>/<s>/`` and
@@ -69,14 +71,17 @@ SMOKE = ("--epochs", "1", "--max-batches", "1", "--max-images", "4", "--eval-eve
          "--train-size", "64")
 
 
-def stage_command(stage: Stage, runs: Path, extra: list[str]) -> list[str]:
-    """The ``sarvessel train`` arguments of ``stage`` (``--resume`` when it was interrupted)."""
+def stage_command(stage: Stage, runs: Path, extra: list[str],
+                  checkpoints: dict[str, Path] | None = None) -> list[str]:
+    """The ``sarvessel train`` arguments of ``stage`` (``--resume`` when it was interrupted).
+    ``checkpoints`` replaces the ``last.pt`` of named earlier stages (``--from-float``)."""
     out = runs / stage.name
+    ckpt = {s.name: runs / s.name / "last.pt" for s in STAGES} | (checkpoints or {})
     cmd = ["train", "--out", str(out), *stage.args]
     if stage.init:
-        cmd += ["--init", str(runs / stage.init / "last.pt")]
+        cmd += ["--init", str(ckpt[stage.init])]
     if stage.teacher:
-        cmd += ["--teacher", str(runs / stage.teacher / "last.pt")]
+        cmd += ["--teacher", str(ckpt[stage.teacher])]
     cmd += extra
     if (out / "last.pt").is_file():
         cmd.append("--resume")
@@ -96,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="SSDD root (default: sarvessel's)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch CPU threads (default 2)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--from-float", type=Path, metavar="CKPT",
+                   help="skip the float stages and run QAT from this float checkpoint (e.g. "
+                   "models/ssdd_float/checkpoint.pt, the shipped float twin)")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--smoke", action="store_true",
                    help="one batch per stage on 4 images: checks the chain in minutes")
@@ -105,17 +113,27 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--data-dir", str(args.data_dir)]
     if args.smoke:
         extra += list(SMOKE)
+    checkpoints: dict[str, Path] = {}
+    if args.from_float:
+        if not args.from_float.is_file():
+            p.error(f"--from-float: {args.from_float} is not a file")
+        checkpoints[STAGES[-2].name] = args.from_float
     for stage in STAGES:
         done = args.runs / stage.name / "done.json"
+        if stage.name in checkpoints:
+            print(f"# {stage.name}: taken from {checkpoints[stage.name]}", flush=True)
+            continue
+        if args.from_float and stage is not STAGES[-1]:
+            continue
         if done.is_file():
             print(f"# {stage.name}: done ({done}), skipped", flush=True)
             continue
         t0 = time.time()
-        sarvessel(stage_command(stage, args.runs, extra), dry_run=args.dry_run)
+        command = stage_command(stage, args.runs, extra, checkpoints)
+        sarvessel(command, dry_run=args.dry_run)
         if not args.dry_run:
             done.write_text(json.dumps({"stage": stage.name, "minutes": (time.time() - t0) / 60,
-                                        "args": stage_command(stage, args.runs, extra)},
-                                       indent=2) + "\n")
+                                        "args": command}, indent=2) + "\n")
     export = args.runs / "export"
     sarvessel(["export", str(args.runs / STAGES[-1].name / "last.pt"), "--out", str(export),
                "--qonnx", "--qcdq", "--iou", "0.6"], dry_run=args.dry_run)

@@ -202,3 +202,12 @@ def test_reproduce_ssdd_chains_the_stages_and_resumes_after_an_interruption(
     again = [x for x in r.stdout.splitlines() if x.startswith("sarvessel train")]
     assert len(again) == 1 and "--out " + str(runs / "qat") in again[0]
     assert again[0].endswith("--resume")
+    # --from-float: the QAT stage alone, from a given float checkpoint
+    ckpt = runs / "float5" / "last.pt"
+    r = _run("reproduce_ssdd.py", "--runs", str(tmp_path / "q"), "--from-float", str(ckpt),
+             "--dry-run")
+    assert r.returncode == 0, r.stderr
+    trains = [x for x in r.stdout.splitlines() if x.startswith("sarvessel train")]
+    assert len(trains) == 1 and f"--init {ckpt} --teacher {ckpt}" in trains[0]
+    r = _run("reproduce_ssdd.py", "--from-float", str(tmp_path / "none.pt"), "--dry-run")
+    assert r.returncode == 2 and "none.pt is not a file" in r.stderr
