@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -111,6 +112,14 @@ def test_sixteen_bit_training_images_need_a_stretch(tmp_path: Path, capsys) -> N
     assert main([*args, "--out", str(tmp_path / "b"), "--stretch", "0,100"]) == 0
     state = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=False)
     assert state["train"]["stretch"] == [0.0, 100.0]
+    # the export carries it into the model contract, and eval applies it by default
+    assert main(["export", str(tmp_path / "b" / "best.pt"), "--out", str(tmp_path / "x"),
+                 "--qcdq", "--name", "tiny", "--check-tiles", "0"]) == 0
+    sidecar = json.loads((tmp_path / "x" / "tiny.json").read_text())
+    assert sidecar["stretch"] == [0.0, 100.0]
+    assert main(["eval", str(tmp_path / "x" / "tiny.onnx"), "--data", str(data / "val"),
+                 "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["stretch_percentiles"] == [0.0, 100.0]
 
 
 def test_ema_tracks_model() -> None:

@@ -163,6 +163,8 @@ def test_missing_metadata(tmp_path: Path) -> None:
     ({"input_scale": 0}, "input_scale must be in"),
     ({"subgrid": 3}, r"subgrid must be one of \(1, 2, 4\)"),
     ({"subgrid": 2.0}, "subgrid must be a positive integer"),
+    ({"stretch": [50, 10]}, "stretch must be percentiles"),
+    ({"stretch": [1]}, "bad model metadata"),
 ])
 def test_bad_sidecar_names_the_file(tmp_path: Path, bad: dict, match: str) -> None:
     path = _write_model(tmp_path / "m.onnx")

@@ -89,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ultralytics, default) or 1 (one)")
     p.add_argument("--stretch", type=parse_stretch, metavar="LO,HI",
                    help="16-bit or float training images: map each image's LO..HI percentiles "
-                        "onto 0..255 (as sarvessel eval --stretch; evaluate with the same)")
+                        "onto 0..255 (as sarvessel eval --stretch; the export records it)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                    help="adamw (default) or sgd (Nesterov, momentum 0.937; ultralytics' choice "
                         "for long runs, at lr 0.01)")

@@ -125,7 +125,7 @@ class TrainConfig:
     iou_targets: bool = True
     #: (low, high) percentiles that bring 16-bit or float training images to 8 bits
     #: (:func:`~sarvessel.runtime.preprocess.percentile_stretch`); None refuses such images.
-    #: Evaluate the model with the same ``sarvessel eval --stretch``.
+    #: ``sarvessel export`` carries it into the sidecar, where ``sarvessel eval`` finds it.
     stretch: tuple[float, float] | None = None
     #: Class loss, one of :data:`~sarvessel.model.loss.CLASS_LOSSES` (ultralytics: "bce").
     cls_loss: str = "bce"

@@ -55,9 +55,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sarvessel.quantize.equivalence import check_equivalence
     from sarvessel.quantize.export import export_qcdq, export_qcdq_int8, export_qonnx
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, state = load_checkpoint(args.checkpoint)
     cfg = model.cfg
     meta = cfg.sidecar(conf_threshold=args.conf, iou_threshold=args.iou)
+    # images stretched to 8 bits in training are stretched alike wherever the model is evaluated
+    meta["stretch"] = (state.get("train") or {}).get("stretch")
     name = args.name or cfg.name
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

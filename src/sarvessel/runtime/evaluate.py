@@ -90,7 +90,9 @@ def evaluate(
     :mod:`sarvessel.runtime.tta`); the default 1 is none. input_scale: factor each image is
     resampled by before tiling (boxes are scaled back); the default is the model's. stretch:
     (low, high) percentiles that bring 16-bit or float images to 8 bits
-    (:func:`~sarvessel.runtime.datasets.load_image_grey`); the default refuses such images.
+    (:func:`~sarvessel.runtime.datasets.load_image_grey`); the default is the model's own
+    (``stretch`` in its sidecar, set by ``sarvessel train --stretch``), else such images are
+    refused.
     """
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
@@ -101,7 +103,8 @@ def evaluate(
                         else conf_threshold),
         overlap=overlap, interpolation=interpolation,
         input_scale=onnx.metadata.input_scale if input_scale is None else input_scale,
-        stretch=stretch)
+        stretch=(None if onnx.metadata.stretch is None else tuple(onnx.metadata.stretch))
+        if stretch is None else stretch)
     result.model = str(model_path)
     result.data = str(data)
     result.split = split

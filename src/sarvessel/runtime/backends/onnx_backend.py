@@ -96,8 +96,11 @@ class ModelMetadata:
     input_scale: factor images are resampled by before tiling (1: native pixels; sidecars
     without it are 1). subgrid: anchors per output cell and axis (1, 2 or 4; sidecars without
     it are 1): the graph packs ``subgrid**2`` anchors' predictions per cell into its channels
-    (:func:`~sarvessel.runtime.decode.unpack_subgrid`). bit_widths: quantisation widths by role
-    (informative). extra: any other keys, kept as read.
+    (:func:`~sarvessel.runtime.decode.unpack_subgrid`). stretch: the (low, high) percentiles
+    the model's 16-bit or float training images were brought to 8 bits with
+    (``sarvessel train --stretch``), which ``sarvessel eval`` then applies by default; None (and
+    sidecars without it): the model takes 8-bit images as they are. bit_widths: quantisation
+    widths by role (informative). extra: any other keys, kept as read.
     """
 
     name: str
@@ -112,6 +115,7 @@ class ModelMetadata:
     iou_threshold: float = 0.5
     input_scale: float = 1.0
     subgrid: int = 1
+    stretch: list[float] | None = None
     bit_widths: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +141,12 @@ class ModelMetadata:
         lo, hi = INPUT_SCALE_RANGE
         if not lo <= float(self.input_scale) <= hi:
             raise ValueError(f"input_scale must be in [{lo:g}, {hi:g}], got {self.input_scale}")
+        if self.stretch is not None:
+            lo, hi = (float(v) for v in self.stretch)
+            if not 0.0 <= lo < hi <= 100.0:
+                raise ValueError(f"stretch must be percentiles 0 <= low < high <= 100, got "
+                                 f"{self.stretch}")
+            self.stretch = [lo, hi]
         if self.subgrid not in SUBGRIDS or self.stride % self.subgrid:
             raise ValueError(f"subgrid must be one of {SUBGRIDS} and divide the stride "
                              f"{self.stride}, got {self.subgrid}")
