@@ -60,6 +60,11 @@ def test_no_boxes_gives_only_class_loss() -> None:
                            torch.zeros(2, 1, dtype=torch.bool))
     assert parts[0] == 0 and parts[2] == 0 and parts[1] > 0
     assert float(total) == float(parts.sum() * 2)
+    # the class gain scales the class part linearly (ultralytics' 0.5 by default)
+    _, doubled = DetectionLoss(stride=8, cls_gain=1.0)(
+        raw, torch.zeros(2, 1, 4), torch.zeros(2, 1, dtype=torch.long),
+        torch.zeros(2, 1, dtype=torch.bool))
+    assert float(doubled[1]) == pytest.approx(2 * float(parts[1]))
 
 
 def test_loss_decreases_on_tiny_overfit() -> None:

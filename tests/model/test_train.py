@@ -179,6 +179,8 @@ def test_cli_registers_train(tmp_path: Path) -> None:
     assert main(["train", "--out", str(tmp_path), "--bits", "weight=two"]) == 2
     assert main(["train", "--out", str(tmp_path), "--weight-scale-lr", "-1"]) == 2
     assert main(["train", "--out", str(tmp_path), "--teacher-tta", "4"]) == 2
+    assert main(["train", "--out", str(tmp_path), "--loss-gains", "7.5,0.5"]) == 2
+    assert main(["train", "--out", str(tmp_path), "--loss-gains", "7.5,-1,1.5"]) == 2
     assert build_parser().parse_args(["train", "--out", str(tmp_path), "--subgrid", "2"]
                                      ).subgrid == 2
     with pytest.raises(SystemExit):

@@ -96,6 +96,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cls-loss", choices=("bce", "qfl", "vfl", "bce+qfl"), default="bce",
                    help="class loss: BCE (ultralytics, default), quality focal (qfl), "
                         "varifocal (vfl) or the mean of BCE and QFL (bce+qfl)")
+    p.add_argument("--loss-gains", default="7.5,0.5,1.5", metavar="BOX,CLS,DFL",
+                   help="gains of the CIoU box, class and DFL losses (default ultralytics' "
+                        "7.5,0.5,1.5)")
     p.add_argument("--grow", choices=("zero", "copy"), default="zero",
                    help="with --init into wider body layers: new channels start fresh and are "
                         "read through zero weights (zero, default) or copy old channels "
@@ -208,6 +211,7 @@ def run_train(args: argparse.Namespace) -> int:
                      init=args.init, grow=args.grow,
                      iou_targets=args.cls_target == "iou", cls_loss=args.cls_loss,
                      optimizer=args.optimizer, stretch=args.stretch,
+                     loss_gains=_loss_gains(args.loss_gains),
                      resume=args.resume,
                      eval_every=args.eval_every, val_split=args.val_split,
                      holdout=args.holdout,
@@ -227,6 +231,17 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     log.info("done: best val AP50 %.4f (epoch %d)", best["val_ap50"], best["epoch"] + 1)
     return 0
+
+
+def _loss_gains(text: str) -> tuple[float, float, float]:
+    """``--loss-gains``: three non-negative numbers."""
+    try:
+        box, cls, dfl = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SarvesselError(f"--loss-gains: expected BOX,CLS,DFL numbers, got {text!r}") from None
+    if min(box, cls, dfl) < 0:
+        raise SarvesselError(f"--loss-gains must be >= 0, got {text!r}")
+    return box, cls, dfl
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:

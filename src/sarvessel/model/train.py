@@ -129,6 +129,8 @@ class TrainConfig:
     stretch: tuple[float, float] | None = None
     #: Class loss, one of :data:`~sarvessel.model.loss.CLASS_LOSSES` (ultralytics: "bce").
     cls_loss: str = "bce"
+    #: Gains of the box (CIoU), class and DFL losses (ultralytics: 7.5, 0.5, 1.5).
+    loss_gains: tuple[float, float, float] = (7.5, 0.5, 1.5)
     resume: bool = False
     #: Evaluate every n epochs (and always at the last).
     eval_every: int = 1
@@ -274,7 +276,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
     opt = make_optimizer(param_groups(model, cfg), cfg)
     loss_fn = DetectionLoss(stride=model_cfg.stride, reg_max=model_cfg.reg_max, nc=model_cfg.nc,
                             subgrid=model_cfg.subgrid, iou_targets=cfg.iou_targets,
-                            cls_loss=cfg.cls_loss)
+                            cls_loss=cfg.cls_loss, box_gain=cfg.loss_gains[0],
+                            cls_gain=cfg.loss_gains[1], dfl_gain=cfg.loss_gains[2])
     kd_fn = DistillLoss(reg_max=model_cfg.reg_max, nc=model_cfg.nc, gain=cfg.distill_gain)
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, model_cfg).to(device)
     if teacher is not None:
