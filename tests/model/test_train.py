@@ -117,8 +117,10 @@ def test_sixteen_bit_training_images_need_a_stretch(tmp_path: Path, capsys) -> N
                  "--qcdq", "--name", "tiny", "--check-tiles", "0"]) == 0
     sidecar = json.loads((tmp_path / "x" / "tiny.json").read_text())
     assert sidecar["stretch"] == [0.0, 100.0]
+    # (the error gallery reads the images again, with the same stretch)
     assert main(["eval", str(tmp_path / "x" / "tiny.onnx"), "--data", str(data / "val"),
-                 "--json", str(tmp_path / "e.json")]) == 0
+                 "--json", str(tmp_path / "e.json"), "--gallery", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 0
     assert json.loads((tmp_path / "e.json").read_text())["stretch_percentiles"] == [0.0, 100.0]
 
 

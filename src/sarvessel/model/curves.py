@@ -98,5 +98,3 @@ def append_metrics(path: Path, row: dict[str, Any]) -> None:
         if new:
             w.writeheader()
         w.writerow(row)
-
-

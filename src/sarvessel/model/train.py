@@ -293,9 +293,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             raise SarvesselError(f"{last_path}: nothing to resume")
         state = torch.load(last_path, map_location="cpu", weights_only=False)
         saved = state.get("train", {})
-        if saved.get("optimizer", "adamw") != cfg.optimizer:
-            raise SarvesselError(f"{last_path} was trained with {saved.get('optimizer', 'adamw')}"
-                                 f", not {cfg.optimizer}: resume it with that optimizer")
+        trained_with = saved.get("optimizer", "adamw")  # runs before the option used AdamW
+        if trained_with != cfg.optimizer:
+            raise SarvesselError(f"{last_path} was trained with {trained_with}, not "
+                                 f"{cfg.optimizer}: resume it with that optimizer")
         model.load_state_dict(state["raw_model"])
         ema.ema.load_state_dict(state["model"])
         ema.updates = state["ema_updates"]

@@ -127,5 +127,3 @@ def _widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor | None:
     if out.ndim >= 2 and fresh.shape[1] > old.shape[1]:
         out[:old.shape[0], old.shape[1]:] = 0
     return out
-
-

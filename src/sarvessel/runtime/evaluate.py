@@ -49,6 +49,7 @@ from sarvessel.runtime.datasets import (
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.nms import box_nms
+from sarvessel.runtime.preprocess import stretch_percentiles
 from sarvessel.runtime.tiling import tile_grid
 from sarvessel.runtime.tta import TTA_SETS, with_tta
 
@@ -97,14 +98,15 @@ def evaluate(
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
                        iou_threshold=iou_threshold)
+    if stretch is None and onnx.metadata.stretch is not None:
+        stretch = (onnx.metadata.stretch[0], onnx.metadata.stretch[1])
     result = evaluate_backend(
         with_tta(onnx, tta), items, nc=onnx.metadata.nc, iou_threshold=onnx.iou_threshold,
         conf_threshold=(onnx.metadata.conf_threshold if conf_threshold is None
                         else conf_threshold),
         overlap=overlap, interpolation=interpolation,
         input_scale=onnx.metadata.input_scale if input_scale is None else input_scale,
-        stretch=(None if onnx.metadata.stretch is None else tuple(onnx.metadata.stretch))
-        if stretch is None else stretch)
+        stretch=stretch)
     result.model = str(model_path)
     result.data = str(data)
     result.split = split
@@ -160,8 +162,7 @@ def evaluate_backend(
     return EvalResult(report=report, images=len(items), tiles=tiles, seconds=seconds,
                       backend=getattr(backend, "name", type(backend).__name__),
                       recall_by_size=by_size, paths=[it.path for it in items],
-                      detections=dets, truths=truths,
-                      extra={} if stretch is None else {"stretch_percentiles": list(stretch)})
+                      detections=dets, truths=truths, stretch=stretch)
 
 
 def detect_for_scoring(
@@ -267,6 +268,8 @@ class EvalResult:
     split: str = ""
     recall_by_size: dict[str, dict[str, float]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Percentiles the images deeper than 8 bits were stretched with (None: none).
+    stretch: Stretch | None = None
     #: Per image: file, detections and ground truth (for pictures; not in the JSON).
     paths: list[Path] = field(default_factory=list, repr=False)
     detections: list[ImageDetections] = field(default_factory=list, repr=False)
@@ -279,6 +282,8 @@ class EvalResult:
                 "seconds": self.seconds,
                 "ms_per_image": 1e3 * self.seconds / max(self.images, 1),
                 **self.report.to_dict(), "recall_by_size": self.recall_by_size,
+                **({} if self.stretch is None else
+                   {"stretch_percentiles": list(self.stretch)}),
                 **self.extra}
 
 
@@ -326,14 +331,10 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
 def parse_stretch(text: str) -> Stretch:
     """``"LO,HI"`` percentiles for ``--stretch`` (0 <= LO < HI <= 100)."""
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
+        return stretch_percentiles(text.split(","))
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"expected two percentiles LO,HI such as 1,99.9, got {text!r}") from None
-    if not 0.0 <= lo < hi <= 100.0:
-        raise argparse.ArgumentTypeError(f"percentiles must satisfy 0 <= LO < HI <= 100, got "
-                                         f"{text!r}")
-    return lo, hi
+            f"expected two percentiles LO,HI such as 1,99.9, got {text!r} ({exc})") from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -361,5 +362,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from sarvessel.runtime.gallery import save_gallery
 
         save_gallery(result.paths, result.detections, result.truths, args.gallery,
-                     conf_threshold=r.conf_threshold, stretch=args.stretch)
+                     conf_threshold=r.conf_threshold, stretch=result.stretch)
     return 0

@@ -200,7 +200,6 @@ def _check_units(scene: Scene, u8: np.ndarray, valid: np.ndarray, r0: int,
     return True
 
 
-
 def _band_ranges(scene: Scene, channels: int) -> tuple[BandRange, ...]:
     """uint8 ranges of the channels the backend takes: VV, VH, then bathymetry if asked."""
     base = DEFAULT_BANDS[: min(channels, len(scene.band_names))]

@@ -142,6 +142,16 @@ def preprocess(bands: np.ndarray, ranges: Sequence[BandRange] = DEFAULT_BANDS) -
     return out
 
 
+def stretch_percentiles(pair: Sequence[float]) -> tuple[float, float]:
+    """``(low, high)`` percentiles for :func:`percentile_stretch`, checked: two numbers with
+    0 <= low < high <= 100 (raises ValueError otherwise). One check for the CLI, the model
+    sidecar and the stretch itself."""
+    lo, hi = (float(v) for v in pair)
+    if not 0.0 <= lo < hi <= 100.0:
+        raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {lo:g}, {hi:g}")
+    return lo, hi
+
+
 def percentile_stretch(values: np.ndarray, lo_pct: float, hi_pct: float) -> np.ndarray:
     """Map an image of any numeric type to uint8: its ``lo_pct`` .. ``hi_pct`` percentiles
     (over the finite samples) go linearly onto 0..255, clipped, rounded half up.
@@ -155,8 +165,7 @@ def percentile_stretch(values: np.ndarray, lo_pct: float, hi_pct: float) -> np.n
     >>> percentile_stretch(np.array([[0.0, 6.0, 1020.0, np.nan]]), 0, 100).tolist()
     [[0, 2, 255, 0]]
     """
-    if not 0.0 <= lo_pct < hi_pct <= 100.0:
-        raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {lo_pct}, {hi_pct}")
+    lo_pct, hi_pct = stretch_percentiles((lo_pct, hi_pct))
     v = np.asarray(values)
     flat = v.reshape(-1)
     sample = flat[:: max(1, flat.size // STRETCH_SAMPLES)].astype(np.float64)

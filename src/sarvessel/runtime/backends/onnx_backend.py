@@ -28,6 +28,7 @@ from sarvessel.runtime.decode import decode, unpack_subgrid
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
 from sarvessel.runtime.length import measure_lengths
+from sarvessel.runtime.preprocess import stretch_percentiles
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +143,10 @@ class ModelMetadata:
         if not lo <= float(self.input_scale) <= hi:
             raise ValueError(f"input_scale must be in [{lo:g}, {hi:g}], got {self.input_scale}")
         if self.stretch is not None:
-            lo, hi = (float(v) for v in self.stretch)
-            if not 0.0 <= lo < hi <= 100.0:
-                raise ValueError(f"stretch must be percentiles 0 <= low < high <= 100, got "
-                                 f"{self.stretch}")
-            self.stretch = [lo, hi]
+            try:
+                self.stretch = list(stretch_percentiles(self.stretch))
+            except ValueError as exc:
+                raise ValueError(f"stretch must be percentiles: {exc}") from None
         if self.subgrid not in SUBGRIDS or self.stride % self.subgrid:
             raise ValueError(f"subgrid must be one of {SUBGRIDS} and divide the stride "
                              f"{self.stride}, got {self.subgrid}")
