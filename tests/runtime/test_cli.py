@@ -98,11 +98,72 @@ def test_unknown_backend_is_an_argparse_error(tmp_path):
     assert proc.returncode == 2 and "invalid BackendKind value" in proc.stderr
 
 
-@pytest.mark.parametrize("bad", [["--overlap", "-3"], ["--batch", "0"]])
-def test_bad_numbers(tmp_path, bad):
+@pytest.mark.parametrize(("bad", "message"), [
+    (["--overlap", "-3"], "--overlap must be between 0 and half the 512 px tile (256), got -3"),
+    (["--overlap", "511"], "got 511"),  # once a 1 px step: ~263k tiles for 1 MPx
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+])
+def test_bad_numbers(tmp_path, bad, message):
     scene = tmp_path / "S5_v"
     scene.mkdir()
     for b in ("VV_dB", "VH_dB"):
         tifffile.imwrite(scene / f"{b}.tif", np.zeros((64, 64), np.float32))
     proc = run("detect", str(scene), "--backend", "cfar", *bad)
-    assert_user_error(proc, "--overlap must be >= 0 and --batch >= 1")
+    assert_user_error(proc, message)
+    proc = run("bench", str(scene), "--backend", "cfar", *bad)
+    assert_user_error(proc, message)
+
+
+def test_bench_refuses_a_negative_repeat_and_a_folder_as_json(tmp_path):
+    proc = run("bench", str(tmp_path), "--repeat", "-1")
+    assert_user_error(proc, "--repeat must be >= 0, got -1")
+    proc = run("bench", str(tmp_path), "--json", str(tmp_path))
+    assert_user_error(proc, f"{tmp_path}: is a folder; an output file is written here")
+
+
+def _small_scene(tmp_path: Path, name: str = "S6_v") -> Path:
+    scene = tmp_path / name
+    scene.mkdir()
+    vv = np.full((300, 300), -22.0, np.float32)
+    for b in ("VV_dB", "VH_dB"):
+        tifffile.imwrite(scene / f"{b}.tif", vv)
+    return scene
+
+
+def test_unusable_outputs_are_refused_before_the_scene_runs(tmp_path):
+    """Each once gave a traceback, two of them only after the whole scene had run."""
+    scene = _small_scene(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    proc = run("detect", str(scene), "--out", str(tmp_path / "afile"), "--backend", "cfar")
+    assert_user_error(proc, "afile: exists and is not a folder")
+    out = tmp_path / "o"
+    (out / "S6_v.csv").mkdir(parents=True)
+    proc = run("detect", str(scene), "--out", str(out), "--backend", "cfar")
+    assert_user_error(proc, "S6_v.csv: is a folder; an output file is written here")
+    assert not (out / "S6_v.journal.jsonl").exists()  # refused before any tile ran
+
+
+def test_bad_labels_are_reported_before_the_scene_runs(tmp_path):
+    scene = _small_scene(tmp_path)
+    proc = run("detect", str(scene), "--out", str(tmp_path / "o"), "--backend", "cfar",
+               "--labels", str(tmp_path / "nope.csv"))
+    assert_user_error(proc, "nope.csv")
+    assert not (tmp_path / "o" / "S6_v.journal.jsonl").exists()
+
+
+def test_detect_dot_and_stale_temporaries_of_a_killed_run(tmp_path):
+    """``detect .`` once crashed after the whole run (scene id ""); a SIGKILL between writing
+    and renaming an output left a temporary nothing removed."""
+    scene = _small_scene(tmp_path)
+    out = tmp_path / "o"
+    out.mkdir()
+    stale = out / ".S6_v.csv.999999999.tmp"  # no such pid
+    stale.write_text("half a file")
+    mine = out / ".other.csv.999999999.tmp"  # not one of this scene's outputs: kept
+    mine.write_text("x")
+    proc = run("detect", ".", "--out", str(out), "--backend", "cfar", cwd=scene)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".other.csv.999999999.tmp", "S6_v.csv", "S6_v.geojson", "S6_v_quicklook.png",
+        "S6_v_summary.json"]
+    assert json.loads((out / "S6_v_summary.json").read_text())["scene_id"] == "S6_v"

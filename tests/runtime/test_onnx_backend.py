@@ -215,3 +215,18 @@ def test_not_an_onnx_file(tmp_path: Path) -> None:
     _meta().write_sidecar(path)
     with pytest.raises(ModelError, match="junk.onnx: onnxruntime cannot load"):
         OnnxBackend(path)
+
+
+def test_fingerprint_names_the_model_bytes_and_the_decode_settings(tmp_path: Path,
+                                                                   model_path: Path) -> None:
+    """A resumed scene reuses rows only from the same fingerprint; once every ONNX model
+    was "onnx", so a run resumed with another model kept the first model's rows."""
+    from sarvessel.runtime.tta import with_tta
+
+    fp = OnnxBackend(model_path).fingerprint
+    assert fp == OnnxBackend(model_path, threads=1).fingerprint  # threads change nothing
+    assert fp != OnnxBackend(model_path, conf_threshold=0.9).fingerprint
+    assert with_tta(OnnxBackend(model_path), 2).fingerprint == fp + "+tta2"
+    other = _write_model(tmp_path / "other.onnx", channels=CHANNELS)
+    _meta(conf_threshold=0.6).write_sidecar(other)  # same graph, another sidecar
+    assert OnnxBackend(other, conf_threshold=0.5).fingerprint.split(":")[1] != fp.split(":")[1]

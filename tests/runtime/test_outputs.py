@@ -185,3 +185,19 @@ def test_quicklook_rejects_bad_input(tmp_path: Path) -> None:
     write_quicklook_png(tmp_path / "e.png", np.zeros((0, 0), np.uint8), scale=1.0,
                         detections=Detections())
     assert Image.open(tmp_path / "e.png").size == (768, 768)
+
+
+@pytest.mark.parametrize("shape", [(4, 2048), (2048, 3), (1, 1)])
+def test_quicklook_of_a_long_thin_scene_has_room_for_its_legend(tmp_path: Path,
+                                                                shape: tuple[int, int]) -> None:
+    """A 64 x 40000 px scene once crashed the legend box (its thumbnail is 4 px tall)."""
+    thumb = np.full(shape, 100, np.uint8)
+    dets = Detections(rows=[2.0], cols=[2.0], scores=[0.9], classes=[1], boxes=[[0, 0, 4, 4]],
+                      lengths_px=[3.0])
+    path = write_quicklook_png(tmp_path / "q.png", thumb, scale=20.0, detections=dets)
+    img = Image.open(path)
+    assert min(img.size) >= 320 and max(img.size) <= 2048
+    arr = np.asarray(img).astype(int)
+    # the legend (white text on a dark box) is drawn in the bottom-left corner
+    corner = arr[-120:, :200]
+    assert (corner.min(axis=-1) > 200).sum() > 50

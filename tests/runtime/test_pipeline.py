@@ -117,6 +117,80 @@ def test_journal_of_another_job_is_not_reused(tmp_path):
     assert res.tiles_resumed == 0 and backend.calls > 0
 
 
+def _interrupted(scene: Path, journal: Path, cfg: PipelineConfig, rows: int = 3) -> None:
+    """Run ``scene`` until a simulated power loss after ``rows`` tile rows."""
+    with open_scene(scene) as sc, pytest.raises(RuntimeError, match="power loss"):
+        run_scene(sc, BrightestPixel(fail_after=rows), config=cfg, journal=journal)
+
+
+def test_a_record_torn_by_a_power_cut_costs_one_row_not_the_rest(tmp_path):
+    """Once, a torn line made every later record unreadable and appends glued onto it."""
+    scene, journal = _scene(tmp_path), tmp_path / "j.jsonl"
+    cfg = PipelineConfig(overlap=0, batch_size=5)
+    _interrupted(scene, journal, cfg)
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 3  # header, tile rows 0, 1, 2
+    journal.write_text("\n".join([lines[0], lines[1][: len(lines[1]) // 2], lines[2],
+                                   lines[3][:-7]]))  # rows 0 and 2 torn, no final newline
+    _interrupted(scene, journal, cfg, rows=1)  # keeps row 1, runs row 0 again, then dies
+    lines = journal.read_text().splitlines()
+    assert len(lines) == 1 + 2 and all(line.endswith("}}") for line in lines)
+    backend = BrightestPixel()
+    with open_scene(scene) as sc:
+        res = run_scene(sc, backend, config=cfg, journal=journal)
+    assert backend.calls == 3 and res.tiles_resumed == 2 * 5  # rows 2, 3, 4 run now
+    assert _positions(res.detections) == sorted(TARGETS)
+    # throughput counts the tiles this run made, not the resumed ones
+    assert res.mpx_per_s == pytest.approx(res.megapixels * 3 / 5 / res.timings.total)
+
+
+class Thresholded(BrightestPixel):
+    """BrightestPixel with a setting that changes its output, named in its fingerprint."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.fingerprint = f"brightest:level={level}"
+
+
+def test_rows_of_another_detector_or_other_files_are_not_resumed(tmp_path):
+    """Resuming once reused another model's rows (the key held only the backend's name) and
+    another scene's rows under the same scene id."""
+    scene, journal = _scene(tmp_path), tmp_path / "j.jsonl"
+    cfg = PipelineConfig(overlap=0, batch_size=5)
+    with open_scene(scene) as sc, pytest.raises(RuntimeError, match="power loss"):
+        b = Thresholded(1)
+        b.fail_after = 3
+        run_scene(sc, b, config=cfg, journal=journal)
+    backend = Thresholded(2)
+    with open_scene(scene) as sc:
+        res = run_scene(sc, backend, config=cfg, journal=journal)
+    assert res.tiles_resumed == 0 and backend.calls == 5
+    _interrupted(scene, journal, cfg)
+    vh = scene / "VH_dB.tif"  # the band is replaced (say, recalibrated) before the rerun
+    tifffile.imwrite(vh, tifffile.imread(vh) - 1.0, tile=(256, 256))
+    backend = BrightestPixel()
+    with open_scene(scene) as sc:
+        res = run_scene(sc, backend, config=cfg, journal=journal)
+    assert res.tiles_resumed == 0 and backend.calls == 5
+
+
+@pytest.mark.parametrize("fill", [-32768.0, np.nan])
+def test_a_band_without_data_is_refused_and_partial_gaps_are_nodata(tmp_path, fill):
+    """A VH band of nodata or NaN once ran as real backscatter (validity came from VV alone)."""
+    scene = _scene(tmp_path)
+    vh = tifffile.imread(scene / "VH_dB.tif")
+    tifffile.imwrite(scene / "VH_dB.tif", np.full_like(vh, fill), tile=(256, 256))
+    with open_scene(scene) as sc, pytest.raises(SceneError, match="band VH_dB holds no data"):
+        run_scene(sc, BrightestPixel())
+    gap = vh.copy()
+    gap[:, 600:] = fill  # VH missing over the right part: no detections there
+    tifffile.imwrite(scene / "VH_dB.tif", gap, tile=(256, 256))
+    with open_scene(scene) as sc:
+        res = run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=0))
+    assert _positions(res.detections) == sorted(t for t in TARGETS if t[1] < 600)
+    assert res.tiles_skipped_nodata == 5 * 2  # the tile columns at 768 and 794 hold no data
+
+
 def test_model_wanting_more_channels_than_the_scene_has(tmp_path):
     class ThreeChannels(BrightestPixel):
         channels = 4

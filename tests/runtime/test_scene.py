@@ -129,3 +129,56 @@ def test_integer_band_with_horizontal_predictor(tmp_path):
     _write_scene(tmp_path / "s", vv, rowsperstrip=16, compression="zlib", predictor=2)
     with open_scene(tmp_path / "s") as sc:
         np.testing.assert_array_equal(sc.read_rows(0, 90)[0], vv)
+
+
+def _patch_tag(path: Path, name: str, value: int) -> None:
+    """Overwrite an integer tag of the first page in place (a damaged or hand-edited header)."""
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages.first.tags[name]
+        offset = tag.valueoffset
+        dtype = np.dtype(tif.byteorder + {3: "u2", 4: "u4"}[int(tag.dtype)])  # SHORT, LONG
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(np.array([value], dtype).tobytes())
+
+
+@pytest.mark.parametrize(("kw", "patches", "message"), [
+    ({"tile": (128, 128)}, {"ImageLength": 200000}, "needs 3126 segments, the file lists 4"),
+    ({"tile": (128, 128)}, {"ImageWidth": 1000}, "needs 16 segments, the file lists 4"),
+    ({"rowsperstrip": 64}, {"ImageLength": 4000}, "needs 63 segments, the file lists 4"),
+    ({"rowsperstrip": 256}, {"ImageLength": 4000, "RowsPerStrip": 4000},
+     "uncompressed segments hold fewer bytes than 4000 x 256 px"),
+])
+def test_header_that_disagrees_with_its_segment_table_is_damaged(tmp_path, kw, patches,
+                                                                 message):
+    """Such headers once failed deep in a read (IndexError, or an mmap past the file's end)."""
+    folder = _write_scene(tmp_path / "s", np.ones((256, 256), np.float32), **kw)
+    for field, value in patches.items():
+        _patch_tag(folder / "VV_dB.tif", field, value)
+    with pytest.raises(SceneError, match=rf"VV_dB\.tif: damaged TIFF header: .*{message}"):
+        open_scene(folder)
+
+
+def test_projected_scene_is_refused_not_read_with_guessed_pixel_sizes(tmp_path):
+    """A UTM scene was once read with a warning, at an assumed 10 m (lengths came out wrong)."""
+    folder = tmp_path / "utm_v"
+    folder.mkdir()
+    keys = (1, 1, 0, 1, 1024, 0, 1, 1)  # GTModelTypeGeoKey = 1: projected
+    tags = [(34735, "H", len(keys), keys, True), (33550, "d", 3, (20.0, 20.0, 0.0), True),
+            (33922, "d", 6, (0, 0, 0, 500000.0, 6e6, 0), True)]
+    for b in ("VV_dB", "VH_dB"):
+        tifffile.imwrite(folder / f"{b}.tif", np.full((64, 64), -20, np.float32),
+                         extratags=tags)
+    with pytest.raises(SceneError, match=r"VV_dB\.tif: GeoTIFF model type 1 is not geographic"):
+        open_scene(folder)
+
+
+def test_a_folder_named_like_a_band_and_a_dot_path(tmp_path, monkeypatch):
+    folder = _write_scene(tmp_path / "S9_v", np.zeros((8, 8), np.float32))
+    monkeypatch.chdir(folder)
+    with open_scene(Path(".")) as sc:  # once scene id "", a crash after the whole run
+        assert sc.scene_id == "S9_v"
+    (folder / "VH_dB.tif").unlink()
+    (folder / "VH_dB.tif").mkdir()
+    with pytest.raises(SceneError, match=r"VH_dB\.tif: band VH_dB is not a file"):
+        open_scene(folder)

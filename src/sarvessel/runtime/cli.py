@@ -7,7 +7,6 @@ Thin handlers: parse, call the library, print a short report. User errors are ra
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -78,11 +77,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     backend = _backend(args)
-    result, paths = detect_scene(args.scene, backend, out_dir=args.out, config=_config(args),
+    config = _config(args, backend.tile_size)
+    labels = None
+    if args.labels:  # a bad labels file is reported before the scene runs, not after
+        from sarvessel.runtime.scoring import read_labels_csv
+
+        labels = read_labels_csv(args.labels)
+    result, paths = detect_scene(args.scene, backend, out_dir=args.out, config=config,
                                  resume=not args.no_resume)
     _report(result, backend.name, paths)
-    if args.labels:
-        _print_score(paths["csv"], args.labels, result.scene_id, args.scene)
+    if labels is not None:
+        _print_score(paths["csv"], labels, result.scene_id, args.scene)
     return 0
 
 
@@ -97,21 +102,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
     log.info("scene %s generated in %.1f s", synth.scene_dir.name, time.perf_counter() - t0)
     backend = _backend(args)
     result, paths = detect_scene(synth.scene_dir, backend, out_dir=args.out,
-                                 config=_config(args), resume=False)
+                                 config=_config(args, backend.tile_size), resume=False)
     _report(result, backend.name, paths)
-    _print_score(paths["csv"], synth.labels_csv, result.scene_id, synth.scene_dir)
+    from sarvessel.runtime.scoring import read_labels_csv
+
+    _print_score(paths["csv"], read_labels_csv(synth.labels_csv), result.scene_id,
+                 synth.scene_dir)
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.repeat < 0:
+        raise SarvesselError(f"--repeat must be >= 0, got {args.repeat}")
+    if args.json:
+        _check_writable_file(args.json)
     backend = _backend(args)
+    config = _config(args, backend.tile_size)
     rows = []
     for i in range(1 + args.repeat):
         cold = i == 0
         if cold:
             evicted = _evict_page_cache(args.scene)
         with open_scene(args.scene) as scene:
-            res = run_scene(scene, backend, config=_config(args))
+            res = run_scene(scene, backend, config=config)
         rows.append({"run": "cold" if cold else f"warm{i}", "cold_evicted": cold and evicted,
                      "mpx": res.megapixels, "mpx_per_s": res.mpx_per_s, **res.timings.as_dict()})
     warm = [r["mpx_per_s"] for r in rows[1:]]
@@ -121,31 +134,41 @@ def cmd_bench(args: argparse.Namespace) -> int:
                "cpu_count": os.cpu_count()}
     _print_bench(summary)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2))
+        from sarvessel.runtime.outputs import write_json
+
+        write_json(args.json, summary)
     return 0
 
 
-# -- library-level helper used by the handlers and the tile server ------------------------
+# -- library-level helper used by the handlers ----------------------------------------
 
 
 def detect_scene(
     scene_path: Path, backend, *, out_dir: Path, config: PipelineConfig, resume: bool = True
 ) -> tuple[SceneResult, dict[str, Path]]:
     """Run one scene and write its outputs; the journal is removed only after all are written."""
-    from sarvessel.runtime.outputs import write_geojson, write_quicklook_png, write_submission_csv
+    from sarvessel.runtime.outputs import (
+        remove_stale_temporaries,
+        write_geojson,
+        write_json,
+        write_quicklook_png,
+        write_submission_csv,
+    )
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir)
     with open_scene(scene_path) as scene:
-        journal = out_dir / f"{scene.scene_id}.journal.jsonl"
-        if not resume and journal.exists():
-            journal.unlink()
-        with _progress(f"detecting in {scene.scene_id} ({scene.info.megapixels:.0f} MPx)") as cb:
-            result = run_scene(scene, backend, config=config, journal=journal, progress=cb)
-        t0 = time.perf_counter()
         sid = scene.scene_id
+        journal = out_dir / f"{sid}.journal.jsonl"
         paths = {"csv": out_dir / f"{sid}.csv", "geojson": out_dir / f"{sid}.geojson",
                  "png": out_dir / f"{sid}_quicklook.png", "json": out_dir / f"{sid}_summary.json"}
+        for path in [journal, *paths.values()]:  # refuse before the scene runs, not after
+            _check_writable_file(path)
+        remove_stale_temporaries(out_dir, [journal, *paths.values()])
+        if not resume and journal.exists():
+            journal.unlink()
+        with _progress(f"detecting in {sid} ({scene.info.megapixels:.0f} MPx)") as cb:
+            result = run_scene(scene, backend, config=config, journal=journal, progress=cb)
+        t0 = time.perf_counter()
         dets = result.detections
         write_submission_csv(paths["csv"], sid, dets, pixel_size_m=scene.pixel_size_m)
         to_ll = scene.to_lonlat if scene.georef is not None else None
@@ -156,7 +179,7 @@ def detect_scene(
                             detections=dets, labels=labels,
                             title=f"{sid}  {backend.name}  {len(dets)} detections")
         result.timings.write = time.perf_counter() - t0
-        paths["json"].write_text(json.dumps(_summary(result, backend.name), indent=2))
+        write_json(paths["json"], _summary(result, backend.name))
         if journal.exists():
             journal.unlink()
     return result, paths
@@ -187,10 +210,43 @@ def _backend(args: argparse.Namespace):
     return make_backend(args.backend, model=args.model, threads=args.threads, tta=args.tta)
 
 
-def _config(args: argparse.Namespace) -> PipelineConfig:
-    if args.overlap < 0 or args.batch < 1:
-        raise SarvesselError("--overlap must be >= 0 and --batch >= 1")
+def _config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:
+    """The pipeline settings; the overlap may be at most half a tile (more would run every
+    pixel more than four times for no gain, and near a whole tile the step falls to 1 px)."""
+    if not 0 <= args.overlap <= tile_size // 2:
+        raise SarvesselError(f"--overlap must be between 0 and half the {tile_size} px tile "
+                             f"({tile_size // 2}), got {args.overlap}")
+    if args.batch < 1:
+        raise SarvesselError(f"--batch must be >= 1, got {args.batch}")
     return PipelineConfig(overlap=args.overlap, batch_size=args.batch)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be used."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SarvesselError(f"--out {out_dir}: exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SarvesselError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") \
+            from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise SarvesselError(f"--out {out_dir}: folder is not writable")
+
+
+def _check_writable_file(path: Path) -> None:
+    """Refuse an output path that is a folder or lies in a folder that cannot be written."""
+    if path.is_dir():
+        raise SarvesselError(f"{path}: is a folder; an output file is written here")
+    parent = path.parent
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SarvesselError(f"{parent}: cannot create the folder ({exc.strerror})") \
+                from exc
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise SarvesselError(f"{parent}: cannot write {path.name} there")
 
 
 def _scene_labels(scene_path: Path, scene_id: str):
@@ -232,10 +288,10 @@ def _report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
         c.print(f"  {kind:8s} {path}")
 
 
-def _print_score(pred_csv: Path, labels_csv: Path, scene_id: str, scene_path: Path) -> None:
-    from sarvessel.runtime.scoring import print_score, read_labels_csv, read_predictions_csv, score
+def _print_score(pred_csv: Path, labels, scene_id: str, scene_path: Path) -> None:
+    """Score the written CSV against ``labels`` (a table from ``read_labels_csv``)."""
+    from sarvessel.runtime.scoring import print_score, read_predictions_csv, score
 
-    labels = read_labels_csv(labels_csv)
     preds = read_predictions_csv(pred_csv)
     shore = Path(scene_path).parent / "shoreline"
     s = score(preds, labels, shoreline_root=shore if shore.is_dir() else None)

@@ -16,7 +16,9 @@ Class mapping (``vessel_classes`` / ``fishing_classes``):
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import glob
 import json
 import logging
 import math
@@ -242,6 +244,11 @@ def write_quicklook_png(
     resampling = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the bare constants
     img = Image.fromarray(grey).resize(
         size, resampling.BOX if f < 1 else resampling.NEAREST).convert("RGBA")
+    if min(img.size) < _MIN_CANVAS:  # a long thin scene: room below/right for the legend
+        canvas = Image.new("RGBA", (max(img.size[0], _MIN_CANVAS), max(img.size[1], _MIN_CANVAS)),
+                           (0, 0, 0, 255))
+        canvas.paste(img, (0, 0))
+        img = canvas
     k = f / scale  # image px per scene px
     overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
@@ -297,6 +304,39 @@ def write_quicklook_png(
     return path
 
 
+def write_json(path: Path | str, data: object) -> Path:
+    """Write ``data`` as indented JSON, atomically (a kill never leaves half a file)."""
+    path = Path(path)
+    with _atomic_open(path) as fh:
+        fh.write(json.dumps(data, indent=2))
+    return path
+
+
+def remove_stale_temporaries(folder: Path, targets: Collection[Path]) -> None:
+    """Delete temporaries that a killed writer of ``targets`` left in ``folder``.
+
+    :func:`_atomic_open` writes ``.<name>.<pid>.tmp`` beside each output and renames it; a
+    SIGKILL between the two leaves it behind. Only names of ``targets`` are touched, and only
+    when no process of that pid is alive (another run writing into the same folder keeps its).
+    """
+    for target in targets:
+        for tmp in Path(folder).glob(f".{glob.escape(Path(target).name)}.*.tmp"):
+            pid = tmp.name[len(Path(target).name) + 2 : -len(".tmp")]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def quicklook_zoom(height: int, width: int, *, max_side: int = 2048, min_side: int = 768
                    ) -> float:
     """Zoom factor :func:`write_quicklook_png` applies to a ``height`` × ``width`` thumbnail.
@@ -315,6 +355,8 @@ def quicklook_zoom(height: int, width: int, *, max_side: int = 2048, min_side: i
 # ---------------------------------------------------------------------------------------------
 # helpers
 
+#: Smallest side of a quicklook canvas (px): the legend needs about this much.
+_MIN_CANVAS = 320
 _VESSEL = (0, 220, 255)
 _FISHING = (255, 140, 0)
 _OTHER = (255, 235, 0)
@@ -402,8 +444,9 @@ def _text_box(draw, xy: tuple[int, int],
     icon = lh - 8
     width = max(int(draw.textlength(t, font=font)) for t, _, _ in lines) + 24 + icon
     x, y = xy[0], max(0, xy[1])
-    draw.rectangle((x, y, min(x + width, size[0] - 1), min(y + lh * len(lines) + 8, size[1] - 1)),
-                   fill=(0, 0, 0))
+    x1 = max(x, min(x + width, size[0] - 1))
+    y1 = max(y, min(y + lh * len(lines) + 8, size[1] - 1))
+    draw.rectangle((x, y, x1, y1), fill=(0, 0, 0))
     for j, (text, colour, kind) in enumerate(lines):
         ty = y + 4 + j * lh
         tx = x + 8

@@ -4,7 +4,7 @@ Memory is bounded by one band of rows (tile height × scene width × bands), wha
 size. Rows shared by two overlapping tile rows are read and preprocessed once. Each finished tile
 row is appended to an optional journal (JSON lines, flushed and fsynced), so a run that dies —
 power, input or process — resumes where it stopped and loses no detection already made.
-Per-stage timings are returned for benchmarks and the power monitor.
+Per-stage timings are returned for benchmarks.
 """
 
 from __future__ import annotations
@@ -98,7 +98,12 @@ class SceneResult:
 
     @property
     def mpx_per_s(self) -> float:
-        return self.megapixels / self.timings.total if self.timings.total > 0 else float("nan")
+        """Scene megapixels per second of this run, counting only the share of tiles it ran
+        (rows resumed from a journal cost no inference and would inflate the rate)."""
+        if self.timings.total <= 0:
+            return float("nan")
+        share = 1.0 - self.tiles_resumed / self.tiles_total if self.tiles_total else 1.0
+        return self.megapixels * share / self.timings.total
 
 
 def run_scene(
@@ -228,9 +233,10 @@ def _row_bands(
     n_ch, width = len(ranges), max(scene.width, tile)
     u8_bufs = [np.zeros((n_ch, tile, width), np.uint8) for _ in range(2)]
     valid_bufs = [np.zeros((tile, width), bool) for _ in range(2)]
+    band_valid = [np.zeros((tile, scene.width), bool) for _ in range(n_img)]  # per image band
     raw_bufs = [np.empty(tile * scene.width, np.float32) for _ in range(n_ch)]
 
-    def load(c: int, u8: np.ndarray, valid: np.ndarray, k: int, a: int, b: int) -> float:
+    def load(c: int, u8: np.ndarray, k: int, a: int, b: int) -> float:
         """Read rows a:b of channel c into rows k: of the buffers; return the read seconds."""
         t0 = time.perf_counter()
         if c < n_img:
@@ -240,8 +246,8 @@ def _row_bands(
         t_read = time.perf_counter() - t0
         rows = slice(k, k + b - a)
         to_uint8(raw, ranges[c], out=u8[c, rows, : scene.width])
-        if c == 0:
-            valid_mask(raw, out=valid[rows, : scene.width])
+        if c < n_img:
+            valid_mask(raw, out=band_valid[c][rows])
         return t_read
 
     prev_r0, prev_n = 0, 0
@@ -255,8 +261,9 @@ def _row_bands(
             if k:
                 u8[:, :k] = prev_u8[:, r0 - prev_r0 : r0 - prev_r0 + k]
                 valid[:k] = prev_valid[r0 - prev_r0 : r0 - prev_r0 + k]
-            reads = list(pool.map(lambda c, u=u8, v=valid, k=k, a=r0 + k, b=r0 + n:
-                                  load(c, u, v, k, a, b), range(n_ch)))
+            reads = list(pool.map(lambda c, u=u8, k=k, a=r0 + k, b=r0 + n:
+                                  load(c, u, k, a, b), range(n_ch)))
+            _combine_valid(scene, band_valid, valid, k, n, r0)
             if n < tile:  # scene lower than one tile: pad
                 u8[:, n:] = 0
                 valid[n:] = False
@@ -267,6 +274,31 @@ def _row_bands(
             timings.preprocess += elapsed - t_read
             prev_r0, prev_n = r0, n
             yield r0, u8, valid
+
+
+def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray, k: int,
+                   n: int, r0: int) -> None:
+    """A pixel holds data only where every image band does (rows ``k:n`` of the band).
+
+    Why: nodata or NaN in VH alone would otherwise reach the model as real backscatter. A band
+    with (almost) no data where the first band has plenty is a broken file, not a footprint
+    edge, and is refused by name.
+    """
+    out = valid[k:n, : scene.width]
+    np.copyto(out, band_valid[0][k:n])
+    if len(band_valid) == 1:
+        return
+    n_first = int(np.count_nonzero(out))
+    for c in range(1, len(band_valid)):
+        np.logical_and(out, band_valid[c][k:n], out=out)
+    if n_first >= UNITS_CHECK_MIN_SAMPLES:
+        for c in range(1, len(band_valid)):
+            both = np.count_nonzero(band_valid[0][k:n] & band_valid[c][k:n])
+            if both < 0.01 * n_first:
+                raise SceneError(
+                    f"{scene.source}: band {scene.band_names[c]} holds no data (nodata or NaN) "
+                    f"in rows {r0 + k}-{r0 + n}, where {scene.band_names[0]} has "
+                    f"{n_first} valid pixels")
 
 
 def _detect_row(
@@ -312,9 +344,12 @@ def _drop_on_land(scene: Scene, dets: Detections) -> Detections:
 
 
 def _journal_key(scene: Scene, backend: Backend, tile: int, config: PipelineConfig) -> dict:
+    """What makes a finished row reusable: the same files (path, size, mtime), the same
+    detector (its fingerprint: model bytes and thresholds) and the same tiling."""
     return {"scene_id": scene.scene_id, "height": scene.height, "width": scene.width,
-            "backend": backend.name, "tile": tile, "overlap": config.overlap,
-            "mask_land": config.mask_land}
+            "files": scene.fingerprint(),
+            "backend": str(getattr(backend, "fingerprint", backend.name)), "tile": tile,
+            "overlap": config.overlap, "mask_land": config.mask_land}
 
 
 class _Journal:
@@ -337,17 +372,24 @@ class _Journal:
         except json.JSONDecodeError:
             header = None
         if header != {"journal": self.key}:
-            log.warning("%s belongs to another job; starting afresh", self.path)
+            log.warning("%s belongs to another job (other files, detector or tiling); "
+                        "starting afresh", self.path)
             self._write_header()
             return {}
+        good = [lines[0]]
         for line in lines[1:]:
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a run killed mid-write
-                break
-            d = rec["dets"]
-            done[int(rec["row"])] = Detections(d["rows"], d["cols"], d["scores"], d["classes"],
-                                               d["boxes"], d["lengths_px"])
+                d = rec["dets"]
+                done[int(rec["row"])] = Detections(d["rows"], d["cols"], d["scores"],
+                                                   d["classes"], d["boxes"], d["lengths_px"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a record torn by a kill or power cut mid-write: run that row again
+            good.append(line)
+        if len(good) != len(lines):
+            log.warning("%s: dropped %d damaged record(s); their rows run again", self.path,
+                        len(lines) - len(good))
+        self._rewrite(good)  # appends then start on a fresh line after the last good record
         log.info("resuming from %s: %d tile rows already done", self.path, len(done))
         return done
 
@@ -360,8 +402,14 @@ class _Journal:
             os.fsync(fh.fileno())
 
     def _write_header(self) -> None:
+        self._rewrite([json.dumps({"journal": self.key})])
+
+    def _rewrite(self, lines: list[str]) -> None:
+        """Replace the journal with ``lines`` atomically (a temporary file, then a rename)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w") as fh:
-            fh.write(json.dumps({"journal": self.key}) + "\n")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with tmp.open("w") as fh:
+            fh.write("".join(line + "\n" for line in lines))
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

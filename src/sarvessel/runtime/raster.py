@@ -60,6 +60,7 @@ class RasterReader:
         self.segs_across = -(-self.width // self.seg_w)
         self.segs_down = -(-self.height // self.seg_h)
         self._raw = page.compression == 1 and page.predictor == 1 and page.fillorder == 1
+        self._check_segment_table()
         self._memmap = self._open_memmap()
         self._local = threading.local()  # per-thread reusable raw-read buffer
 
@@ -100,6 +101,32 @@ class RasterReader:
                 f"{self.path}: truncated or damaged TIFF (pixel data ends past the end of the "
                 f"{size}-byte file)"
             )
+
+    def _check_segment_table(self) -> None:
+        """Refuse a header whose image size disagrees with its own strip or tile table.
+
+        Why: a damaged or hand-edited header (an image length of 200000 on a 1024-row file)
+        would otherwise fail deep in a read with an IndexError or an mmap error.
+        """
+        planes = self.bands if self._planar_separate else 1
+        want = self.segs_across * self.segs_down * planes
+        got = len(self.page.dataoffsets)
+        if got != want:
+            raise SceneError(
+                f"{self.path}: damaged TIFF header: {self.height} x {self.width} px in "
+                f"{self.seg_h} x {self.seg_w} px segments needs {want} segments, the file "
+                f"lists {got}")
+        if self._raw:
+            spp = 1 if self._planar_separate else self.bands
+            seg_bytes = self.seg_w * spp * np.dtype(self.dtype).itemsize
+            counts = np.asarray(self.page.databytecounts, np.int64)
+            rows = np.minimum(self.seg_h, self.height - (np.arange(got) % (got // planes)
+                                                         // self.segs_across) * self.seg_h)
+            need = (rows if not self.page.is_tiled else self.seg_h) * seg_bytes
+            if np.any(counts < need):
+                raise SceneError(
+                    f"{self.path}: damaged TIFF header: uncompressed segments hold fewer bytes "
+                    f"than {self.height} x {self.width} px of {self.dtype} need")
 
     def _open_memmap(self) -> np.ndarray | None:
         page = self.page

@@ -90,6 +90,15 @@ class Scene:
         return SceneInfo(self.scene_id, self.height, self.width, self.band_names,
                          self.pixel_size_m)
 
+    def fingerprint(self) -> list[list]:
+        """[path, size, mtime_ns] of every file read for detection (bands, then auxiliary
+        rasters): a resumed run reuses finished rows only if these are unchanged."""
+        out = []
+        for r in [*self._readers, *self._aux.values()]:
+            st = r.path.stat()
+            out.append([str(r.path.resolve()), st.st_size, st.st_mtime_ns])
+        return out
+
     @property
     def aux_names(self) -> tuple[str, ...]:
         return tuple(self._aux)
@@ -202,6 +211,8 @@ def _open_xview3_folder(folder: Path, bands: Sequence[str]) -> Scene:
     try:
         for name in bands:
             f = folder / f"{name}.tif"
+            if f.exists() and not f.is_file():
+                raise SceneError(f"{f}: band {name} is not a file")
             if not f.is_file():
                 have = ", ".join(sorted(p.name for p in folder.glob("*.tif"))) or "no .tif files"
                 raise SceneError(f"{folder}: missing band {f.name} (found: {have})")
@@ -211,7 +222,7 @@ def _open_xview3_folder(folder: Path, bands: Sequence[str]) -> Scene:
             readers.append(rd)
         aux = {n: RasterReader(folder / f"{n}.tif") for n in XVIEW3_AUX
                if (folder / f"{n}.tif").is_file()}
-        scene_id = folder.name
+        scene_id = folder.resolve().name  # "." and "scenes/x/.." name their real folder
         return Scene(scene_id, readers, bands, aux=aux,
                      shoreline_path=find_shoreline(folder, scene_id), source=folder)
     except BaseException:
@@ -227,6 +238,8 @@ def _read_georef(reader: RasterReader):  # -> GeoTransform | None
         return None
     try:
         return read_georef(reader.page)
+    except SceneError:  # georeferenced, but in a way pixel sizes would be wrong: refuse
+        raise
     except (ValueError, KeyError, IndexError) as exc:
         log.warning("%s: ignoring unreadable georeferencing (%s)", reader.path, exc)
         return None

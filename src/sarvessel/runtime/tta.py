@@ -113,6 +113,7 @@ class DihedralTTA:
         self.channels = inner.channels
         self.tile_size = inner.tile_size
         self.metadata = inner.metadata
+        self.fingerprint = f"{getattr(inner, 'fingerprint', inner.name)}+tta{n}"
 
     def detect(self, batch: np.ndarray) -> list[Detections]:
         """Detect in ``batch`` (``uint8 [B, C, T, T]``); one result per tile, tile pixels."""

@@ -1,8 +1,8 @@
 """Detector backends: a batch of uint8 tiles in, detections in tile coordinates out.
 
-:func:`make_backend` builds one by name so the CLI, the tile server and benchmarks agree on what
-``--backend`` means. Heavy modules (onnxruntime, pynq) are imported only by the backend that
-needs them.
+:func:`make_backend` builds one by name so the CLI commands and benchmarks agree on what
+``--backend`` means. Heavy modules (onnxruntime) are imported only by the backend that needs
+them.
 """
 
 from __future__ import annotations

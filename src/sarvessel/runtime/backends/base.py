@@ -26,6 +26,9 @@ class Backend(Protocol):
     channels: int
     #: Side of the square tiles it takes (pixels); the tiler makes every tile this size.
     tile_size: int
+    # Optional: ``fingerprint: str``, everything that changes its detections (model bytes,
+    # thresholds, settings). A resumed scene reuses rows only from the same fingerprint; a
+    # backend without one is identified by ``name`` alone.
 
     def detect(self, batch: np.ndarray) -> list[Detections]:
         """Detect in ``batch`` (``uint8 [B, C, tile_size, tile_size]``); one result per tile."""
@@ -36,6 +39,7 @@ class NoopBackend:
     """Returns no detections: measures the read → tile → preprocess → merge → write path alone."""
 
     name = "noop"
+    fingerprint = "noop"
 
     def __init__(self, *, channels: int = 2, tile_size: int = 512) -> None:
         self.channels = channels

@@ -206,6 +206,11 @@ class CFARBackend:
             raise ValueError(f"channel {self.config.channel} not among {channels} channels")
         self.band = bands[self.config.channel]
 
+    @property
+    def fingerprint(self) -> str:
+        """The settings that decide its detections (a resumed scene must match them)."""
+        return f"cfar:{self.config!r}:{self.band!r}"
+
     def detect(self, batch: np.ndarray) -> list[Detections]:
         """Detect in ``batch`` (``uint8 [B, C, H, W]``); one :class:`Detections` per tile."""
         batch = np.asarray(batch)

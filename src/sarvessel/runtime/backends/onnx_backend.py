@@ -14,6 +14,7 @@ classes, thresholds) comes from :class:`ModelMetadata`, stored as a JSON sidecar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -274,8 +275,22 @@ class OnnxBackend:
         self.seconds_infer = 0.0
         self.seconds_decode = 0.0
         self.tiles = 0
+        self._fingerprint: str | None = None
         log.info("loaded %s (%s): tile %d, %d channels, stride %d, %d classes",
                  self.model_path, m.name, m.tile_size, m.channels, m.stride, m.nc)
+
+    @property
+    def fingerprint(self) -> str:
+        """The model's bytes (graph and sidecar, SHA-256) and the decode settings: a resumed
+        scene reuses finished rows only from the same model run the same way."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.model_path.read_bytes())
+            sidecar = sidecar_path(self.model_path)
+            if sidecar.is_file():
+                h.update(sidecar.read_bytes())
+            self._fingerprint = (f"onnx:{h.hexdigest()[:32]}:conf={self.conf_threshold!r}:"
+                                 f"iou={self.iou_threshold!r}:max_det={self.max_det}")
+        return self._fingerprint
 
     def detect(self, batch: np.ndarray) -> list[Detections]:
         """Detect in ``batch`` (``uint8 [B, C, tile_size, tile_size]``); one result per tile.
