@@ -291,14 +291,14 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
     n_first = int(np.count_nonzero(out))
     for c in range(1, len(band_valid)):
         np.logical_and(out, band_valid[c][k:n], out=out)
-    if n_first >= UNITS_CHECK_MIN_SAMPLES:
-        for c in range(1, len(band_valid)):
-            both = np.count_nonzero(band_valid[0][k:n] & band_valid[c][k:n])
-            if both < 0.01 * n_first:
-                raise SceneError(
-                    f"{scene.source}: band {scene.band_names[c]} holds no data (nodata or NaN) "
-                    f"in rows {r0 + k}-{r0 + n}, where {scene.band_names[0]} has "
-                    f"{n_first} valid pixels")
+    if n_first < UNITS_CHECK_MIN_SAMPLES or np.count_nonzero(out) >= 0.01 * n_first:
+        return
+    for c in range(1, len(band_valid)):  # rare: find the band that lacks the data
+        if np.count_nonzero(band_valid[0][k:n] & band_valid[c][k:n]) < 0.01 * n_first:
+            raise SceneError(
+                f"{scene.source}: band {scene.band_names[c]} holds no data (nodata or NaN) in "
+                f"rows {r0 + k}-{r0 + n}, where {scene.band_names[0]} has {n_first} valid "
+                "pixels")
 
 
 def _detect_row(
