@@ -53,6 +53,16 @@ def test_multiband_geotiff_planar_and_interleaved(tmp_path):
             assert sc.band_names == ("band1", "band2", "band3")
             np.testing.assert_array_equal(sc.read_rows(10, 90), a[:, 10:90])
             np.testing.assert_array_equal(sc.read_band_rows(2, 0, 5), a[2, :5])
+            # the bands of one file share each read (once, every band re-read all of them)
+            reads = []
+            rd = sc._readers[0]
+            inner = rd.read_rows
+            rd.read_rows = (lambda r0, r1, log=reads, f=inner, **kw:
+                            log.append((r0, r1)) or f(r0, r1, **kw))
+            got = [sc.read_band_rows(i, 20, 60) for i in (0, 1, 2)]
+            np.testing.assert_array_equal(np.stack(got), a[:, 20:60])
+            np.testing.assert_array_equal(sc.read_band_rows(1, 60, 61), a[1, 60:61])
+            assert reads == [(20, 60), (60, 61)]
 
 
 def test_aux_raster_is_resampled_to_scene_rows(tmp_path):

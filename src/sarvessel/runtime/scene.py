@@ -12,6 +12,7 @@ Nothing here loads a whole 10 m band: :meth:`Scene.read_rows` returns one band o
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ class Scene:
             float(self.georef.pixel_size_m) if self.georef is not None else DEFAULT_PIXEL_SIZE_M
         )
         self._pool = ThreadPoolExecutor(max_workers=2) if len(self._readers) > 1 else None
+        # the last rows read from a single multi-band file, shared by its bands' readers
+        self._block_lock = threading.Lock()
+        self._block_rows: tuple[int, int] | None = None
+        self._block = np.zeros((0, 0, 0), np.float32)
 
     # -- public ---------------------------------------------------------------------------
     @property
@@ -121,8 +126,11 @@ class Scene:
 
         ``out``: an optional reusable float32 buffer (see :meth:`RasterReader.read_rows`).
         """
-        if len(self._readers) == 1:
-            return self._readers[0].read_rows(r0, r1)[index]
+        if len(self._readers) == 1:  # one multi-band file: read the rows once for all bands
+            with self._block_lock:
+                if self._block_rows != (r0, r1):
+                    self._block, self._block_rows = self._readers[0].read_rows(r0, r1), (r0, r1)
+                return self._block[index]
         return self._readers[index].read_rows(r0, r1, out=out)[0]
 
     def read_aux_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
@@ -168,6 +176,7 @@ class Scene:
 
     def close(self) -> None:
         """Close every file of the scene."""
+        self._block, self._block_rows = np.zeros((0, 0, 0), np.float32), None
         if self._pool is not None:
             self._pool.shutdown()
         for r in [*self._readers, *self._aux.values()]:
