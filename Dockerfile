@@ -11,11 +11,12 @@
 # CI-side flow (no Xilinx tools):
 #   docker run --rm sarvessel-hw pytest -m "not vivado and not board" tests/hw
 #   docker run --rm -v "$PWD/build:/work/build" sarvessel-hw \
-#       sarvessel hw estimate models/xview3_w4a4/xview3_w4a4.qonnx --out build/hw
+#       sarvessel hw estimate models/xview3_w4a4/xview3_w4a4_qonnx.onnx --out build/hw
 # Bitstream build (Xilinx tools installed on the host under /tools/Xilinx):
 #   docker run --rm -v /tools/Xilinx:/tools/Xilinx:ro -e XILINX_VERSION=2024.2 \
-#       -v "$PWD/build:/work/build" -v "$PWD/models:/work/models:ro" sarvessel-hw \
-#       sarvessel hw build models/xview3_w4a4/xview3_w4a4.qonnx --out build/hw
+#       -v "$PWD/build:/work/build" sarvessel-hw \
+#       sarvessel hw build models/xview3_w4a4/xview3_w4a4_qonnx.onnx --out build/hw
+#   (a model of your own: add -v "$PWD/models:/work/models:ro" and name it)
 #   -> build/hw/deploy/ (accelerator.bit, accelerator.hwh, driver_config.json); check it with
 #      `sarvessel hw check-deploy build/hw/deploy`.
 # `sarvessel hw build` runs finn-plus' own `finn build` CLI, which on first use fetches finn-plus'
@@ -62,6 +63,8 @@ RUN pip install --no-cache-dir --upgrade pip \
 COPY pyproject.toml README.md ./
 COPY src src
 COPY tests tests
+# the shipped models (14 MB): the CI commands above and tests/hw/test_shipped_model.py use them
+COPY models models
 RUN pip install --no-cache-dir -c requirements/hw.txt -e ".[train,hw,dev]"
 
 # Where the host's Xilinx install is mounted, and which version to source; finn-plus' dependency

@@ -6,7 +6,7 @@ each backend over all of them through the same streaming pipeline users run, wri
 submission CSV per backend and scores it with the official metric. Example:
 
     python scripts/eval_scenes.py --seeds 900-903 --size 4096 \\
-        --backend cfar --backend onnx:src/sarvessel/runtime/models/scene_w4a4.onnx \\
+        --backend cfar --backend onnx:src/sarvessel/runtime/models/xview3_w4a4.onnx \\
         --json out/eval_scenes.json
 
 Training uses seeds < 900 (see sarvessel.model.data); keep evaluation seeds >= 900.

@@ -6,7 +6,7 @@
     python scripts/reproduce_ssdd.py --runs runs/repro --dry-run    # print the commands only
     python scripts/reproduce_ssdd.py --runs runs/repro --device cuda --threads 8   # a GPU host
     python scripts/reproduce_ssdd.py --runs runs/repro_qat \
-        --from-float models/ssdd_float/checkpoint.pt    # the QAT stage only (~20 min)
+        --from-float models/ssdd_float/checkpoint.pt    # the QAT stage only (~15 min)
 
 The stages are the model cards' commands, each starting from the one before (``--init``; the
 QAT stage also distils from the last float stage). Stage ``s`` trains into ``<runs>/<s>/`` and

@@ -21,6 +21,11 @@ from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
 
+#: Host-tool modules a command may need that the runtime-only install (``make demo``, the
+#: board) lacks, and the extra that brings each.
+HOST_EXTRAS = {"torch": "train", "brevitas": "train", "onnxoptimizer": "train",
+               "matplotlib": "train", "onnx": "train", "qonnx": "hw", "finn": "hw"}
+
 #: Subpackages whose ``cli.register`` is called, in help order.
 COMMAND_MODULES = (
     "sarvessel.runtime.cli",
@@ -34,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (sub-commands of every installed subpackage)."""
     parser = argparse.ArgumentParser(
         prog="sarvessel",
-        description="Vessel detection in Sentinel-1 SAR scenes, on the CPU or a Kria KV260 FPGA.",
+        description="Vessel detection in Sentinel-1 SAR scenes: the scene runtime (CPU), "
+        "training and export of the detector, and its FINN build for a Kria KV260 FPGA.",
     )
     parser.add_argument("--version", action="version", version=f"sarvessel {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -68,6 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sarvessel {args.command}: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:  # a host command on a runtime-only install
+        top = (exc.name or "").split(".")[0]
+        if top not in HOST_EXTRAS:
+            raise
+        print(f"sarvessel {args.command}: error: needs {top}, which is not installed here "
+              f"(a runtime-only install); install the host tools with pip install "
+              f"'.[{HOST_EXTRAS[top]}]' or use `make test`'s .venv, which has them all",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

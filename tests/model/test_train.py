@@ -190,6 +190,16 @@ def test_cli_registers_train(tmp_path: Path) -> None:
     assert not (tmp_path / "metrics.csv").exists()
 
 
+def test_train_finds_ssdd_where_eval_does(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``train`` once ignored $SARVESSEL_SSDD (so did reproduce_ssdd.py, which calls it), and
+    ``--data xview3`` without a folder defaulted to the SSDD folder."""
+    monkeypatch.setenv("SARVESSEL_SSDD", str(tmp_path / "my_ssdd"))
+    assert main(["train", "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    assert f"{tmp_path / 'my_ssdd'}" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", "xview3"]) == 2
+    assert "--data xview3 needs --data-dir" in capsys.readouterr().err
+
+
 def test_init_grows_a_context_branch_from_a_chain_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
     chain = build_model(ModelConfig(name="tiny", widths=(4, 8, 8), head_width=4, tile_size=64,

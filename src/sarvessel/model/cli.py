@@ -17,9 +17,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Default SSDD location: ../shared/data/ssdd next to the repository.
-DEFAULT_SSDD = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ssdd"
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` command."""
@@ -28,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", choices=["ssdd", "yolo", "xview3"], default="ssdd",
                    help="dataset kind (default ssdd); xview3: scene folders in "
                    "DATA_DIR/train and DATA_DIR/val with labels.csv")
-    p.add_argument("--data-dir", type=Path, default=DEFAULT_SSDD,
-                   help="dataset root (default ../shared/data/ssdd)")
+    p.add_argument("--data-dir", type=Path,
+                   help="dataset root; needed for yolo and xview3 (ssdd default: "
+                   "$SARVESSEL_SSDD, else ../shared/data/ssdd)")
     p.add_argument("--synth-scenes", type=int, default=0, metavar="N",
                    help="with --data xview3: first generate N training scenes (seeds 0..N-1) "
                    "and 2 validation scenes into DATA_DIR if missing")
@@ -188,6 +186,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise SarvesselError(f"--weight-scale-lr must be >= 0, got {weight_scale_lr}")
     if args.teacher_tta != 1 and args.teacher is None:
         raise SarvesselError("--teacher-tta needs --teacher (the float checkpoint to average)")
+    if args.data_dir is None:
+        if args.data != "ssdd":
+            raise SarvesselError(f"--data {args.data} needs --data-dir (the dataset's folder)")
+        from sarvessel.runtime.evaluate import ssdd_root
+
+        args.data_dir = ssdd_root()
     if args.synth_scenes:
         if args.data != "xview3":
             raise SarvesselError("--synth-scenes needs --data xview3")

@@ -381,7 +381,9 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
             fit_pending = False
             fitted = _epochs_that_fit(cfg, epoch, t_run, train_s + eval_s_max / cfg.eval_every
                                       + save_s_max, final_s=eval_s_max)
-            if fitted < epoch + 2:
+            if cfg.epochs <= epoch + 1:
+                pass  # a single epoch was asked for: nothing to fit
+            elif fitted < epoch + 2:
                 log.warning("the %s min limit leaves no time for a second epoch: the schedule "
                             "is cut at the limit, not fitted", cfg.time_limit)
             elif fitted < cfg.epochs:

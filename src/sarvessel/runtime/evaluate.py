@@ -248,8 +248,8 @@ def ssdd_root() -> Path:
     for cand in candidates:
         if cand.is_dir():
             return cand
-    raise DatasetError(f"SSDD not found at {candidates[0]} or {candidates[1]} "
-                       "(set SARVESSEL_SSDD to its folder)")
+    where = " or ".join(dict.fromkeys(str(c) for c in candidates))  # once when they agree
+    raise DatasetError(f"SSDD not found at {where} (set SARVESSEL_SSDD to its folder)")
 
 
 @dataclass
