@@ -50,7 +50,7 @@ from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.nms import box_nms
 from sarvessel.runtime.preprocess import stretch_percentiles
-from sarvessel.runtime.tiling import tile_grid
+from sarvessel.runtime.tiling import Window, tile_grid
 from sarvessel.runtime.tta import TTA_SETS, with_tta
 
 log = logging.getLogger(__name__)
@@ -187,22 +187,36 @@ def detect_image(
 
     Returns the merged detections and the number of tiles run.
     """
-    t, c = backend.tile_size, backend.channels
+    windows, batch = image_tiles(grey, tile=backend.tile_size, channels=backend.channels,
+                                 overlap=overlap)
+    merged = merge_tiles(backend.detect(batch), windows, grey.shape, iou_threshold=iou_threshold)
+    return merged, len(windows)
+
+
+def image_tiles(grey: np.ndarray, *, tile: int, channels: int, overlap: int = 64
+                ) -> tuple[list[Window], np.ndarray]:
+    """The tile windows of a grey image ``[H, W]`` and the uint8 batch ``[N, C, T, T]`` they
+    make (the image in every channel, zero-padded past its edges), as scenes are tiled."""
     h, w = grey.shape
-    windows = [win for row in tile_grid(h, w, tile=t, overlap=min(overlap, t - 1))
+    windows = [win for row in tile_grid(h, w, tile=tile, overlap=min(overlap, tile - 1))
                for win in row]
-    batch = np.zeros((len(windows), c, t, t), np.uint8)
+    batch = np.zeros((len(windows), channels, tile, tile), np.uint8)
     for k, win in enumerate(windows):
         batch[k, :, :win.height, :win.width] = grey[win.row0:win.row1, win.col0:win.col1]
-    per_tile = backend.detect(batch)
+    return windows, batch
+
+
+def merge_tiles(per_tile: list[Detections], windows: list[Window], shape: tuple[int, int], *,
+                iou_threshold: float = 0.5) -> Detections:
+    """One image's detections from its tiles': shifted, box NMS across tiles, clipped."""
     shifted = [d.shifted(win.row0, win.col0) for d, win in zip(per_tile, windows, strict=True)]
     merged = Detections.concat(shifted)
     if len(windows) > 1 and len(merged):
         merged = box_nms(merged, iou_threshold=iou_threshold)
     if len(merged):
-        lim = np.array([h, w, h, w], np.float32)
-        merged.boxes = np.clip(merged.boxes, 0, lim)
-    return merged, len(windows)
+        h, w = shape
+        merged.boxes = np.clip(merged.boxes, 0, np.array([h, w, h, w], np.float32))
+    return merged
 
 
 def resample_grey(grey: np.ndarray, scale: float) -> np.ndarray:

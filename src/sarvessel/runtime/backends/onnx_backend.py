@@ -30,6 +30,7 @@ from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
 from sarvessel.runtime.length import measure_lengths
 from sarvessel.runtime.preprocess import stretch_percentiles
+from sarvessel.runtime.rescore import Rescorer, RescorerSpec
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ class ModelMetadata:
     (:func:`~sarvessel.runtime.decode.unpack_subgrid`). stretch: the (low, high) percentiles
     the model's 16-bit or float training images were brought to 8 bits with
     (``sarvessel train --stretch``), which ``sarvessel eval`` then applies by default; None (and
-    sidecars without it): the model takes 8-bit images as they are. bit_widths: quantisation
+    sidecars without it): the model takes 8-bit images as they are. rescorer: the second-stage
+    tree model that rescores each detection (:class:`~sarvessel.runtime.rescore.RescorerSpec`;
+    None: none). bit_widths: quantisation
     widths by role (informative). extra: any other keys, kept as read.
     """
 
@@ -118,6 +121,7 @@ class ModelMetadata:
     input_scale: float = 1.0
     subgrid: int = 1
     stretch: list[float] | None = None
+    rescorer: dict[str, Any] | None = None
     bit_widths: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -148,6 +152,8 @@ class ModelMetadata:
                 self.stretch = list(stretch_percentiles(self.stretch))
             except ValueError as exc:
                 raise ValueError(f"stretch must be percentiles: {exc}") from None
+        if self.rescorer is not None:
+            self.rescorer = RescorerSpec.from_dict(self.rescorer).to_dict()
         if self.subgrid not in SUBGRIDS or self.stride % self.subgrid:
             raise ValueError(f"subgrid must be one of {SUBGRIDS} and divide the stride "
                              f"{self.stride}, got {self.subgrid}")
@@ -231,6 +237,7 @@ class OnnxBackend:
         iou_threshold: float | None = None,
         max_det: int = 300,
         providers: Sequence[str] | None = None,
+        rescore: bool = True,
     ) -> None:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -247,6 +254,11 @@ class OnnxBackend:
         if not 0.0 < self.conf_threshold < 1.0:
             raise ValueError(f"conf_threshold must be in (0, 1), got {self.conf_threshold}")
         self.max_det = max_det
+        #: The second-stage rescorer the sidecar names (None: none, or ``rescore=False``).
+        self.rescorer: Rescorer | None = None
+        if rescore and self.metadata.rescorer is not None:
+            self.rescorer = Rescorer(RescorerSpec.from_dict(self.metadata.rescorer),
+                                     self.model_path.parent)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelError(f"{self.model_path}: expected one graph input and one output, got "
@@ -279,6 +291,12 @@ class OnnxBackend:
         log.info("loaded %s (%s): tile %d, %d channels, stride %d, %d classes",
                  self.model_path, m.name, m.tile_size, m.channels, m.stride, m.nc)
 
+    def _rescored(self, grey: np.ndarray, dets: Detections) -> Detections:
+        """Rescore one tile's detections and keep those the new score puts over the threshold."""
+        assert self.rescorer is not None
+        new = self.rescorer.rescore(grey, dets)
+        return new.select(np.flatnonzero(new.scores > self.conf_threshold)[: self.max_det])
+
     @property
     def fingerprint(self) -> str:
         """The model's bytes (graph and sidecar, SHA-256) and the decode settings: a resumed
@@ -288,6 +306,8 @@ class OnnxBackend:
             sidecar = sidecar_path(self.model_path)
             if sidecar.is_file():
                 h.update(sidecar.read_bytes())
+            if self.rescorer is not None:
+                h.update(self.rescorer.path.read_bytes())
             self._fingerprint = (f"onnx:{h.hexdigest()[:32]}:conf={self.conf_threshold!r}:"
                                  f"iou={self.iou_threshold!r}:max_det={self.max_det}")
         return self._fingerprint
@@ -304,9 +324,14 @@ class OnnxBackend:
         scene models, measure vessel lengths on the tiles' VV band)."""
         t0 = time.perf_counter()
         m = self.metadata
+        conf = self.conf_threshold
+        if self.rescorer is not None:  # the rescorer sees every box down to its pre_conf
+            conf = min(conf, self.rescorer.spec.pre_conf)
         dets = decode(raw, stride=m.stride, reg_max=m.reg_max, subgrid=m.subgrid,
-                      conf_threshold=self.conf_threshold, iou_threshold=self.iou_threshold,
+                      conf_threshold=conf, iou_threshold=self.iou_threshold,
                       max_det=self.max_det)
+        if self.rescorer is not None:
+            dets = [self._rescored(tile[0], d) for tile, d in zip(batch, dets, strict=True)]
         if "VV_dB" in m.bands:  # scene models: length from the image, not the (>= 16 px) box
             vv = list(m.bands).index("VV_dB")
             for tile, d in zip(batch, dets, strict=True):
