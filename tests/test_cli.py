@@ -13,13 +13,13 @@ BLOCK = ("import sys; sys.modules[{mod!r}] = None; from sarvessel.cli import mai
          "sys.exit(main({argv!r}))")
 
 
-@pytest.mark.parametrize(("mod", "argv", "extra"), [
-    ("torch", ["train", "--out", "{tmp}/run"], "train"),
-    ("torch", ["export", "{tmp}/ck.pt", "--out", "{tmp}/x"], "train"),
-    ("onnx", ["hw", "estimate", "{tmp}/m.onnx"], "train"),
+@pytest.mark.parametrize(("mod", "argv"), [
+    ("torch", ["train", "--out", "{tmp}/run"]),
+    ("torch", ["export", "{tmp}/ck.pt", "--out", "{tmp}/x"]),
+    ("onnx", ["hw", "estimate", "{tmp}/m.onnx"]),
 ])
 def test_host_commands_without_the_host_tools_say_what_to_install(tmp_path: Path, mod: str,
-                                                                 argv: list[str], extra: str):
+                                                                 argv: list[str]):
     """These once ended in a ModuleNotFoundError traceback after ``make demo``'s install."""
     (tmp_path / "ck.pt").write_bytes(b"x")
     (tmp_path / "m.onnx").write_bytes(b"x")
@@ -29,4 +29,4 @@ def test_host_commands_without_the_host_tools_say_what_to_install(tmp_path: Path
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert f"needs {mod}, which is not installed here" in proc.stderr
-    assert f"pip install '.[{extra}]'" in proc.stderr
+    assert "use `make test`'s .venv, which has every host tool" in proc.stderr

@@ -22,9 +22,9 @@ from sarvessel.runtime.errors import SarvesselError
 log = logging.getLogger(__name__)
 
 #: Host-tool modules a command may need that the runtime-only install (``make demo``, the
-#: board) lacks, and the extra that brings each.
-HOST_EXTRAS = {"torch": "train", "brevitas": "train", "onnxoptimizer": "train",
-               "matplotlib": "train", "onnx": "train", "qonnx": "hw", "finn": "hw"}
+#: board) lacks.
+HOST_MODULES = frozenset({"torch", "brevitas", "onnxoptimizer", "matplotlib", "onnx", "qonnx",
+                          "finn", "sklearn", "skl2onnx"})
 
 #: Subpackages whose ``cli.register`` is called, in help order.
 COMMAND_MODULES = (
@@ -76,11 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except ModuleNotFoundError as exc:  # a host command on a runtime-only install
         top = (exc.name or "").split(".")[0]
-        if top not in HOST_EXTRAS:
+        if top not in HOST_MODULES:
             raise
         print(f"sarvessel {args.command}: error: needs {top}, which is not installed here "
-              f"(a runtime-only install); install the host tools with pip install "
-              f"'.[{HOST_EXTRAS[top]}]' or use `make test`'s .venv, which has them all",
+              "(a runtime-only install): use `make test`'s .venv, which has every host tool "
+              "(torch, Brevitas, onnx, and finn-plus with its pins, requirements/hw.txt)",
               file=sys.stderr)
         return 2
 

@@ -148,7 +148,7 @@ def test_bad_labels_are_reported_before_the_scene_runs(tmp_path):
     proc = run("detect", str(scene), "--out", str(tmp_path / "o"), "--backend", "cfar",
                "--labels", str(tmp_path / "nope.csv"))
     assert_user_error(proc, "nope.csv")
-    assert not (tmp_path / "o" / "S6_v.journal.jsonl").exists()
+    assert not (tmp_path / "o" / "S6_v.csv").exists()  # once written, then the error
 
 
 def test_detect_dot_and_stale_temporaries_of_a_killed_run(tmp_path):

@@ -196,8 +196,19 @@ def test_quicklook_of_a_long_thin_scene_has_room_for_its_legend(tmp_path: Path,
                       lengths_px=[3.0])
     path = write_quicklook_png(tmp_path / "q.png", thumb, scale=20.0, detections=dets)
     img = Image.open(path)
-    assert min(img.size) >= 320 and max(img.size) <= 2048
+    assert min(img.size) >= 320 and max(img.size) <= 2048 + 320
     arr = np.asarray(img).astype(int)
     # the legend (white text on a dark box) is drawn in the bottom-left corner
     corner = arr[-120:, :200]
     assert (corner.min(axis=-1) > 200).sum() > 50
+    # the scene (grey 100, stretched) is not under the title or the legend: a wide strip is
+    # drawn below the title bar, a tall one right of the legend column
+    grey = (arr[..., 0] == arr[..., 1]) & (arr[..., 1] == arr[..., 2]) & (arr[..., 0] > 0)
+    level = np.bincount(arr[..., 0][grey]).argmax()  # the scene's stretched grey
+    scene = grey & (arr[..., 0] == level)
+    if shape[0] < shape[1]:  # the rows the strip fills
+        rows = np.flatnonzero(scene.mean(axis=1) > 0.5)
+        assert len(rows) and rows.min() > 30
+    elif shape[0] > shape[1]:  # the columns it fills
+        cols = np.flatnonzero(scene.mean(axis=0) > 0.5)
+        assert len(cols) and cols.min() >= 320

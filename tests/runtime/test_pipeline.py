@@ -189,6 +189,16 @@ def test_a_band_without_data_is_refused_and_partial_gaps_are_nodata(tmp_path, fi
         res = run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=0))
     assert _positions(res.detections) == sorted(t for t in TARGETS if t[1] < 600)
     assert res.tiles_skipped_nodata == 5 * 2  # the tile columns at 768 and 794 hold no data
+    gap = vh.copy()
+    gap[650:680] = fill  # rows shared by the tile rows at 432 and 648: masked in both
+    gap[-3:] = fill  # a ragged last few rows in VH alone: masked, not a broken band
+    tifffile.imwrite(scene / "VH_dB.tif", gap, tile=(256, 256))
+    vv = tifffile.imread(scene / "VV_dB.tif")
+    vv[665, 100] = 25.0  # a target inside the VH gap: no detection
+    tifffile.imwrite(scene / "VV_dB.tif", vv, tile=(256, 256))
+    with open_scene(scene) as sc:
+        res = run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=40))
+    assert _positions(res.detections) == sorted(TARGETS)
 
 
 def test_model_wanting_more_channels_than_the_scene_has(tmp_path):
@@ -240,3 +250,19 @@ def test_bands_not_in_db_are_refused_before_any_tile_runs(tmp_path, units):
     tifffile.imwrite(path, np.stack([db, db - 6]).astype(np.float32), **two_bands)
     with open_scene(path) as sc:
         assert run_scene(sc, backend, config=PipelineConfig(overlap=0)).tiles_run > 0
+
+
+def test_one_missing_row_at_the_bottom_of_one_band_is_not_a_broken_band(tmp_path):
+    """With 1025 rows the last tile row reads one new row; a VH without it once refused the
+    whole scene ("band VH_dB holds no data in rows 1024-1025")."""
+    vv = np.full((1025, 5000), -22.0, np.float32)
+    vv[1000, 2500] = 25.0
+    vh = vv - 8
+    vh[-1] = -32768
+    folder = tmp_path / "tall_v"
+    folder.mkdir()
+    tifffile.imwrite(folder / "VV_dB.tif", vv, tile=(256, 256))
+    tifffile.imwrite(folder / "VH_dB.tif", vh, tile=(256, 256))
+    with open_scene(folder) as sc:
+        res = run_scene(sc, BrightestPixel(), config=PipelineConfig(overlap=0))
+    assert _positions(res.detections) == [(1000, 2500)]

@@ -192,3 +192,17 @@ def test_a_folder_named_like_a_band_and_a_dot_path(tmp_path, monkeypatch):
     (folder / "VH_dB.tif").mkdir()
     with pytest.raises(SceneError, match=r"VH_dB\.tif: band VH_dB is not a file"):
         open_scene(folder)
+
+
+def test_malformed_georeferencing_is_ignored_with_a_warning_not_refused(tmp_path, caplog):
+    """Only a projected CRS is refused; broken tags leave the scene in pixel coordinates."""
+    folder = tmp_path / "bad_geo_v"
+    folder.mkdir()
+    tags = [(33550, "d", 3, (0.0, 0.0, 0.0), True),  # a zero pixel scale
+            (33922, "d", 6, (0, 0, 0, 5.0, 50.0, 0), True)]
+    for b in ("VV_dB", "VH_dB"):
+        tifffile.imwrite(folder / f"{b}.tif", np.full((64, 64), -20, np.float32),
+                         extratags=tags)
+    with open_scene(folder) as sc:
+        assert sc.georef is None and sc.pixel_size_m == 10.0
+    assert "ignoring unreadable georeferencing" in caplog.text

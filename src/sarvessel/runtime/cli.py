@@ -87,7 +87,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                                  resume=not args.no_resume)
     _report(result, backend.name, paths)
     if labels is not None:
-        _print_score(paths["csv"], labels, result.scene_id, args.scene)
+        _print_score(paths["csv"], labels, result.scene_id, Path(os.path.abspath(args.scene)))
     return 0
 
 
@@ -174,7 +174,7 @@ def detect_scene(
         to_ll = scene.to_lonlat if scene.georef is not None else None
         write_geojson(paths["geojson"], sid, dets, to_lonlat=to_ll,
                       pixel_size_m=scene.pixel_size_m)
-        labels = _scene_labels(scene_path, sid)
+        labels = _scene_labels(scene.source, sid)
         write_quicklook_png(paths["png"], result.thumbnail, scale=result.thumbnail_scale,
                             detections=dets, labels=labels,
                             title=f"{sid}  {backend.name}  {len(dets)} detections")
@@ -200,8 +200,9 @@ def _add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Back
     g.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile, network backends only (default 1: "
                    "none); n times the inference cost")
-    g.add_argument("--overlap", type=int, default=PipelineConfig.overlap,
-                   help=f"tile overlap in pixels (default {PipelineConfig.overlap})")
+    g.add_argument("--overlap", type=int,
+                   help=f"tile overlap in pixels (default {PipelineConfig.overlap}, or half the "
+                   "tile for models with tiles under twice that)")
     g.add_argument("--batch", type=int, default=PipelineConfig.batch_size,
                    help=f"tiles per backend call (default {PipelineConfig.batch_size})")
 
@@ -213,12 +214,19 @@ def _backend(args: argparse.Namespace):
 def _config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:
     """The pipeline settings; the overlap may be at most half a tile (more would run every
     pixel more than four times for no gain, and near a whole tile the step falls to 1 px)."""
+    if args.overlap is None:
+        return PipelineConfig(overlap=min(PipelineConfig.overlap, tile_size // 2),
+                              batch_size=_batch(args))
     if not 0 <= args.overlap <= tile_size // 2:
         raise SarvesselError(f"--overlap must be between 0 and half the {tile_size} px tile "
                              f"({tile_size // 2}), got {args.overlap}")
+    return PipelineConfig(overlap=args.overlap, batch_size=_batch(args))
+
+
+def _batch(args: argparse.Namespace) -> int:
     if args.batch < 1:
         raise SarvesselError(f"--batch must be >= 1, got {args.batch}")
-    return PipelineConfig(overlap=args.overlap, batch_size=args.batch)
+    return args.batch
 
 
 def _check_out_dir(out_dir: Path) -> None:

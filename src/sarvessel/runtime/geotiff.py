@@ -144,6 +144,10 @@ class GeoTransform:
         return 0.5 * (row_m + col_m)
 
 
+class ProjectedCRSError(SceneError):
+    """A GeoTIFF in a projected CRS: the runtime needs lon/lat (EPSG:4326)."""
+
+
 def read_georef(page: tifffile.TiffPage) -> GeoTransform | None:
     """The :class:`GeoTransform` of a GeoTIFF page, or None when the page has no georeference.
 
@@ -156,7 +160,7 @@ def read_georef(page: tifffile.TiffPage) -> GeoTransform | None:
     keys = _geokeys(page)
     model_type = keys.get(_GT_MODEL_TYPE)
     if model_type is not None and model_type != 2:
-        raise SceneError(
+        raise ProjectedCRSError(
             f"{where}: GeoTIFF model type {model_type} is not geographic (EPSG:4326 lon/lat "
             "expected; reproject the scene with gdalwarp -t_srs EPSG:4326)"
         )

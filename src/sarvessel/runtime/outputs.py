@@ -245,12 +245,16 @@ def write_quicklook_png(
     img = Image.fromarray(grey).resize(
         size, resampling.BOX if f < 1 else resampling.NEAREST).convert("RGBA")
     font = _font(max(12, round(max(img.size) / 70)))
-    oy = 0  # rows of canvas above the scene
-    if min(img.size) < _MIN_CANVAS:  # a long thin scene: below the title, room for the legend
-        oy = _line_height(font) + 16 if img.size[1] < _MIN_CANVAS else 0
-        canvas = Image.new("RGBA", (max(img.size[0], _MIN_CANVAS),
-                                    max(img.size[1], _MIN_CANVAS + oy)), (0, 0, 0, 255))
-        canvas.paste(img, (0, oy))
+    ox = oy = 0  # canvas columns left of / rows above the scene
+    if min(img.size) < _MIN_CANVAS:  # a long thin scene: room for the title and legend
+        if img.size[1] < _MIN_CANVAS:  # wide: the strip under the title, the legend below
+            oy = _line_height(font) + 16
+            size = (img.size[0], _MIN_CANVAS + oy)
+        else:  # tall: the title and legend left of the strip
+            ox = _MIN_CANVAS
+            size = (img.size[0] + ox, img.size[1])
+        canvas = Image.new("RGBA", size, (0, 0, 0, 255))
+        canvas.paste(img, (ox, oy))
         img = canvas
     k = f / scale  # image px per scene px
     overlay = Image.new("RGBA", img.size, (0, 0, 0, 0))
@@ -262,14 +266,14 @@ def write_quicklook_png(
     if labels is not None:
         lr, lc, lv = (np.asarray(a, np.float64).reshape(-1) for a in labels)
         half = 1.6 * marker
-        for r, c, v in zip(lr * k + oy, lc * k, lv, strict=True):
+        for r, c, v in zip(lr * k + oy, lc * k + ox, lv, strict=True):
             colour = _GT_UNKNOWN if not math.isfinite(v) else _GT_VESSEL if v else _GT_OTHER
             draw.rectangle((c - half, r - half, c + half, r + half), outline=colour, width=line)
 
     is_vessel, is_fishing = _class_flags(detections.classes, vessel_classes, fishing_classes)
     order = np.argsort(detections.scores, kind="stable")  # best drawn last, on top
     for i in order:
-        r, c = float(detections.rows[i]) * k + oy, float(detections.cols[i]) * k
+        r, c = float(detections.rows[i]) * k + oy, float(detections.cols[i]) * k + ox
         box = detections.boxes[i].astype(np.float64) * k
         rad = max(marker, 0.5 * max(box[2] - box[0], box[3] - box[1]))
         base = _FISHING if is_fishing[i] else _VESSEL if is_vessel[i] else _OTHER

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Called after each tile row with (tiles done, tiles in total).
 ProgressFn = Callable[[int, int], None]
+#: Fewest newly read rows on which a band's missing data is judged (:func:`_combine_valid`).
+BAND_CHECK_MIN_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class SceneResult:
         if self.timings.total <= 0:
             return float("nan")
         share = 1.0 - self.tiles_resumed / self.tiles_total if self.tiles_total else 1.0
-        return self.megapixels * share / self.timings.total
+        return self.megapixels * share / self.timings.total if share > 0 else float("nan")
 
 
 def run_scene(
@@ -291,7 +293,10 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
     n_first = int(np.count_nonzero(out))
     for c in range(1, len(band_valid)):
         np.logical_and(out, band_valid[c][k:n], out=out)
-    if n_first < UNITS_CHECK_MIN_SAMPLES or np.count_nonzero(out) >= 0.01 * n_first:
+    # judged on a band of rows only: a few rows (the tail of the last tile row) missing in one
+    # band are a ragged edge, masked as nodata, not a broken file
+    if (n - k < BAND_CHECK_MIN_ROWS or n_first < UNITS_CHECK_MIN_SAMPLES
+            or np.count_nonzero(out) >= 0.01 * n_first):
         return
     for c in range(1, len(band_valid)):  # rare: find the band that lacks the data
         if np.count_nonzero(band_valid[0][k:n] & band_valid[c][k:n]) < 0.01 * n_first:
@@ -408,8 +413,12 @@ class _Journal:
         """Replace the journal with ``lines`` atomically (a temporary file, then a rename)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w") as fh:
-            fh.write("".join(line + "\n" for line in lines))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        try:
+            with tmp.open("w") as fh:
+                fh.write("".join(line + "\n" for line in lines))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise

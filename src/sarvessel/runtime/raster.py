@@ -122,7 +122,7 @@ class RasterReader:
             counts = np.asarray(self.page.databytecounts, np.int64)
             rows = np.minimum(self.seg_h, self.height - (np.arange(got) % (got // planes)
                                                          // self.segs_across) * self.seg_h)
-            need = (rows if not self.page.is_tiled else self.seg_h) * seg_bytes
+            need = rows * seg_bytes  # bottom-edge segments may stop at the image's last row
             if np.any(counts < need):
                 raise SceneError(
                     f"{self.path}: damaged TIFF header: uncompressed segments hold fewer bytes "

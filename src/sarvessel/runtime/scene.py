@@ -12,6 +12,7 @@ Nothing here loads a whole 10 m band: :meth:`Scene.read_rows` returns one band o
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -216,6 +217,9 @@ def find_shoreline(scene_dir: Path, scene_id: str) -> Path | None:
 
 
 def _open_xview3_folder(folder: Path, bands: Sequence[str]) -> Scene:
+    # absolute, "." and ".." folded, symlinks kept: "detect ." names its folder, a linked
+    # scene keeps the link's name, and the shoreline is looked for beside the folder
+    folder = Path(os.path.abspath(folder))
     readers: list[RasterReader] = []
     try:
         for name in bands:
@@ -231,7 +235,7 @@ def _open_xview3_folder(folder: Path, bands: Sequence[str]) -> Scene:
             readers.append(rd)
         aux = {n: RasterReader(folder / f"{n}.tif") for n in XVIEW3_AUX
                if (folder / f"{n}.tif").is_file()}
-        scene_id = folder.resolve().name  # "." and "scenes/x/.." name their real folder
+        scene_id = folder.name
         return Scene(scene_id, readers, bands, aux=aux,
                      shoreline_path=find_shoreline(folder, scene_id), source=folder)
     except BaseException:
@@ -242,13 +246,18 @@ def _open_xview3_folder(folder: Path, bands: Sequence[str]) -> Scene:
 
 def _read_georef(reader: RasterReader):  # -> GeoTransform | None
     try:
-        from sarvessel.runtime.geotiff import read_georef
+        from sarvessel.runtime.geotiff import ProjectedCRSError, read_georef
     except ImportError:  # pragma: no cover - geotiff module always ships
         return None
     try:
-        return read_georef(reader.page)
-    except SceneError:  # georeferenced, but in a way pixel sizes would be wrong: refuse
+        geo = read_georef(reader.page)
+    except ProjectedCRSError:  # positions and pixel sizes would come out wrong: refuse
         raise
-    except (ValueError, KeyError, IndexError) as exc:
+    except (ValueError, KeyError, IndexError) as exc:  # malformed tags: pixel coordinates
         log.warning("%s: ignoring unreadable georeferencing (%s)", reader.path, exc)
         return None
+    if geo is not None and not (np.isfinite(geo.pixel_size_m) and geo.pixel_size_m > 0):
+        log.warning("%s: ignoring georeferencing with a pixel size of %s m", reader.path,
+                    geo.pixel_size_m)
+        return None
+    return geo
