@@ -77,6 +77,7 @@ def evaluate(
     interpolation: Interpolation | str = Interpolation.COCO101,
     tta: int = 1,
     input_scale: float | None = None,
+    rescore: bool = True,
     stretch: Stretch | None = None,
 ) -> EvalResult:
     """Evaluate the ONNX model ``model_path`` on ``data`` (``"ssdd"`` or a dataset folder).
@@ -93,11 +94,12 @@ def evaluate(
     (low, high) percentiles that bring 16-bit or float images to 8 bits
     (:func:`~sarvessel.runtime.datasets.load_image_grey`); the default is the model's own
     (``stretch`` in its sidecar, set by ``sarvessel train --stretch``), else such images are
-    refused.
+    refused. rescore: apply the model's second-stage rescorer when its sidecar names one
+    (:mod:`sarvessel.runtime.rescore`); the default is True.
     """
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
-                       iou_threshold=iou_threshold)
+                       iou_threshold=iou_threshold, rescore=rescore)
     if stretch is None and onnx.metadata.stretch is not None:
         stretch = (onnx.metadata.stretch[0], onnx.metadata.stretch[1])
     result = evaluate_backend(
@@ -110,6 +112,8 @@ def evaluate(
     result.model = str(model_path)
     result.data = str(data)
     result.split = split
+    if onnx.metadata.rescorer is not None:
+        result.extra["rescorer"] = onnx.rescorer.spec.file if onnx.rescorer else None
     return result
 
 
@@ -327,6 +331,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                         "the trapezoid rule YOLOv8-based papers quote)")
     p.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile (default 1: none); n times the cost")
+    p.add_argument("--no-rescore", action="store_true",
+                   help="leave out the model's second-stage rescorer (its sidecar's 'rescorer'; "
+                   "on the split it was fitted on, its figure is in-sample)")
     p.add_argument("--input-scale", type=float,
                    help="resample images by this factor before tiling (default: the model's "
                    "input_scale, 1 for most models)")
@@ -356,7 +363,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
                       conf_threshold=args.conf, iou_threshold=args.iou, overlap=args.overlap,
                       threads=args.threads, interpolation=args.interpolation, tta=args.tta,
-                      input_scale=args.input_scale, stretch=args.stretch)
+                      input_scale=args.input_scale, stretch=args.stretch,
+                      rescore=not args.no_rescore)
     r = result.report
     print(f"{result.images} images ({result.tiles} tiles), {r.n_gt} objects, "
           f"{1e3 * result.seconds / result.images:.1f} ms/image")
