@@ -188,6 +188,18 @@ class Rescorer:
         proba = out[1]  # skl2onnx classifiers: (label, probabilities [N, 2])
         return np.asarray(proba, np.float32)[:, 1]
 
+    def apply(self, batch: np.ndarray, dets: list[Detections], *, conf_threshold: float,
+              max_det: int = 300) -> list[Detections]:
+        """Rescore each tile's decoded detections (``batch`` ``uint8 [B, C, T, T]``; features
+        from channel 0) and keep those whose new score passes ``conf_threshold``. Every
+        backend that decodes a head map calls this after :func:`~sarvessel.runtime.decode.decode`
+        (at ``spec.pre_conf``), so the rescorer is shared like the decoder."""
+        out = []
+        for tile, d in zip(batch, dets, strict=True):
+            new = self.rescore(tile[0], d)
+            out.append(new.select(np.flatnonzero(new.scores > conf_threshold)[:max_det]))
+        return out
+
     def rescore(self, grey: np.ndarray, dets: Detections) -> Detections:
         """``dets`` with scores ``p**alpha * score**(1 - alpha)``, sorted by the new score."""
         if not len(dets):

@@ -291,12 +291,6 @@ class OnnxBackend:
         log.info("loaded %s (%s): tile %d, %d channels, stride %d, %d classes",
                  self.model_path, m.name, m.tile_size, m.channels, m.stride, m.nc)
 
-    def _rescored(self, grey: np.ndarray, dets: Detections) -> Detections:
-        """Rescore one tile's detections and keep those the new score puts over the threshold."""
-        assert self.rescorer is not None
-        new = self.rescorer.rescore(grey, dets)
-        return new.select(np.flatnonzero(new.scores > self.conf_threshold)[: self.max_det])
-
     @property
     def fingerprint(self) -> str:
         """The model's bytes (graph and sidecar, SHA-256) and the decode settings: a resumed
@@ -331,7 +325,8 @@ class OnnxBackend:
                       conf_threshold=conf, iou_threshold=self.iou_threshold,
                       max_det=self.max_det)
         if self.rescorer is not None:
-            dets = [self._rescored(tile[0], d) for tile, d in zip(batch, dets, strict=True)]
+            dets = self.rescorer.apply(batch, dets, conf_threshold=self.conf_threshold,
+                                       max_det=self.max_det)
         if "VV_dB" in m.bands:  # scene models: length from the image, not the (>= 16 px) box
             vv = list(m.bands).index("VV_dB")
             for tile, d in zip(batch, dets, strict=True):
