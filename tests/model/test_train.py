@@ -644,6 +644,20 @@ def test_fit_epochs_anneals_the_schedule_within_the_time_limit(tmp_path: Path,
         train(cfg("bad", fit_epochs=True), mc)
 
 
+def test_fit_epochs_for_a_single_epoch_warns_of_nothing(tmp_path: Path, monkeypatch,
+                                                        caplog) -> None:
+    """A one-epoch run once warned that the limit "leaves no time for a second epoch"."""
+    import sarvessel.model.train as tr
+
+    monkeypatch.setattr(tr, "_epochs_that_fit", lambda *a, **k: 1)
+    data = _yolo_folder(tmp_path / "data")
+    cfg = TrainConfig(out=tmp_path / "one", data_dir=data, data=DataKind.YOLO, epochs=1,
+                      batch=2, train_size=64, threads=1, device="cpu", time_limit=60.0,
+                      fit_epochs=True)
+    assert train(cfg, replace(_tiny_cfg(), quantized=False))["completed"]
+    assert "second epoch" not in caplog.text
+
+
 def test_epochs_that_fit_count_the_time_already_spent() -> None:
     import time as _time
 
