@@ -139,3 +139,28 @@ def test_the_backend_rescores_thresholds_on_the_new_score_and_fingerprints_it(tm
     assert len(b[0]) == 1 and b[0].scores[0] > 0.5 and len(b[1]) == 0
     assert rescored.fingerprint != plain.fingerprint
     assert len(OnnxBackend(model, rescore=False).detect(batch)[1]) == 1
+
+
+def test_boxes_that_cannot_pass_the_threshold_are_dropped_unmeasured(tmp_path: Path):
+    """At a deployment threshold the result is the same as measuring every box and then
+    thresholding; only boxes with score**(1 - alpha) <= threshold are skipped."""
+    path, _, _ = _fit(tmp_path)
+    r = Rescorer(RescorerSpec(file=path.name, alpha=0.75), tmp_path)
+    g = _scene()
+    rng = np.random.default_rng(1)
+    tl = rng.uniform(0, 100, (40, 2))
+    boxes = np.concatenate([tl, tl + rng.uniform(4, 20, (40, 2))], axis=1)
+    scores = np.concatenate([[0.9, 0.6, 0.3], rng.uniform(0.001, 0.01, 37)])
+    d = _dets(boxes.tolist(), scores.tolist())
+    full = r.rescore(g, d)
+    full = full.select(np.flatnonzero(full.scores > 0.25))
+    fast = r.rescore(g, d, conf_threshold=0.25)
+    kept = fast.select(np.flatnonzero(fast.scores > 0.25))
+    np.testing.assert_array_equal(kept.boxes, full.boxes)
+    np.testing.assert_array_equal(kept.scores, full.scores)
+    assert len(fast) < len(d)  # the boxes under 0.25**4 = 0.0039 were never measured
+    calls = []
+    orig = r.probabilities
+    r.probabilities = lambda x, f=orig: calls.append(len(x)) or f(x)
+    r.rescore(g, d, conf_threshold=0.25)
+    assert calls == [int((scores ** 0.25 > 0.25).sum())]

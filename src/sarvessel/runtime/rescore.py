@@ -100,11 +100,14 @@ def valid_extent(grey: np.ndarray) -> tuple[int, int]:
 
 
 def detection_features(grey: np.ndarray, dets: Detections,
-                       extent: tuple[int, int] | None = None) -> np.ndarray:
+                       extent: tuple[int, int] | None = None,
+                       only: np.ndarray | None = None) -> np.ndarray:
     """Features ``float32 [N, len(FEATURE_NAMES)]`` of ``dets`` (pixels of ``grey``).
 
     grey: uint8 ``[H, W]`` (the tile's first band). extent: the part of ``grey`` that holds
-    image (rows, cols); the default is :func:`valid_extent`.
+    image (rows, cols); the default is :func:`valid_extent`. only: indices of the detections
+    to measure (the others' rows stay 0; every detection still counts as a neighbour); the
+    default is all.
     """
     g = np.asarray(grey, np.float32)
     h_img, w_img = valid_extent(grey) if extent is None else extent
@@ -117,7 +120,7 @@ def detection_features(grey: np.ndarray, dets: Detections,
     scores = np.asarray(dets.scores, np.float64)
     iou = box_iou(boxes, boxes)
     cy, cx = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    for k in range(n):
+    for k in range(n) if only is None else np.asarray(only, np.intp):
         t, left, b, r = boxes[k]
         w, h = max(r - left, 1.0), max(b - t, 1.0)
         inside = g[max(int(t), 0):max(int(np.ceil(b)), int(t) + 1),
@@ -196,16 +199,26 @@ class Rescorer:
         (at ``spec.pre_conf``), so the rescorer is shared like the decoder."""
         out = []
         for tile, d in zip(batch, dets, strict=True):
-            new = self.rescore(tile[0], d)
+            new = self.rescore(tile[0], d, conf_threshold=conf_threshold)
             out.append(new.select(np.flatnonzero(new.scores > conf_threshold)[:max_det]))
         return out
 
-    def rescore(self, grey: np.ndarray, dets: Detections) -> Detections:
-        """``dets`` with scores ``p**alpha * score**(1 - alpha)``, sorted by the new score."""
+    def rescore(self, grey: np.ndarray, dets: Detections, *,
+                conf_threshold: float = 0.0) -> Detections:
+        """``dets`` with scores ``p**alpha * score**(1 - alpha)``, sorted by the new score.
+
+        conf_threshold: boxes whose new score cannot pass it whatever p is
+        (``score**(1 - alpha) <= conf_threshold``) are dropped unmeasured: at a deployment
+        threshold most low-scoring boxes cost nothing. The default 0 measures every box.
+        """
         if not len(dets):
             return dets
-        p = self.probabilities(detection_features(grey, dets))
         a = float(self.spec.alpha)
-        new = dets.select(np.arange(len(dets)))
-        new.scores = combine(p, np.asarray(dets.scores, np.float32), a)
+        scores = np.asarray(dets.scores, np.float32)
+        can_pass = (np.ones(len(dets), bool) if a >= 1.0
+                    else scores.astype(np.float64) ** (1.0 - a) > conf_threshold)
+        idx = np.flatnonzero(can_pass)
+        feats = detection_features(grey, dets, only=idx)[idx]
+        new = dets.select(idx)
+        new.scores = combine(self.probabilities(feats), scores[idx], a)
         return new.select(np.argsort(-new.scores, kind="stable"))
