@@ -114,6 +114,9 @@ def test_the_onnx_rescorer_matches_scikit_learn_and_reranks(tmp_path: Path):
     assert new.scores[0] > 0.5 > new.scores[1] >= P_FLOOR
     with pytest.raises(ModelError, match="rescorer model not found"):
         Rescorer(RescorerSpec(file="nope.onnx"), tmp_path)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="junk.onnx: cannot load the rescorer"):
+        Rescorer(RescorerSpec(file="junk.onnx"), tmp_path)
 
 
 def test_the_backend_rescores_thresholds_on_the_new_score_and_fingerprints_it(tmp_path: Path):
