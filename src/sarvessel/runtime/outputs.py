@@ -101,7 +101,7 @@ def write_submissions_csv(
     """
     path = Path(path)
     n_missing = 0
-    with _atomic_open(path) as fh:
+    with atomic_open(path) as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(SUBMISSION_COLUMNS)
         for scene_id, dets in scenes.items():
@@ -192,7 +192,7 @@ def write_geojson(
                  "no georeferencing: x = column, y = -row in scene pixels"),
         "features": features,
     }
-    with _atomic_open(path) as fh:
+    with atomic_open(path) as fh:
         json.dump(doc, fh, allow_nan=False)
         fh.write("\n")
     log.info("wrote %s (%d features, %s)", path, len(features), system)
@@ -303,7 +303,7 @@ def write_quicklook_png(
                    (220, 220, 220), None))
     lh = _line_height(font)
     _text_box(draw, (8, img.size[1] - 8 - lh * len(legend) - 8), legend, font, img.size)
-    with _atomic_open(path, binary=True) as fh:
+    with atomic_open(path, binary=True) as fh:
         # Level 3: half the time of the default 6 and a smaller file on speckled scenes.
         img.convert("RGB").save(fh, format="PNG", compress_level=3)
     log.info("wrote %s (%d x %d px)", path, img.size[0], img.size[1])
@@ -313,7 +313,7 @@ def write_quicklook_png(
 def write_json(path: Path | str, data: object) -> Path:
     """Write ``data`` as indented JSON, atomically (a kill never leaves half a file)."""
     path = Path(path)
-    with _atomic_open(path) as fh:
+    with atomic_open(path) as fh:
         fh.write(json.dumps(data, indent=2))
     return path
 
@@ -321,7 +321,7 @@ def write_json(path: Path | str, data: object) -> Path:
 def remove_stale_temporaries(folder: Path, targets: Collection[Path]) -> None:
     """Delete temporaries that a killed writer of ``targets`` left in ``folder``.
 
-    :func:`_atomic_open` writes ``.<name>.<pid>.tmp`` beside each output and renames it; a
+    :func:`atomic_open` writes ``.<name>.<pid>.tmp`` beside each output and renames it; a
     SIGKILL between the two leaves it behind. Only names of ``targets`` are touched, and only
     when no process of that pid is alive (another run writing into the same folder keeps its).
     """
@@ -372,8 +372,12 @@ _GT_UNKNOWN = (255, 255, 255)
 
 
 @contextmanager
-def _atomic_open(path: Path, *, binary: bool = False) -> Iterator[IO]:
-    """Open a temporary sibling of ``path``; on success fsync and move it onto ``path``."""
+def atomic_open(path: Path, *, binary: bool = False) -> Iterator[IO]:
+    """Open a temporary sibling of ``path``; on success fsync and move it onto ``path``.
+
+    Every file the runtime must never leave half-written goes through here (outputs, the
+    scene journal); :func:`remove_stale_temporaries` clears what a killed writer left.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

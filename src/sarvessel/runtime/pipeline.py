@@ -24,6 +24,7 @@ from sarvessel.runtime.backends.base import Backend
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SceneError
 from sarvessel.runtime.nms import SceneMerger
+from sarvessel.runtime.outputs import atomic_open
 from sarvessel.runtime.preprocess import (
     BATHYMETRY,
     DEFAULT_BANDS,
@@ -290,12 +291,13 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
     np.copyto(out, band_valid[0][k:n])
     if len(band_valid) == 1:
         return
-    n_first = int(np.count_nonzero(out))
-    for c in range(1, len(band_valid)):
-        np.logical_and(out, band_valid[c][k:n], out=out)
     # judged on a band of rows only: a few rows (the tail of the last tile row) missing in one
     # band are a ragged edge, masked as nodata, not a broken file
-    if (n - k < BAND_CHECK_MIN_ROWS or n_first < UNITS_CHECK_MIN_SAMPLES
+    judge = n - k >= BAND_CHECK_MIN_ROWS
+    n_first = int(np.count_nonzero(out)) if judge else 0
+    for c in range(1, len(band_valid)):
+        np.logical_and(out, band_valid[c][k:n], out=out)
+    if (not judge or n_first < UNITS_CHECK_MIN_SAMPLES
             or np.count_nonzero(out) >= 0.01 * n_first):
         return
     for c in range(1, len(band_valid)):  # rare: find the band that lacks the data
@@ -411,14 +413,5 @@ class _Journal:
 
     def _rewrite(self, lines: list[str]) -> None:
         """Replace the journal with ``lines`` atomically (a temporary file, then a rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with tmp.open("w") as fh:
-                fh.write("".join(line + "\n" for line in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with atomic_open(self.path) as fh:
+            fh.write("".join(line + "\n" for line in lines))
