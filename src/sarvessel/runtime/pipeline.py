@@ -288,17 +288,21 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
     edge, and is refused by name.
     """
     out = valid[k:n, : scene.width]
-    np.copyto(out, band_valid[0][k:n])
     if len(band_valid) == 1:
+        np.copyto(out, band_valid[0][k:n])
         return
+    np.logical_and(band_valid[0][k:n], band_valid[1][k:n], out=out)
+    for c in range(2, len(band_valid)):
+        np.logical_and(out, band_valid[c][k:n], out=out)
     # judged on a band of rows only: a few rows (the tail of the last tile row) missing in one
     # band are a ragged edge, masked as nodata, not a broken file
-    judge = n - k >= BAND_CHECK_MIN_ROWS
-    n_first = int(np.count_nonzero(out)) if judge else 0
-    for c in range(1, len(band_valid)):
-        np.logical_and(out, band_valid[c][k:n], out=out)
-    if (not judge or n_first < UNITS_CHECK_MIN_SAMPLES
-            or np.count_nonzero(out) >= 0.01 * n_first):
+    if n - k < BAND_CHECK_MIN_ROWS:
+        return
+    n_both = int(np.count_nonzero(out))
+    if n_both >= 0.01 * out.size:  # the usual row: the first band cannot have 100x more
+        return
+    n_first = int(np.count_nonzero(band_valid[0][k:n]))
+    if n_first < UNITS_CHECK_MIN_SAMPLES or n_both >= 0.01 * n_first:
         return
     for c in range(1, len(band_valid)):  # rare: find the band that lacks the data
         if np.count_nonzero(band_valid[0][k:n] & band_valid[c][k:n]) < 0.01 * n_first:
