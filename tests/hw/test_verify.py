@@ -220,6 +220,40 @@ def test_context_branch_converts_and_stays_bit_exact(tmp_path) -> None:
     assert rep.totals["LUT"] == pytest.approx(sum(ly.resources["LUT"] for ly in rep.layers))
 
 
+def test_fine_feature_skip_converts_and_stays_bit_exact(tmp_path) -> None:
+    """A fine-feature skip (the last pooled block's output forks into the MaxPool and a 2x2
+    stride-2 conv that rejoins the body output at a Concat; one shared quantizer) becomes
+    DuplicateStreams and StreamingConcat in the one dataflow partition, the HW graphs equal the
+    QONNX model bit for bit, and the estimate prices the skip's FIFO, which holds the rows the
+    deep path needs before it emits its first."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from sarvessel.hw.estimate import load_report
+    from sarvessel.hw.steps import conversion_problems, has_branches, is_hw_node
+    from sarvessel.hw.verify import synthetic_sar_tiles, verify_flow_outputs
+
+    path, cfg, result = _real_network_flow(tmp_path, "skip", "a fine-feature skip",
+                                           widths=(8, 16, 16, 16), dilations=(1, 1, 1, 2),
+                                           skip_width=8)
+    assert has_branches(ModelWrapper(str(result.checkpoints["qonnx_to_finn"])))
+    hw = ModelWrapper(str(result.checkpoints["convert_to_hw"]))
+    assert conversion_problems(hw, cfg) == []
+    ops = [n.op_type for n in hw.graph.node]
+    assert ops.count("StreamingConcat") == 1 and ops.count("DuplicateStreams") == 1, ops
+    assert all(is_hw_node(n) for n in result.model.graph.node)
+    tiles = synthetic_sar_tiles(2, channels=2, tile=64)
+    report = verify_flow_outputs(path, cfg.output_dir, tiles)
+    assert report.hw_exact
+    for t in report.tiles:
+        assert t.ref_std > 0
+        assert t.hw_vs_finn_exact is True and t.dataflow_exact is True
+    rep = load_report(cfg.report_dir() / "estimate.json")
+    fifo = [ly for ly in rep.layers if ly.name.startswith("skip_fifo_")]
+    # the skip input waits for the deep path: 3x3 d1 and 3x3 d2 windows at 8x8 reach 3 rows
+    # past the current one, plus the MaxPool / 2x2-conv rows, so a few rows, not the map
+    assert len(fifo) == 1 and fifo[0].folding["depth"] > 1 and fifo[0].resources["LUT"] > 0
+
+
 def test_tampered_dataflow_model_is_caught(flow_64, small_qonnx, tmp_path) -> None:
     from qonnx.core.modelwrapper import ModelWrapper
 

@@ -181,6 +181,41 @@ def test_context_branch_config() -> None:
         ssdd_config(tile_size=72, context_widths=(8,))
 
 
+def test_skip_costs_by_hand_shares_the_quantizer_and_grows_from_a_plain_body(
+        tmp_path: Path) -> None:
+    from sarvessel.model.warm_start import init_from_checkpoint
+
+    cfg = _tiny(skip_width=6, quantized=False)
+    model = build_model(cfg).eval()
+    assert model(torch.rand(1, 1, 64, 64) * 255).shape == (1, 65, 8, 8)
+    # chain as in test_count_ops_by_hand, plus the 2x2 stride-2 skip conv from the 16x16
+    # block (8 -> 6 channels at 8x8) and the first head conv reading 8 + 6 channels
+    hand = (32 * 32 * 4 * 9 + 16 * 16 * 8 * 4 * 9 + 8 * 8 * 8 * 8 * 9
+            + 8 * 8 * 6 * 8 * 4
+            + 8 * 8 * (8 * 14 + 8 * 8 + 65 * 8))
+    assert count_ops(model, 64, 1).macs == hand
+    assert cfg.head_in_channels == 14 and ModelConfig.from_dict(cfg.to_dict()) == cfg
+    q = build_model(_tiny(skip_width=6))
+    assert q.skip[-1] is q.body[-1]  # one quantizer for both inputs of the concatenation
+    # the skip reads the stride-4 features: changing its weights changes the output
+    x = torch.rand(1, 1, 64, 64) * 255
+    before = model(x)
+    with torch.no_grad():
+        model.skip[0].weight.mul_(-1)
+    assert not torch.allclose(before, model(x))
+    # grown from a body without a skip, it starts with that body's output exactly
+    plain = build_model(_tiny(quantized=False)).eval()
+    save_checkpoint(tmp_path / "plain.pt", plain)
+    grown = build_model(cfg)
+    _, fresh = init_from_checkpoint(grown, tmp_path / "plain.pt")
+    assert all(k.startswith("skip.") for k in fresh)
+    assert torch.equal(grown.eval()(x), plain(x))
+    with pytest.raises(ConfigError, match="skip_width"):
+        _tiny(skip_width=4, context_widths=(8,))
+    with pytest.raises(ConfigError, match="skip_width"):
+        _tiny(skip_width=4, pools=0)
+
+
 def test_separable_blocks_cost_by_hand_and_validate() -> None:
     cfg = _tiny(widths=(4, 8, 16, 16), separable_from=1, quantized=False)
     model = build_model(cfg).eval()

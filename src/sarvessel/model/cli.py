@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: no branch)")
     p.add_argument("--context-dilations", default="",
                    help="dilation of each context block, comma separated (default all 1)")
+    p.add_argument("--skip-width", type=int, default=0,
+                   help="channels of the fine-feature skip from the last pooled block to the "
+                   "head (default 0: none)")
     p.add_argument("--stem-stride", type=int, default=2, choices=[1, 2],
                    help="stride of the first conv (default 2)")
     p.add_argument("--pools", type=int, default=2,
@@ -174,7 +177,8 @@ def run_train(args: argparse.Namespace) -> int:
     mc = ModelConfig(name=args.name, in_channels=args.channels, class_names=names,
                      widths=widths, dilations=dilations, separable_from=args.separable_from,
                      context_widths=context_widths,
-                     context_dilations=context_dilations, stem_stride=args.stem_stride,
+                     context_dilations=context_dilations, skip_width=args.skip_width,
+                     stem_stride=args.stem_stride,
                      pools=args.pools, head_width=args.head_width,
                      head_kernel=args.head_kernel, reg_max=args.reg_max, tile_size=args.tile,
                      subgrid=args.subgrid,

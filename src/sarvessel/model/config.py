@@ -131,6 +131,13 @@ class ModelConfig:
     context_widths: tuple[int, ...] = ()
     #: Dilation of each context block (empty: all 1).
     context_dilations: tuple[int, ...] = ()
+    #: Channels of the fine-feature skip (0: none). The last pooled block's output (stride
+    #: ``stride / 2``, before its pool) goes through a 2x2 stride-2 conv -> BN and the body's
+    #: last ReLU module, and is concatenated with the body output before the head. Why: ships
+    #: narrower than a cell and ships moored side by side are told apart by detail that the
+    #: pools drop; a 2x2 stride-2 conv keeps each cell's four stride-4 positions in its
+    #: channels, for a few MACs. One shared quantizer, as for the context branch.
+    skip_width: int = 0
     #: Width of each head branch (box and class); head convs have 2*head_width channels.
     head_width: int = 32
     #: Kernel size of the first head conv (1 or 3).
@@ -189,7 +196,8 @@ class ModelConfig:
     @property
     def head_in_channels(self) -> int:
         """Channels into the head: the body's last width, plus the context branch's."""
-        return self.widths[-1] + (self.context_widths[-1] if self.context_widths else 0)
+        return (self.widths[-1] + (self.context_widths[-1] if self.context_widths else 0)
+                + self.skip_width)
 
     def receptive_field(self) -> int:
         """Receptive field of one output cell in input pixels (body, context branch, head)."""
@@ -244,6 +252,11 @@ class ModelConfig:
         if self.context_widths and (self.tile_size // self.stride) % 2:
             raise ConfigError(f"a context branch needs tile_size {self.tile_size} to be a "
                               f"multiple of twice the stride {self.stride}")
+        if self.skip_width < 0 or (self.skip_width and (
+                self.context_widths or self.pools < 1 or self.pools >= len(self.widths)
+                or self.separable_from)):
+            raise ConfigError(f"skip_width={self.skip_width} needs a plain body with at least one "
+                              "pool and a block after the last pool, and no context branch")
         if self.stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
         if self.subgrid not in SUBGRIDS or self.stride % self.subgrid:

@@ -124,6 +124,15 @@ class SarYolo(nn.Module):
                 c = w
             ctx.append(nn.Upsample(scale_factor=2, mode="nearest"))
             self.context = nn.Sequential(*ctx)
+        self.skip: nn.Sequential | None = None
+        if cfg.skip_width:
+            # the last ReLU is the body's own module: one quantizer for both concat inputs
+            c4 = cfg.widths[cfg.pools - 1]
+            self.skip = nn.Sequential(
+                _conv(cfg, c4, cfg.skip_width, 2, b.weight, stride=2, padding=0),
+                nn.BatchNorm2d(cfg.skip_width), self.body[-1])
+            # the body runs up to (not into) its last pool, the skip forks there
+            self._skip_at = max(i for i, m in enumerate(self.body) if isinstance(m, nn.MaxPool2d))
         h2 = 2 * cfg.head_width
         self.head = nn.Sequential(
             _conv(cfg, cfg.head_in_channels, h2, cfg.head_kernel, b.weight), nn.BatchNorm2d(h2),
@@ -142,6 +151,10 @@ class SarYolo(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: float ``[B, C, H, W]`` holding uint8 values 0..255 (H, W multiples of the
         stride). Returns raw ``[B, 4*reg_max + nc, H/s, W/s]``."""
+        if self.skip is not None:
+            fine = self.body[:self._skip_at](x)
+            f = self.body[self._skip_at:](fine)
+            return self.head(torch.cat([f, self.skip(fine)], 1))
         f = self.body(x)
         if self.context is not None:
             f = torch.cat([f, self.context(f)], 1)
@@ -195,8 +208,9 @@ class SarYolo(nn.Module):
 
 
 def _conv(cfg: ModelConfig, cin: int, cout: int, k: int, wbits: int, *, bias: bool = False,
-          stride: int = 1, dilation: int = 1, groups: int = 1) -> nn.Conv2d:
-    pad = dilation * (k // 2)
+          stride: int = 1, dilation: int = 1, groups: int = 1, padding: int | None = None
+          ) -> nn.Conv2d:
+    pad = dilation * (k // 2) if padding is None else padding
     if not cfg.quantized:
         return nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation,
                          groups=groups, bias=bias)
