@@ -15,10 +15,10 @@ Ctrl-C, a session's end) run the same command again: finished stages are skipped
 interrupted one resumes from its ``last.pt`` (``--resume``), so no finished epoch is lost.
 
 At the end the QAT model is exported to ``<runs>/export`` (QONNX + QCDQ, NMS IoU 0.6), its
-second-stage rescorer is fitted on the training split (``scripts/fit_rescorer.py``; not with
-``--smoke``), and it is scored on SSDD test and train with ``sarvessel eval``; the figures are
-printed beside the shipped model's (``models/ssdd_w4a4/eval_ssdd_*.json``,
-``rescorer_fit.json``). Seeds are fixed, but PyTorch CPU
+second stage (box refiner and rescorer) is fitted on the training split
+(``scripts/fit_rescorer.py``; not with ``--smoke``), and it is scored on SSDD test and train
+with ``sarvessel eval``; the figures are printed beside the shipped model's
+(``models/ssdd_w4a4/eval_ssdd_*.json``, ``rescorer_fit.json``). Seeds are fixed, but PyTorch CPU
 kernels are not bit-identical across machines and thread counts: expect the scores within
 the seed noise the model card reports (about +-1 AP50 point on test), not equal to them.
 """
@@ -143,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     fit = [sys.executable, str(ROOT / "scripts" / "fit_rescorer.py"),
            str(export / "ssdd_w4a4.onnx"), "--data", data, "--json",
            str(export / "rescorer_fit.json")]
-    if args.smoke:  # one batch of training on 4 images leaves the rescorer nothing to learn
-        print("# smoke: no rescorer stage", flush=True)
+    if args.smoke:  # one batch of training on 4 images leaves the second stage nothing to learn
+        print("# smoke: no second stage (refiner, rescorer)", flush=True)
     else:
         print(" ".join(fit[1:]), flush=True)
         if not args.dry_run:
             subprocess.run(fit, check=True)
-    # test as users run it (rescored); train without the rescorer, which was fitted on it
-    # (its fair training-split figure is the cross-fitted one in rescorer_fit.json)
+    # test as users run it (refined and rescored); train without the second stage, which was
+    # fitted on it (its fair training-split figure is the cross-fitted one in rescorer_fit.json)
     for split, flags in (("test", []), ("train", ["--no-rescore"])):
         sarvessel(["eval", str(export / "ssdd_w4a4.onnx"), "--data", data, "--split", split,
                    *flags, "--json", str(export / f"eval_ssdd_{split}.json")],
@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.smoke:
         got = _json(export / "rescorer_fit.json")
         shipped = _json(ROOT / "models" / "ssdd_w4a4" / "rescorer_fit.json")
-        print(f"train, rescored (cross-fitted): AP50 {got['ap50_rescored_crossfit']:.4f}; "
-              f"shipped v12 {shipped.get('ap50_rescored_crossfit', nan):.4f}")
+        print("train, refined and rescored (cross-fitted): AP50 "
+              f"{got['ap50_rescored_crossfit']:.4f}; shipped v12 "
+              f"{shipped.get('ap50_rescored_crossfit', nan):.4f}")
     return 0
 
 

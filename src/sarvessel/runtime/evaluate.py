@@ -94,8 +94,8 @@ def evaluate(
     (low, high) percentiles that bring 16-bit or float images to 8 bits
     (:func:`~sarvessel.runtime.datasets.load_image_grey`); the default is the model's own
     (``stretch`` in its sidecar, set by ``sarvessel train --stretch``), else such images are
-    refused. rescore: apply the model's second-stage rescorer when its sidecar names one
-    (:mod:`sarvessel.runtime.rescore`); the default is True.
+    refused. rescore: apply the model's second stage (box refiner and rescorer) when its sidecar
+    names one (:mod:`sarvessel.runtime.rescore`); the default is True.
     """
     items = load_dataset(data, split=split)
     onnx = OnnxBackend(model_path, threads=threads, conf_threshold=eval_conf,
@@ -114,6 +114,7 @@ def evaluate(
     result.split = split
     if onnx.metadata.rescorer is not None:
         result.extra["rescorer"] = onnx.rescorer.spec.file if onnx.rescorer else None
+        result.extra["refiner"] = onnx.rescorer.spec.refiner if onnx.rescorer else None
     return result
 
 
@@ -332,8 +333,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile (default 1: none); n times the cost")
     p.add_argument("--no-rescore", action="store_true",
-                   help="leave out the model's second-stage rescorer (its sidecar's 'rescorer'; "
-                   "on the split it was fitted on, its figure is in-sample)")
+                   help="leave out the model's second stage, box refiner and rescorer (its "
+                   "sidecar's 'rescorer'; on the split it was fitted on, its figure is "
+                   "in-sample)")
     p.add_argument("--input-scale", type=float,
                    help="resample images by this factor before tiling (default: the model's "
                    "input_scale, 1 for most models)")

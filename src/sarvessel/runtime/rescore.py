@@ -8,7 +8,8 @@ size and shape; mean, spread and peak inside the box, in the ring around it and 
 becomes ``p**alpha * score**(1 - alpha)`` (:func:`combine`), p the tree model's probability
 that it is a ship.
 It runs on the CPU after decode, on a few hundred boxes per tile: microseconds beside the
-network, and nothing changes in the accelerator.
+network, and nothing changes in the accelerator. When the spec names a box refiner
+(:mod:`sarvessel.runtime.refine`), the small boxes are refined first and judged as refined.
 
 The tree model is ONNX-ML (``TreeEnsembleClassifier``, exported with skl2onnx), run by
 onnxruntime like the network. The model's sidecar names it (``rescorer``, see
@@ -26,6 +27,8 @@ import numpy as np
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
 from sarvessel.runtime.nms import box_iou
+from sarvessel.runtime.refine import FEATURE_NAMES as REFINE_FEATURE_NAMES
+from sarvessel.runtime.refine import MAX_SIDE, BoxRefiner
 
 #: Half-sides (px) of the context windows around a detection's centre.
 WINDOWS: tuple[int, ...] = (16, 48, 96)
@@ -54,13 +57,19 @@ class RescorerSpec:
     probability against the network's score. pre_conf: score at which the network's output is
     decoded before rescoring (the features see every detection above it; the model's
     conf_threshold then applies to the new score). features: the column names it was fitted on
-    (checked against :data:`FEATURE_NAMES`).
+    (checked against :data:`FEATURE_NAMES`). refiner: the box refiner run before rescoring,
+    relative to the network's folder (None: none); refine_max_side: it refines boxes whose
+    longest side is under this (px); refine_features: the column names it was fitted on
+    (checked against :data:`sarvessel.runtime.refine.FEATURE_NAMES`).
     """
 
     file: str
     alpha: float = 0.75
     pre_conf: float = 0.001
     features: tuple[str, ...] = FEATURE_NAMES
+    refiner: str | None = None
+    refine_max_side: float = MAX_SIDE
+    refine_features: tuple[str, ...] = REFINE_FEATURE_NAMES
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.alpha) <= 1.0:
@@ -70,21 +79,37 @@ class RescorerSpec:
         if tuple(self.features) != FEATURE_NAMES:
             raise ValueError("rescorer was fitted on other features than this runtime computes "
                              f"({list(self.features)} vs {list(FEATURE_NAMES)})")
+        if not float(self.refine_max_side) > 0:
+            raise ValueError(f"rescorer refine_max_side must be > 0, got {self.refine_max_side}")
+        if tuple(self.refine_features) != REFINE_FEATURE_NAMES:
+            raise ValueError("box refiner was fitted on other features than this runtime "
+                             f"computes ({list(self.refine_features)} vs "
+                             f"{list(REFINE_FEATURE_NAMES)})")
 
     @classmethod
     def from_dict(cls, data: Any) -> RescorerSpec:
         if not isinstance(data, dict) or "file" not in data:
             raise ValueError("rescorer must be an object with at least a 'file'")
-        known = {"file", "alpha", "pre_conf", "features"}
+        known = {"file", "alpha", "pre_conf", "features", "refiner", "refine_max_side",
+                 "refine_features"}
         if set(data) - known:
             raise ValueError(f"unknown rescorer keys {sorted(set(data) - known)}")
+        refiner = data.get("refiner")
         return cls(str(data["file"]), float(data.get("alpha", 0.75)),
                    float(data.get("pre_conf", 0.001)),
-                   tuple(data.get("features", FEATURE_NAMES)))
+                   tuple(data.get("features", FEATURE_NAMES)),
+                   None if refiner is None else str(refiner),
+                   float(data.get("refine_max_side", MAX_SIDE)),
+                   tuple(data.get("refine_features", REFINE_FEATURE_NAMES)))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["features"] = list(self.features)
+        if self.refiner is None:  # sidecars without a refiner stay as they were
+            for key in ("refiner", "refine_max_side", "refine_features"):
+                d.pop(key)
+        else:
+            d["refine_features"] = list(self.refine_features)
         return d
 
 
@@ -182,6 +207,16 @@ class Rescorer:
         if len(inputs) != 1 or inputs[0].shape[-1] not in (len(FEATURE_NAMES), None, "None"):
             raise ModelError(f"{self.path}: expected one input of {len(FEATURE_NAMES)} features")
         self._input = inputs[0].name
+        #: The box refiner the spec names (None: none).
+        self.refiner: BoxRefiner | None = None
+        if spec.refiner is not None:
+            self.refiner = BoxRefiner(Path(model_dir) / spec.refiner,
+                                      max_side=spec.refine_max_side, threads=threads)
+
+    @property
+    def files(self) -> list[Path]:
+        """The fitted models this stage reads (the rescorer, then the refiner if any)."""
+        return [self.path] + ([self.refiner.path] if self.refiner is not None else [])
 
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """P(ship) of each row of ``features`` ``[N, F]``."""
@@ -205,7 +240,8 @@ class Rescorer:
 
     def rescore(self, grey: np.ndarray, dets: Detections, *,
                 conf_threshold: float = 0.0) -> Detections:
-        """``dets`` with scores ``p**alpha * score**(1 - alpha)``, sorted by the new score.
+        """``dets`` with scores ``p**alpha * score**(1 - alpha)``, sorted by the new score (their
+        small boxes refined first when the spec names a refiner).
 
         conf_threshold: boxes whose new score cannot pass it whatever p is
         (``score**(1 - alpha) <= conf_threshold``) are dropped unmeasured: at a deployment
@@ -218,7 +254,10 @@ class Rescorer:
         can_pass = (np.ones(len(dets), bool) if a >= 1.0
                     else scores.astype(np.float64) ** (1.0 - a) > conf_threshold)
         idx = np.flatnonzero(can_pass)
-        feats = detection_features(grey, dets, only=idx)[idx]
+        extent = valid_extent(grey)
+        if self.refiner is not None:
+            dets = self.refiner.refine(grey, dets, index=idx, extent=extent)
+        feats = detection_features(grey, dets, extent=extent, only=idx)[idx]
         new = dets.select(idx)
         new.scores = combine(self.probabilities(feats), scores[idx], a)
         return new.select(np.argsort(-new.scores, kind="stable"))

@@ -301,7 +301,8 @@ class OnnxBackend:
             if sidecar.is_file():
                 h.update(sidecar.read_bytes())
             if self.rescorer is not None:
-                h.update(self.rescorer.path.read_bytes())
+                for path in self.rescorer.files:
+                    h.update(path.read_bytes())
             self._fingerprint = (f"onnx:{h.hexdigest()[:32]}:conf={self.conf_threshold!r}:"
                                  f"iou={self.iou_threshold!r}:max_det={self.max_det}")
         return self._fingerprint
