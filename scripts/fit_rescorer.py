@@ -14,9 +14,11 @@ decode at the rescorer's pre-threshold, the same merge). Then:
    a labelled ship at IoU 0.5; HistGradientBoostingClassifier learns it.
 
 Both are cross-fitted over five folds of images: each fold's boxes are refined and rescored
-by models fitted on the other folds, so the training-split AP50 it reports (which decides
-shipping) is not scored by a model that saw the image, and the rescorer learns on refined boxes
-as good as those of unseen images. Then both are fitted on the whole split, exported to
+by models fitted on the other folds, and the rescorer of a fold learns on boxes refined by
+refiners that did not see that fold either (nested), so the training-split AP50 it reports
+(which decides shipping) comes from no model that saw the image's labels. The final rescorer
+learns on cross-fitted refined boxes, as good as those of unseen images. Then both are fitted on
+the whole split, exported to
 ONNX-ML with skl2onnx, written beside the model as ``<name>_refiner.onnx`` and
 ``<name>_rescorer.onnx`` and named in the model's sidecar; ``sarvessel eval`` and ``detect``
 then use them. Example (~2 min on 2 cores):
@@ -45,7 +47,13 @@ from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.evaluate import image_tiles, load_dataset, merge_tiles
 from sarvessel.runtime.nms import box_iou
 from sarvessel.runtime.refine import FEATURE_NAMES as REFINE_FEATURES
-from sarvessel.runtime.refine import apply_offsets, refinable, refine_features
+from sarvessel.runtime.refine import (
+    MAX_SIDE,
+    apply_offsets,
+    has_window,
+    refinable,
+    refine_features,
+)
 from sarvessel.runtime.rescore import RescorerSpec, combine, detection_features, valid_extent
 
 #: Classifier settings (chosen in session 25 on the training split, cross-fitted).
@@ -80,6 +88,7 @@ def refine_rows(images: list[dict[str, Any]], max_side: float) -> dict[str, np.n
         gt = np.asarray(im["truth"].boxes, np.float64).reshape(-1, 4)[:, [1, 0, 3, 2]]
         for k, (d, win) in enumerate(zip(im["per_tile"], im["windows"], strict=True)):
             small = refinable(d, max_side)
+            small = small[has_window(np.asarray(d.boxes)[small], im["extents"][k])]
             if not len(small):
                 continue
             boxes = np.asarray(d.boxes, np.float64)[small]
@@ -105,6 +114,19 @@ def fit_regressor(x: np.ndarray, y: np.ndarray):
     from sklearn.multioutput import MultiOutputRegressor
 
     return MultiOutputRegressor(HistGradientBoostingRegressor(**REGRESSOR)).fit(x, y)
+
+
+def cross_offsets(rows: dict[str, np.ndarray], fold_of: np.ndarray, folds: int,
+                  skip: int | None = None) -> np.ndarray:
+    """Each row's offsets from a refiner fitted on the other folds' rows (and not on fold
+    ``skip``, whose rows get none); zero where no row is left to fit on."""
+    out = np.zeros_like(rows["y"])
+    for f in range(folds):
+        at = fold_of == f
+        fit_on = (fold_of != f) & (fold_of != skip) & rows["ok"]
+        if f != skip and at.any() and fit_on.any():
+            out[at] = fit_regressor(rows["x"][fit_on], rows["y"][fit_on]).predict(rows["x"][at])
+    return out
 
 
 def refined(images: list[dict[str, Any]], rows: dict[str, np.ndarray],
@@ -167,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the rescorer against the network's score (default 0.75)")
     ap.add_argument("--no-refine", dest="refine", action="store_false",
                     help="fit the rescorer alone, without the box refiner")
+    ap.add_argument("--refine-max-side", type=float, default=MAX_SIDE, metavar="PX",
+                    help=f"refine boxes whose longest side is under this (default {MAX_SIDE:g})")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--dry-run", action="store_true", help="report only, write nothing")
     ap.add_argument("--json", type=Path, help="write the fit report here")
@@ -176,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stem = args.model.stem
     spec = RescorerSpec(file=f"{stem}_rescorer.onnx", alpha=args.alpha,
-                        refiner=f"{stem}_refiner.onnx" if args.refine else None)
+                        refiner=f"{stem}_refiner.onnx" if args.refine else None,
+                        refine_max_side=args.refine_max_side)
     backend = OnnxBackend(args.model, conf_threshold=spec.pre_conf, rescore=False)
     iou = backend.iou_threshold
     images = collect(backend, args.data, args.split)
@@ -185,18 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"model": str(args.model), "data": args.data, "split": args.split,
                               "classifier": CLASSIFIER, "rescorer": spec.to_dict()}
     report["ap50"], report["recall_ceiling"] = ap50(images, raw, None, spec.alpha, iou)
-    dets, refiner = raw, None
+    dets, refiner, rows = raw, None, None
     if args.refine:
         rows = refine_rows(images, spec.refine_max_side)
-        fold_of = folds[rows["where"][:, 0]] if len(rows["ok"]) else np.zeros(0, np.intp)
-        offsets = np.zeros_like(rows["y"])
-        for f in range(args.folds):
-            fit_on = (fold_of != f) & rows["ok"]
-            if (fold_of == f).any():
-                offsets[fold_of == f] = fit_regressor(rows["x"][fit_on],
-                                                      rows["y"][fit_on]).predict(
-                    rows["x"][fold_of == f])
-        dets = refined(images, rows, offsets)
+        if rows["ok"].sum() < args.folds:
+            print("no small box overlaps a labelled ship: no refiner", file=sys.stderr)
+            spec = RescorerSpec(file=spec.file, alpha=spec.alpha)
+            report["rescorer"] = spec.to_dict()
+            rows = None
+    if rows is not None:
+        fold_of = folds[rows["where"][:, 0]]
+        dets = refined(images, rows, cross_offsets(rows, fold_of, args.folds))
         report["regressor"] = REGRESSOR
         report["refined_boxes"] = int(len(rows["ok"]))
         report["ap50_refined_crossfit"], report["recall_ceiling_refined"] = ap50(
@@ -207,16 +231,20 @@ def main(argv: list[str] | None = None) -> int:
                           for i, per_tile in enumerate(dets)])
     p = np.zeros(len(y))
     for f in range(args.folds):
-        fit = HistGradientBoostingClassifier(**CLASSIFIER).fit(x[folds[img] != f],
-                                                              y[folds[img] != f])
+        x_fit, y_fit = x, y
+        if rows is not None:  # boxes refined without fold f's labels, as the held-out fold's
+            x_fit, y_fit = rescore_rows(
+                images, refined(images, rows, cross_offsets(rows, fold_of, args.folds, skip=f)))
+        fit = HistGradientBoostingClassifier(**CLASSIFIER).fit(x_fit[folds[img] != f],
+                                                              y_fit[folds[img] != f])
         p[folds[img] == f] = fit.predict_proba(x[folds[img] == f])[:, 1]
     report["detections"], report["ships"] = int(len(y)), int(y.sum())
     report["ap50_rescored_crossfit"], _ = ap50(images, dets, p, spec.alpha, iou)
     refined_note = (f", refined {report['ap50_refined_crossfit']:.4f} (ceiling "
-                    f"{report['recall_ceiling_refined']:.4f})" if args.refine else "")
+                    f"{report['recall_ceiling_refined']:.4f})" if rows is not None else "")
     print(f"{args.model} on {args.data} {args.split}: {len(y)} detections ({int(y.sum())} "
           f"ships), AP50 {report['ap50']:.4f} (ceiling {report['recall_ceiling']:.4f})"
-          f"{refined_note}, {'refined and ' if args.refine else ''}rescored "
+          f"{refined_note}, {'refined and ' if rows is not None else ''}rescored "
           f"{report['ap50_rescored_crossfit']:.4f} (cross-fitted over {args.folds} folds of "
           "images)")
     if not args.dry_run:
@@ -226,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                       target_opset={"": 17, "ai.onnx.ml": 3})
         written.append(args.model.parent / spec.file)
         written[-1].write_bytes(onx.SerializeToString())
-        if refiner is not None and spec.refiner is not None:
+        if refiner is not None and rows is not None and spec.refiner is not None:
             onx = to_onnx(refiner, rows["x"][:1].astype(np.float32),
                           target_opset={"": 17, "ai.onnx.ml": 3})
             written.append(args.model.parent / spec.refiner)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,25 +114,25 @@ def test_miss_analysis_breaks_down_the_ships_the_shipped_model_never_finds(
                        env=env)
     assert r.returncode == 0, r.stderr
     # with their second stages (box refiner and rescorer) the float twin never finds 10; 6 of
-    # them are among the W4A4 model's 8
-    assert "never found by both: 6 (this model 8" in r.stdout and " 10)" in r.stdout
+    # them are among the W4A4 model's 9
+    assert "never found by both: 6 (this model 9" in r.stdout and " 10)" in r.stdout
     from PIL import Image
 
     with Image.open(crops) as im:  # 6 crops, 6 to a row of 160 px panels
         assert im.size == (6 * 160, 1 * 176)
-    assert "546 ships" in r.stdout and "0.001: 0.985" in r.stdout  # 8 ships never found
+    assert "546 ships" in r.stdout and "0.001: 0.984" in r.stdout  # 9 ships never found
     for title in ("by short side", "by centre distance"):
         line = next(x for x in r.stdout.splitlines() if title in x)
         pairs = [tuple(map(int, p)) for p in re.findall(r"(\d+)/(\d+)", line)]
-        assert sum(m for m, _ in pairs) == 8 and sum(n for _, n in pairs) == 546
+        assert sum(m for m, _ in pairs) == 9 and sum(n for _, n in pairs) == 546
     short = next(x for x in r.stdout.splitlines() if "by short side" in x)
     assert "<8: 1/28" in short and ">=24: 0/179" in short  # 9/28 before the box refiner
     # the AP50 budget: removing each kind of false alarm can only raise AP50, removing all of
-    # them gives the ceiling's AP50; clutter costs the W4A4 model (refined, rescored) 1.3 points
+    # them gives the ceiling's AP50; clutter costs the W4A4 model (refined, rescored) 0.7 points
     budget = next(x for x in r.stdout.splitlines() if "with no false alarm" in x)
     ap = [float(v) for v in re.findall(r"(0\.\d{4})", budget)]
-    assert len(ap) == 5 and ap[0] == 0.9548 and all(a > ap[0] for a in ap[1:])
-    assert ap[3] == 0.9674 and ap[4] == max(ap) == 0.9802
+    assert len(ap) == 5 and ap[0] == 0.9522 and all(a > ap[0] for a in ap[1:])
+    assert ap[3] == 0.9624 and ap[4] == max(ap) == 0.9703
 
 
 def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
@@ -195,7 +196,7 @@ def test_reproduce_ssdd_chains_the_stages_and_resumes_after_an_interruption(
     test = json.loads((runs / "export" / "eval_ssdd_test.json").read_text())
     assert test["images"] == 4 and 0.0 <= test["ap50"] <= 1.0
     assert (runs / "export" / "ssdd_w4a4_qonnx.onnx").is_file()
-    assert "test: AP50" in r.stdout and "shipped v12 0.9548" in r.stdout
+    assert "test: AP50" in r.stdout and "shipped v12 0.9522" in r.stdout
     # the QAT stage was cut short: only it runs again, resumed from its last.pt
     (runs / "qat" / "done.json").unlink()
     r = _run("reproduce_ssdd.py", *args)
@@ -259,3 +260,27 @@ def test_fit_rescorer_fits_reports_and_names_the_refiner_and_rescorer_in_the_sid
     assert on.report.ap50 > off.report.ap50  # in-sample here: it was fitted on these
     assert on.to_dict()["rescorer"] == "m_rescorer.onnx" and off.to_dict()["rescorer"] is None
     assert on.to_dict()["refiner"] == "m_refiner.onnx"
+
+
+def test_fit_rescorer_cross_offsets_hold_out_folds_and_survive_folds_without_targets() -> None:
+    """Each fold's offsets come from a refiner fitted on the other folds' rows only (and not on
+    the skipped fold's); a fold with nothing left to fit on gets zero offsets, not a crash."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fit_rescorer",
+                                                  ROOT / "scripts" / "fit_rescorer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.normal(size=(n, 15)).astype(np.float32)
+    fold_of = np.arange(n) % 3
+    y = np.where(fold_of[:, None] == 0, 5.0, -5.0) * np.ones((n, 4))  # fold 0 differs
+    rows = {"x": x, "y": y, "ok": np.ones(n, bool)}
+    held = mod.cross_offsets(rows, fold_of, 3)
+    assert np.allclose(held[fold_of == 0], -5.0, atol=0.5)  # never saw fold 0's +5
+    skipped = mod.cross_offsets(rows, fold_of, 3, skip=0)
+    assert not skipped[fold_of == 0].any()
+    assert np.allclose(skipped[fold_of != 0], -5.0, atol=0.5)
+    rows["ok"][:] = False  # no box overlaps a labelled ship
+    assert not mod.cross_offsets(rows, fold_of, 3).any()

@@ -16,6 +16,7 @@ from sarvessel.runtime.refine import (
     MAX_SIDE,
     BoxRefiner,
     apply_offsets,
+    has_window,
     refinable,
     refine_features,
 )
@@ -58,6 +59,19 @@ def test_features_find_the_boat_a_loose_box_misses():
                                   refine_features(g, corner))
 
 
+def test_boxes_past_the_image_and_blank_windows_give_no_pull():
+    g = _boat()
+    # a box entirely above and left of the image (or in a tile's padding): no window, zeros
+    far = np.array([[-20.0, -20.0, -12.0, -12.0], [200.0, 200.0, 210.0, 210.0]])
+    assert has_window(far, (100, 100)).tolist() == [False, False]
+    assert not refine_features(g, far).any()
+    # a constant window: nothing above the background, so no centroid pull and no spread
+    flat = np.full((100, 100), 37, np.uint8)
+    f = refine_features(flat, np.array([[60.0, 70.0, 66.0, 78.0]]))[0]
+    assert [f[COL[k]] for k in ("dy", "dx", "sy", "sx", "mean_excess")] == [0, 0, 0, 0, 0]
+    assert f[COL["background"]] == 37 and f[COL["n_half"]] == 0
+
+
 def test_only_small_boxes_are_refined_and_offsets_stay_in_the_image():
     d = _dets([[0, 0, 10, 10], [0, 0, 10, MAX_SIDE + 1], [90, 90, 99, 99]])
     assert refinable(d).tolist() == [0, 2]
@@ -65,6 +79,7 @@ def test_only_small_boxes_are_refined_and_offsets_stay_in_the_image():
                         (100, 100))
     assert out.boxes[0].tolist() == [1, 2, 13, 14]
     assert (out.rows[0], out.cols[0]) == (7, 8)  # the centre follows the box
+    assert out.lengths_px[0] == 12 and d.lengths_px[0] == 1  # and the length
     assert out.boxes[2].tolist() == [85, 85, 100, 100]  # clipped to the image
     assert out.boxes[1].tolist() == d.boxes[1].tolist()  # untouched, and d itself unchanged
     assert d.boxes[0].tolist() == [0, 0, 10, 10]
@@ -102,6 +117,11 @@ def test_the_onnx_refiner_matches_scikit_learn_and_snaps_a_loose_box(tmp_path: P
     iou_after = inter / ((b - t) * (right - left) + 24 - inter)
     assert iou_before < 0.2 and iou_after > 0.6
     assert out.boxes[1].tolist() == [0, 0, 60, 60]  # too large to refine
+    # a small box in a tile's zero padding, past the image (extent), is left as it is
+    tile = np.zeros((512, 512), np.uint8)
+    tile[:100, :100] = _boat()
+    pad = _dets([[300, 300, 310, 310]])
+    assert r.refine(tile, pad, extent=(100, 100)).boxes[0].tolist() == [300, 300, 310, 310]
     with pytest.raises(ModelError, match="box refiner model not found"):
         BoxRefiner(tmp_path / "nope.onnx")
     (tmp_path / "junk.onnx").write_bytes(b"not a model")

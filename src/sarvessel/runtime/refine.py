@@ -10,8 +10,9 @@ brightness above the local background (:func:`refine_features`). It runs on the 
 rescorer (:mod:`sarvessel.runtime.rescore`), which then judges the refined boxes; the network
 and the accelerator are unchanged.
 
-The regressor is ONNX-ML (four ``TreeEnsembleRegressor`` outputs, exported with skl2onnx) and
-runs in onnxruntime like the network; the rescorer's sidecar entry names it.
+The regressor is ONNX-ML (four ``TreeEnsembleRegressor`` nodes joined into one ``[N, 4]``
+output, exported with skl2onnx) and runs in onnxruntime like the network; the rescorer's
+sidecar entry names it.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
 
 #: Feature columns, in the order :func:`refine_features` returns them: box size; offset and
-#: spread of the brightness above the window's median (its moments); offset of each edge of the
-#: half-maximum extent from the box's edge; background, peak, pixels above half and a quarter of
-#: the peak, and the mean excess brightness.
+#: spread of the brightness above the window's median, the background (its moments; 0 where
+#: nothing is above it); offset of each edge of the half-maximum extent (pixels above background
+#: + half of peak - background) from the box's edge; background, peak, the pixels above
+#: background + a half and a quarter of peak - background, and the mean excess brightness.
 FEATURE_NAMES: tuple[str, ...] = (
     "h", "w", "dy", "dx", "sy", "sx", "e_top", "e_left", "e_bottom", "e_right",
     "background", "peak", "n_half", "n_quarter", "mean_excess",
@@ -41,28 +43,30 @@ def refine_features(grey: np.ndarray, boxes: np.ndarray,
                     extent: tuple[int, int] | None = None) -> np.ndarray:
     """Features ``float32 [N, len(FEATURE_NAMES)]`` of ``boxes`` (``[N, 4]`` top, left, bottom,
     right in pixels of ``grey``, uint8 ``[H, W]``). extent: the rows and columns of ``grey``
-    that hold image (zero padding beyond); the default is all of it."""
+    that hold image (zero padding beyond); the default is all of it. A box whose window holds
+    no image pixel gets a row of zeros (:func:`has_window` tells which)."""
     h_img, w_img = grey.shape if extent is None else extent
     out = np.zeros((len(boxes), len(FEATURE_NAMES)), np.float32)
     for i, (t, left, b, r) in enumerate(np.asarray(boxes, np.float64)):
+        window = _window(t, left, b, r, h_img, w_img)
+        if window is None:
+            continue
+        r0, r1, c0, c1 = window
         h, w = max(b - t, 1.0), max(r - left, 1.0)
         cy, cx = (t + b) / 2, (left + r) / 2
-        hh, hw = max(h, MIN_HALF_WINDOW), max(w, MIN_HALF_WINDOW)
-        r0, r1 = int(max(cy - hh, 0)), int(min(cy + hh, h_img))
-        c0, c1 = int(max(cx - hw, 0)), int(min(cx + hw, w_img))
         win = grey[r0:r1, c0:c1].astype(np.float32)
-        if win.size == 0:
-            continue
         bg = float(np.median(win))
         peak = float(win.max())
         excess = np.maximum(win - bg, 0.0)
-        total = float(excess.sum()) + 1e-6
-        ys = np.arange(r0, r1) + 0.5
-        xs = np.arange(c0, c1) + 0.5
-        prof_y, prof_x = excess.sum(1), excess.sum(0)
-        my, mx = float(prof_y @ ys) / total, float(prof_x @ xs) / total
-        sy = np.sqrt(float(prof_y @ (ys - my) ** 2) / total)
-        sx = np.sqrt(float(prof_x @ (xs - mx) ** 2) / total)
+        total = float(excess.sum())
+        my, mx, sy, sx = cy, cx, 0.0, 0.0  # nothing above the background: no pull
+        if total > 0:
+            ys = np.arange(r0, r1) + 0.5
+            xs = np.arange(c0, c1) + 0.5
+            prof_y, prof_x = excess.sum(1), excess.sum(0)
+            my, mx = float(prof_y @ ys) / total, float(prof_x @ xs) / total
+            sy = np.sqrt(float(prof_y @ (ys - my) ** 2) / total)
+            sx = np.sqrt(float(prof_x @ (xs - mx) ** 2) / total)
         half = win > bg + 0.5 * (peak - bg)
         if half.any():
             rows, cols = np.flatnonzero(half.any(1)), np.flatnonzero(half.any(0))
@@ -76,6 +80,23 @@ def refine_features(grey: np.ndarray, boxes: np.ndarray,
     return out
 
 
+def _window(t: float, left: float, b: float, r: float, h_img: int, w_img: int
+            ) -> tuple[int, int, int, int] | None:
+    """Rows r0:r1 and columns c0:c1 of the window around a box, inside the image; None if
+    empty."""
+    hh, hw = max(b - t, MIN_HALF_WINDOW), max(r - left, MIN_HALF_WINDOW)
+    cy, cx = (t + b) / 2, (left + r) / 2
+    r0, r1 = int(max(cy - hh, 0)), int(min(cy + hh, h_img))
+    c0, c1 = int(max(cx - hw, 0)), int(min(cx + hw, w_img))
+    return (r0, r1, c0, c1) if r1 > r0 and c1 > c0 else None
+
+
+def has_window(boxes: np.ndarray, extent: tuple[int, int]) -> np.ndarray:
+    """Whether the window around each box (``[N, 4]``) holds image pixels (``extent``)."""
+    return np.array([_window(*map(float, bx), *extent) is not None
+                     for bx in np.asarray(boxes, np.float64).reshape(-1, 4)], bool)
+
+
 def refinable(dets: Detections, max_side: float = MAX_SIDE) -> np.ndarray:
     """Indices of the boxes of ``dets`` whose longest side is under ``max_side``."""
     bx = np.asarray(dets.boxes, np.float64).reshape(-1, 4)
@@ -85,8 +106,9 @@ def refinable(dets: Detections, max_side: float = MAX_SIDE) -> np.ndarray:
 def apply_offsets(dets: Detections, index: np.ndarray, offsets: np.ndarray,
                   shape: tuple[int, int]) -> Detections:
     """A copy of ``dets`` with ``offsets`` (``[len(index), 4]`` px, top, left, bottom, right)
-    added to the boxes picked by ``index``, kept at least 1 px a side and inside ``shape``;
-    their centres follow the boxes."""
+    added to the boxes picked by ``index``, their edges clipped to ``shape`` and then widened
+    about their middle to at least 1 px a side (so a box on the image's edge may stick out by
+    half a pixel); their centres and lengths (the longer side) follow the boxes."""
     out = dets.select(np.arange(len(dets)))
     if not len(index):
         return out
@@ -100,6 +122,7 @@ def apply_offsets(dets: Detections, index: np.ndarray, offsets: np.ndarray,
     new = np.stack([mid_r - half_h, mid_c - half_w, mid_r + half_h, mid_c + half_w], 1)
     out.boxes[index] = new
     out.rows[index], out.cols[index] = mid_r, mid_c
+    out.lengths_px[index] = 2 * np.maximum(half_h, half_w)
     return out
 
 
@@ -138,10 +161,12 @@ class BoxRefiner:
 
     def refine(self, grey: np.ndarray, dets: Detections, *, index: np.ndarray | None = None,
                extent: tuple[int, int] | None = None) -> Detections:
-        """``dets`` with the small boxes among ``index`` (default all) refined on ``grey``."""
+        """``dets`` with the small boxes among ``index`` (default all) refined on ``grey``; boxes
+        whose window holds no image pixel (past the image, in the tile's padding) stay."""
         small = refinable(dets, self.max_side)
         if index is not None:
             small = np.intersect1d(small, np.asarray(index, np.intp))
         shape = grey.shape if extent is None else extent
+        small = small[has_window(np.asarray(dets.boxes)[small], shape)]
         feats = refine_features(grey, np.asarray(dets.boxes)[small], extent=shape)
         return apply_offsets(dets, small, self.offsets(feats), shape)

@@ -246,6 +246,12 @@ class Rescorer:
         conf_threshold: boxes whose new score cannot pass it whatever p is
         (``score**(1 - alpha) <= conf_threshold``) are dropped unmeasured: at a deployment
         threshold most low-scoring boxes cost nothing. The default 0 measures every box.
+
+        Refined boxes are not put through NMS again, though two may now overlap more than the
+        decoder's NMS allowed (2 pairs above 0.25 on SSDD's test split): on the training split
+        NMS after refining scored lower (cross-fitted AP50 0.9683 against 0.9687) and lowered
+        the recall ceiling (0.9833 against 0.9848), as refined boxes of ships moored side by
+        side come to overlap.
         """
         if not len(dets):
             return dets
