@@ -21,15 +21,13 @@ from sarvessel.runtime.refine import (
     refine_features,
 )
 from sarvessel.runtime.rescore import Rescorer, RescorerSpec
+from tests.runtime.test_rescore import _dets as rescore_dets
 
 COL = {n: i for i, n in enumerate(FEATURE_NAMES)}
 
 
 def _dets(boxes: list[list[float]], scores: list[float] | None = None) -> Detections:
-    b = np.asarray(boxes, np.float32)
-    s = np.full(len(b), 0.5) if scores is None else scores
-    return Detections((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, s, np.zeros(len(b)), b,
-                      np.ones(len(b)))
+    return rescore_dets(boxes, [0.5] * len(boxes) if scores is None else scores)
 
 
 def _boat() -> np.ndarray:

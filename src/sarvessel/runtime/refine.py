@@ -23,6 +23,7 @@ import numpy as np
 
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import ModelError
+from sarvessel.runtime.tree_models import load_tree_model
 
 #: Feature columns, in the order :func:`refine_features` returns them: box size; offset and
 #: spread of the brightness above the window's median, the background (its moments; 0 where
@@ -131,20 +132,9 @@ class BoxRefiner:
 
     def __init__(self, path: Path, *, max_side: float = MAX_SIDE,
                  threads: int | None = 1) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
         self.max_side = float(max_side)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: box refiner model not found (named by the sidecar)")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several types for a bad file
-            raise ModelError(f"{self.path}: cannot load the box refiner ({exc})") from exc
+        self.session = load_tree_model(self.path, "box refiner", threads=threads)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if (len(inputs) != 1 or inputs[0].shape[-1] not in (len(FEATURE_NAMES), None, "None")
                 or len(outputs) != 1 or outputs[0].shape[-1] != 4):

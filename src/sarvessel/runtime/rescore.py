@@ -29,6 +29,7 @@ from sarvessel.runtime.errors import ModelError
 from sarvessel.runtime.nms import box_iou
 from sarvessel.runtime.refine import FEATURE_NAMES as REFINE_FEATURE_NAMES
 from sarvessel.runtime.refine import MAX_SIDE, BoxRefiner
+from sarvessel.runtime.tree_models import load_tree_model
 
 #: Half-sides (px) of the context windows around a detection's centre.
 WINDOWS: tuple[int, ...] = (16, 48, 96)
@@ -189,20 +190,9 @@ class Rescorer:
     """The fitted tree model of a :class:`RescorerSpec`, run by onnxruntime."""
 
     def __init__(self, spec: RescorerSpec, model_dir: Path, *, threads: int | None = 1) -> None:
-        import onnxruntime as ort
-
         self.spec = spec
         self.path = Path(model_dir) / spec.file
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: rescorer model not found (named by the sidecar)")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises several types for a bad file
-            raise ModelError(f"{self.path}: cannot load the rescorer ({exc})") from exc
+        self.session = load_tree_model(self.path, "rescorer", threads=threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].shape[-1] not in (len(FEATURE_NAMES), None, "None"):
             raise ModelError(f"{self.path}: expected one input of {len(FEATURE_NAMES)} features")
