@@ -80,6 +80,13 @@ def collect(backend: OnnxBackend, data: str, split: str) -> list[dict[str, Any]]
     return images
 
 
+def fold_of_images(n: int, folds: int, seed: int | None = None) -> np.ndarray:
+    """The fold of each of ``n`` images: image i in fold i % folds, or, with ``seed``, the
+    images shuffled first (each fold still gets n // folds or one more)."""
+    order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+    return order % folds
+
+
 def refine_rows(images: list[dict[str, Any]], max_side: float) -> dict[str, np.ndarray]:
     """Refiner features and targets of every small box: x, offsets y (top, left, bottom,
     right px), whether it has a target, and its image, tile and index in the tile."""
@@ -192,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refine-max-side", type=float, default=MAX_SIDE, metavar="PX",
                     help=f"refine boxes whose longest side is under this (default {MAX_SIDE:g})")
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--fold-seed", type=int, default=None, metavar="N",
+                    help="shuffle which images fall in which fold with this seed (default: image "
+                    "i in fold i %% folds); refits with other seeds measure the fit's noise")
     ap.add_argument("--dry-run", action="store_true", help="report only, write nothing")
     ap.add_argument("--json", type=Path, help="write the fit report here")
     args = ap.parse_args(argv)
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     backend = OnnxBackend(args.model, conf_threshold=spec.pre_conf, rescore=False)
     iou = backend.iou_threshold
     images = collect(backend, args.data, args.split)
-    folds = np.arange(len(images)) % args.folds
+    folds = fold_of_images(len(images), args.folds, args.fold_seed)
     raw = [im["per_tile"] for im in images]
     report: dict[str, Any] = {"model": str(args.model), "data": args.data, "split": args.split,
                               "classifier": CLASSIFIER, "rescorer": spec.to_dict()}

@@ -284,3 +284,9 @@ def test_fit_rescorer_cross_offsets_hold_out_folds_and_survive_folds_without_tar
     assert np.allclose(skipped[fold_of != 0], -5.0, atol=0.5)
     rows["ok"][:] = False  # no box overlaps a labelled ship
     assert not mod.cross_offsets(rows, fold_of, 3).any()
+    # folds of images: in turn by default, shuffled by --fold-seed, always balanced
+    assert mod.fold_of_images(7, 3).tolist() == [0, 1, 2, 0, 1, 2, 0]
+    shuffled = mod.fold_of_images(928, 5, seed=1)
+    assert sorted(np.bincount(shuffled).tolist()) == [185, 185, 186, 186, 186]
+    assert not np.array_equal(shuffled, mod.fold_of_images(928, 5))
+    assert np.array_equal(shuffled, mod.fold_of_images(928, 5, seed=1))
