@@ -47,13 +47,7 @@ from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.evaluate import image_tiles, load_dataset, merge_tiles
 from sarvessel.runtime.nms import box_iou
 from sarvessel.runtime.refine import FEATURE_NAMES as REFINE_FEATURES
-from sarvessel.runtime.refine import (
-    MAX_SIDE,
-    apply_offsets,
-    has_window,
-    refinable,
-    refine_features,
-)
+from sarvessel.runtime.refine import MAX_SIDE, apply_offsets, candidates, refine_features
 from sarvessel.runtime.rescore import RescorerSpec, combine, detection_features, valid_extent
 
 #: Classifier settings (chosen in session 25 on the training split, cross-fitted).
@@ -94,8 +88,7 @@ def refine_rows(images: list[dict[str, Any]], max_side: float) -> dict[str, np.n
     for i, im in enumerate(images):
         gt = np.asarray(im["truth"].boxes, np.float64).reshape(-1, 4)[:, [1, 0, 3, 2]]
         for k, (d, win) in enumerate(zip(im["per_tile"], im["windows"], strict=True)):
-            small = refinable(d, max_side)
-            small = small[has_window(np.asarray(d.boxes)[small], im["extents"][k])]
+            small = candidates(d, im["extents"][k], max_side=max_side)
             if not len(small):
                 continue
             boxes = np.asarray(d.boxes, np.float64)[small]

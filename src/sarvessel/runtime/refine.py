@@ -104,6 +104,17 @@ def refinable(dets: Detections, max_side: float = MAX_SIDE) -> np.ndarray:
     return np.flatnonzero(np.maximum(bx[:, 2] - bx[:, 0], bx[:, 3] - bx[:, 1]) < max_side)
 
 
+def candidates(dets: Detections, extent: tuple[int, int], *, max_side: float = MAX_SIDE,
+               index: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the boxes the refiner moves: among ``index`` (default all), those under
+    ``max_side`` whose window holds image pixels (``extent``). The fit
+    (``scripts/fit_rescorer.py``) picks its training boxes with this too."""
+    small = refinable(dets, max_side)
+    if index is not None:
+        small = np.intersect1d(small, np.asarray(index, np.intp))
+    return small[has_window(np.asarray(dets.boxes)[small], extent)]
+
+
 def apply_offsets(dets: Detections, index: np.ndarray, offsets: np.ndarray,
                   shape: tuple[int, int]) -> Detections:
     """A copy of ``dets`` with ``offsets`` (``[len(index), 4]`` px, top, left, bottom, right)
@@ -153,10 +164,7 @@ class BoxRefiner:
                extent: tuple[int, int] | None = None) -> Detections:
         """``dets`` with the small boxes among ``index`` (default all) refined on ``grey``; boxes
         whose window holds no image pixel (past the image, in the tile's padding) stay."""
-        small = refinable(dets, self.max_side)
-        if index is not None:
-            small = np.intersect1d(small, np.asarray(index, np.intp))
         shape = grey.shape if extent is None else extent
-        small = small[has_window(np.asarray(dets.boxes)[small], shape)]
+        small = candidates(dets, shape, max_side=self.max_side, index=index)
         feats = refine_features(grey, np.asarray(dets.boxes)[small], extent=shape)
         return apply_offsets(dets, small, self.offsets(feats), shape)
