@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PIP    := $(VENV)/bin/pip
-# torch first, pinned, so pip takes the local CPU wheel instead of the CUDA build (NOTES §6).
+# torch first, pinned, so pip takes the local CPU wheel instead of the CUDA build (docs/references.md §6).
 TORCH  := torch==2.13.0
 FINN   := finn-plus==1.6.1
 

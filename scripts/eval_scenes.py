@@ -20,13 +20,13 @@ import logging
 import sys
 from pathlib import Path
 
-from sarvessel.runtime.backends import make_backend
-from sarvessel.runtime.outputs import write_submissions_csv
+from sarvessel.evaluation.scoring import print_score, score_csv
+from sarvessel.runtime.backends.tta import TTA_SETS
+from sarvessel.runtime.detector import make_detector
+from sarvessel.runtime.io.outputs import write_submissions_csv
+from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.pipeline import run_scene
-from sarvessel.runtime.scene import open_scene
-from sarvessel.runtime.scoring import print_score, score_csv
-from sarvessel.runtime.synth import synthesize_scene
-from sarvessel.runtime.tta import TTA_SETS
+from sarvessel.synth.generate import synthesize_scene
 
 log = logging.getLogger("eval_scenes")
 
@@ -66,8 +66,8 @@ def main() -> int:
     for spec in args.backend or ["cfar"]:
         kind, _, model = spec.partition(":")
         tta = args.tta if kind == "onnx" else 1
-        backend = make_backend(kind, model=Path(model) if model else None,
-                               conf_threshold=args.conf, tta=tta)
+        backend = make_detector(kind, model=Path(model) if model else None,
+                                conf_threshold=args.conf, tta=tta)
         dets, mpx, secs = {}, 0.0, 0.0
         for folder in scenes:
             with open_scene(folder) as sc:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sarvessel.runtime.ap import ImageDetections, evaluate_ap, match_image
-from sarvessel.runtime.evaluate import evaluate
-from sarvessel.runtime.nms import box_iou
+from sarvessel.evaluation.ap import ImageDetections, evaluate_ap, match_image
+from sarvessel.evaluation.evaluate import evaluate
+from sarvessel.runtime.post.nms import box_iou
 
 #: Bin edges of the breakdowns (px): short box side, and distance between ship centres (at
 #: stride 8, two ships closer than 2 cells compete for the same anchors).
@@ -87,7 +87,7 @@ def save_crops(res, ships: list[tuple[int, int]], out: Path, *, panel: int = 160
     side, at least 96 px), with every label (green) and detection >= 0.05 (red) drawn."""
     from PIL import Image, ImageDraw
 
-    from sarvessel.runtime.datasets import load_image_grey
+    from sarvessel.evaluation.datasets import load_image_grey
 
     rows = max(1, -(-len(ships) // columns))
     sheet = Image.new("RGB", (columns * panel, rows * (panel + 16)), (24, 24, 24))

@@ -16,7 +16,7 @@ interrupted one resumes from its ``last.pt`` (``--resume``), so no finished epoc
 
 At the end the QAT model is exported to ``<runs>/export`` (QONNX + QCDQ, NMS IoU 0.6), its
 second stage (box refiner and rescorer) is fitted on the training split
-(``scripts/fit_rescorer.py``; not with ``--smoke``), and it is scored on SSDD test and train
+(``sarvessel fit-second-stage``; not with ``--smoke``), and it is scored on SSDD test and train
 with ``sarvessel eval``; the figures are printed beside the shipped model's
 (``models/ssdd_w4a4/eval_ssdd_*.json``, ``rescorer_fit.json``). Seeds are fixed, but PyTorch CPU
 kernels are not bit-identical across machines and thread counts: expect the scores within
@@ -140,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     sarvessel(["export", str(args.runs / STAGES[-1].name / "last.pt"), "--out", str(export),
                "--qonnx", "--qcdq", "--iou", "0.6"], dry_run=args.dry_run)
     data = str(args.data_dir) if args.data_dir else "ssdd"
-    fit = [sys.executable, str(ROOT / "scripts" / "fit_rescorer.py"),
+    fit = [sys.executable, "-m", "sarvessel", "fit-second-stage",
            str(export / "ssdd_w4a4.onnx"), "--data", data, "--json",
            str(export / "rescorer_fit.json")]
     if args.smoke:  # one batch of training on 4 images leaves the second stage nothing to learn
         print("# smoke: no second stage (refiner, rescorer)", flush=True)
     else:
-        print(" ".join(fit[1:]), flush=True)
+        print("sarvessel " + " ".join(fit[3:]), flush=True)
         if not args.dry_run:
             subprocess.run(fit, check=True)
     # test as users run it (refined and rescored); train without the second stage, which was

@@ -40,7 +40,7 @@ def test_export_untrained_writes_a_qonnx_with_the_asked_bit_widths(tmp_path: Pat
 def test_scripts_name_bad_bit_widths() -> None:
     r = _run("export_untrained.py", "x.onnx", "--bits", "act=12")
     assert r.returncode == 2 and "act=12" in r.stderr
-    r = _run("quant_sensitivity.py", "missing.pt", "--choice", "nolabel")
+    r = _run("experiments/quant_sensitivity.py", "missing.pt", "--choice", "nolabel")
     assert r.returncode == 2 and "label=spec" in r.stderr
 
 
@@ -155,7 +155,8 @@ def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
     init_from_checkpoint(wide, narrow, grow="copy")  # new channels copy old ones
     grown = save_checkpoint(tmp_path / "wide.pt", wide.eval())
     env = {**os.environ, "SARVESSEL_SSDD": str(ssdd_dir)}
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "channel_share.py"), str(grown),
+    script = ROOT / "scripts" / "experiments" / "channel_share.py"
+    r = subprocess.run([sys.executable, str(script), str(grown),
                         "--keep", "8", "--images", "4"], capture_output=True, text=True,
                        timeout=300, env=env)
     assert r.returncode == 0, r.stderr
@@ -166,7 +167,7 @@ def test_channel_share_shows_how_much_a_grown_networks_new_channels_carry(
     for first, best, rest in rows.values():
         assert first <= best < 1.0 and abs(best + rest - 1.0) < 2e-3
         assert 1.0 - first > 0.1  # the new channels (copies) carry real signal from the start
-    r = _run("channel_share.py", str(grown))
+    r = _run("experiments/channel_share.py", str(grown))
     assert r.returncode == 2 and "--keep" in r.stderr
 
 
@@ -213,7 +214,7 @@ def test_reproduce_ssdd_chains_the_stages_and_resumes_after_an_interruption(
     trains = [x for x in r.stdout.splitlines() if x.startswith("sarvessel train")]
     assert len(trains) == 1 and f"--init {ckpt} --teacher {ckpt}" in trains[0]
     # after the export, the rescorer is fitted on train, and train is scored without it
-    assert "scripts/fit_rescorer.py " + str(tmp_path / "q" / "export" / "ssdd_w4a4.onnx") \
+    assert "sarvessel fit-second-stage " + str(tmp_path / "q" / "export" / "ssdd_w4a4.onnx") \
         in r.stdout
     assert "--split train --no-rescore" in r.stdout
     r = _run("reproduce_ssdd.py", "--from-float", str(tmp_path / "none.pt"), "--dry-run")
@@ -235,7 +236,7 @@ def test_fit_rescorer_fits_reports_and_names_the_refiner_and_rescorer_in_the_sid
     meta.pop("rescorer")
     (tmp_path / "m.json").write_text(json.dumps(meta))
     env = {**os.environ, "SARVESSEL_SSDD": str(ssdd_dir)}
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_rescorer.py"),
+    r = subprocess.run([sys.executable, "-m", "sarvessel", "fit-second-stage",
                         str(tmp_path / "m.onnx"), "--split", "test_offshore", "--json",
                         str(tmp_path / "fit.json")], capture_output=True, text=True,
                        timeout=600, env=env)
@@ -251,7 +252,7 @@ def test_fit_rescorer_fits_reports_and_names_the_refiner_and_rescorer_in_the_sid
     assert (spec["file"], spec["refiner"]) == ("m_rescorer.onnx", "m_refiner.onnx")
     assert (tmp_path / "m_rescorer.onnx").stat().st_size > 10_000
     assert (tmp_path / "m_refiner.onnx").stat().st_size > 10_000
-    from sarvessel.runtime.evaluate import evaluate
+    from sarvessel.evaluation.evaluate import evaluate
 
     on = evaluate(tmp_path / "m.onnx", ssdd_dir, split="test_offshore", threads=2)
     off = evaluate(tmp_path / "m.onnx", ssdd_dir, split="test_offshore", threads=2,
@@ -265,12 +266,8 @@ def test_fit_rescorer_fits_reports_and_names_the_refiner_and_rescorer_in_the_sid
 def test_fit_rescorer_cross_offsets_hold_out_folds_and_survive_folds_without_targets() -> None:
     """Each fold's offsets come from a refiner fitted on the other folds' rows only (and not on
     the skipped fold's); a fold with nothing left to fit on gets zero offsets, not a crash."""
-    import importlib.util
+    from sarvessel.model import second_stage as mod
 
-    spec = importlib.util.spec_from_file_location("fit_rescorer",
-                                                  ROOT / "scripts" / "fit_rescorer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     rng = np.random.default_rng(0)
     n = 300
     x = rng.normal(size=(n, 15)).astype(np.float32)

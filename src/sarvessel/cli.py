@@ -28,7 +28,10 @@ HOST_MODULES = frozenset({"torch", "brevitas", "onnxoptimizer", "matplotlib", "o
 
 #: Subpackages whose ``cli.register`` is called, in help order.
 COMMAND_MODULES = (
+    "sarvessel.demo",
     "sarvessel.runtime.cli",
+    "sarvessel.synth.cli",
+    "sarvessel.evaluation.cli",
     "sarvessel.model.cli",
     "sarvessel.quantize.cli",
     "sarvessel.hw.cli",

@@ -66,9 +66,9 @@ def _ort(path: Path, tiles: np.ndarray) -> np.ndarray:
 
 def _scene_tiles(tmp: Path, n: int) -> np.ndarray:
     """Real tiles of a generated scene (held-out seed), through the runtime's preprocessing."""
+    from sarvessel.runtime.io.scene import open_scene
     from sarvessel.runtime.preprocess import preprocess
-    from sarvessel.runtime.scene import open_scene
-    from sarvessel.runtime.synth import synthesize_scene
+    from sarvessel.synth.generate import synthesize_scene
 
     s = synthesize_scene(tmp, height=1024, width=1024, seed=951)
     with open_scene(s.scene_dir) as sc:

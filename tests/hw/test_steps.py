@@ -82,12 +82,9 @@ def test_chain_takes_the_plain_path(flow_64) -> None:
 def test_context_branch_with_its_own_quantizer_is_rejected(tmp_path: Path) -> None:
     """StreamingConcat joins integers of one grid: a context branch that ends in a quantizer
     of its own (a second scale) cannot stream, and the error says why."""
-    import sys
-
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _calibrate, _finn_or_skip
+    from tests.hw.conftest import _calibrate, _finn_or_skip
 
     _finn_or_skip()
     try:

@@ -14,14 +14,10 @@ def _real_network_flow(tmp_path, name: str, needs: str, **overrides):
     """Export the project's network with ``overrides`` (skipping when only the stand-in exists:
     ``needs`` says for what) and run the estimate flow on it at a 64 px tile. Returns the QONNX
     path, the flow config and the flow result."""
-    import sys
-    from pathlib import Path
 
     from sarvessel.hw.config import HWConfig
     from sarvessel.hw.flow import run_flow
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _finn_or_skip, export_contract_qonnx
+    from tests.hw.conftest import _finn_or_skip, export_contract_qonnx
 
     _finn_or_skip()
     path, which = export_contract_qonnx(tmp_path / f"{name}.onnx", tile=64, **overrides)
@@ -285,13 +281,10 @@ def test_bad_tiles_are_rejected(flow_64, small_qonnx) -> None:
 @pytest.mark.ssdd
 def test_real_sar_tiles_from_ssdd(ssdd_dir, tmp_path) -> None:
     """The grey SSDD detector's HW graphs on real SAR image crops (128 px) from the test split."""
-    import sys
-    from pathlib import Path
 
     from PIL import Image
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from conftest import _finn_or_skip, export_contract_qonnx
+    from tests.hw.conftest import _finn_or_skip, export_contract_qonnx
 
     _finn_or_skip()
     from sarvessel.hw.config import HWConfig

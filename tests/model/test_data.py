@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from sarvessel.evaluation.datasets import load_ssdd
 from sarvessel.model.augment import AugmentConfig
 from sarvessel.model.data import (
     ImageDataset,
@@ -16,7 +17,6 @@ from sarvessel.model.data import (
     load_scene,
     read_xview3_labels,
 )
-from sarvessel.runtime.datasets import load_ssdd
 from sarvessel.runtime.errors import SarvesselError
 
 CSV_HEAD = ("scene_id,detect_scene_row,detect_scene_column,top,left,bottom,right,"
@@ -49,7 +49,7 @@ def test_ssdd_loader_shapes(ssdd_dir: Path) -> None:
 def test_mosaic_samples_mix_images_until_closed(tmp_path: Path) -> None:
     from PIL import Image
 
-    from sarvessel.runtime.datasets import LabeledImage
+    from sarvessel.evaluation.datasets import LabeledImage
 
     items = []
     for i in range(4):  # image i holds one ship of brightness 60 + 40 i
@@ -78,7 +78,7 @@ def test_mosaic_samples_mix_images_until_closed(tmp_path: Path) -> None:
 def test_input_scale_resamples_training_and_validation_images(tmp_path: Path) -> None:
     from PIL import Image
 
-    from sarvessel.runtime.datasets import LabeledImage
+    from sarvessel.evaluation.datasets import LabeledImage
 
     img = np.full((60, 80), 10, np.uint8)
     img[20:30, 30:50] = 200
@@ -101,7 +101,7 @@ def test_input_scale_resamples_training_and_validation_images(tmp_path: Path) ->
 def test_copy_paste_adds_labelled_ships_from_other_images(tmp_path: Path) -> None:
     from PIL import Image
 
-    from sarvessel.runtime.datasets import LabeledImage
+    from sarvessel.evaluation.datasets import LabeledImage
 
     items = []
     for i in range(3):  # image i holds one ship of brightness 100 + 50 i on sea at 10
@@ -176,7 +176,7 @@ def test_oversized_training_images_fit_the_tile_or_stay_native(tmp_path: Path, s
     # the scale the runtime's tiles show it at (native)
     from PIL import Image
 
-    from sarvessel.runtime.datasets import LabeledImage
+    from sarvessel.evaluation.datasets import LabeledImage
 
     img = np.full((128, 128), 10, np.uint8)
     img[50:70, 40:60] = 200

@@ -13,8 +13,8 @@ from sarvessel.model.checkpoint import save_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.distill import DihedralTeacher, DistillLoss, load_teacher
 from sarvessel.model.network import build_model
+from sarvessel.runtime.backends.tta import TTA_SETS, restore_raw, transform_tiles
 from sarvessel.runtime.errors import ModelError
-from sarvessel.runtime.tta import TTA_SETS, restore_raw, transform_tiles
 
 R, NC = 4, 1
 

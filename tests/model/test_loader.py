@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from sarvessel.evaluation.datasets import load_yolo_folder
 from sarvessel.model.augment import AugmentConfig
 from sarvessel.model.data import ImageDataset
 from sarvessel.model.loader import EpochBatches, epoch_loader, resolve_device
-from sarvessel.runtime.datasets import load_yolo_folder
 from sarvessel.runtime.errors import SarvesselError
-from tests.model.test_train import _yolo_folder
+from tests.model.conftest import yolo_folder as _yolo_folder
 
 
 def _dataset(root: Path, n: int = 6) -> ImageDataset:

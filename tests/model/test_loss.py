@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.loss import DetectionLoss, class_loss, df_loss
 from sarvessel.model.network import build_model
-from sarvessel.runtime.decode import decode
-from sarvessel.runtime.nms import box_iou
+from sarvessel.runtime.post.decode import decode
+from sarvessel.runtime.post.nms import box_iou
 
 
 def test_df_loss_minimal_at_target() -> None:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from sarvessel.evaluation.datasets import LabeledImage
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import BitWidths, ConfigError, ModelConfig
 from sarvessel.model.data import ImageDataset, collate
 from sarvessel.model.network import build_model
 from sarvessel.model.sensitivity import calibrate, dataset_batches, sensitivity
-from sarvessel.runtime.datasets import LabeledImage
 from sarvessel.runtime.errors import SarvesselError
 
 

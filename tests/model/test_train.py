@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from sarvessel.cli import build_parser, main
+from sarvessel.evaluation.datasets import LabeledImage
 from sarvessel.model.checkpoint import load_checkpoint, save_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.curves import append_metrics, join_metrics
@@ -30,25 +31,8 @@ from sarvessel.model.train import (
     train,
 )
 from sarvessel.model.warm_start import _split_widened, init_from_checkpoint
-from sarvessel.runtime.datasets import LabeledImage, write_yolo_labels
 from sarvessel.runtime.errors import SarvesselError
-
-
-def _yolo_folder(root: Path, n: int = 4) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "labels").mkdir(parents=True)
-        for i in range(n):
-            img = rng.integers(0, 40, (64, 80)).astype(np.uint8)
-            x, y = int(rng.integers(4, 50)), int(rng.integers(4, 30))
-            img[y:y + 16, x:x + 12] = 230
-            path = root / split / "images" / f"{i}.png"
-            Image.fromarray(img).save(path)
-            item = LabeledImage(path, 80, 64, np.array([[x, y, x + 12, y + 16]], np.float32),
-                                np.array([0]))
-            write_yolo_labels(root / split / "labels" / f"{i}.txt", item)
-    return root
+from tests.model.conftest import yolo_folder as _yolo_folder
 
 
 def _tiny_cfg() -> ModelConfig:
@@ -597,9 +581,9 @@ def test_training_on_a_gpu_writes_checkpoints_that_load_on_the_cpu(tmp_path: Pat
     model, _ = load_checkpoint(tmp_path / "run" / "best.pt")
     assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 65, 8, 8)
     # batches come page-locked, so their copies to the GPU overlap with compute
+    from sarvessel.evaluation.datasets import load_yolo_folder
     from sarvessel.model.data import ImageDataset
     from sarvessel.model.loader import epoch_loader
-    from sarvessel.runtime.datasets import load_yolo_folder
 
     ds = ImageDataset(load_yolo_folder(data / "train"), tile_size=64)
     loader, sampler = epoch_loader(ds, batch=2, seed=0, workers=1, pin_memory=True)

@@ -35,8 +35,10 @@ from sarvessel.quantize.export import (  # noqa: E402
     export_qcdq_int8,
     export_qonnx,
 )
-from sarvessel.runtime.backends.onnx_backend import METADATA_KEY, OnnxBackend  # noqa: E402
-from sarvessel.runtime.decode import decode  # noqa: E402
+from sarvessel.runtime.backends.onnx import OnnxBackend  # noqa: E402
+from sarvessel.runtime.contract import METADATA_KEY  # noqa: E402
+from sarvessel.runtime.detector import compose  # noqa: E402
+from sarvessel.runtime.post.decode import decode  # noqa: E402
 
 TILE = 64
 
@@ -209,7 +211,8 @@ def test_graph_interfaces_and_metadata(exported) -> None:
 
 def test_onnx_backend_runs_the_export_like_brevitas(exported) -> None:
     bits, model, reports = exported
-    backend = OnnxBackend(reports[ExportFormat.QCDQ].path, threads=1, conf_threshold=0.05)
+    backend = compose(OnnxBackend(reports[ExportFormat.QCDQ].path, threads=1),
+                      conf_threshold=0.05)
     tiles = _tiles(2, 3, seed=1)
     with torch.no_grad():
         ref_raw = model(torch.from_numpy(tiles.astype(np.float32))).numpy()
@@ -401,7 +404,7 @@ def test_subgrid_head_exports_packed_and_the_backend_unpacks_it(tmp_path: Path) 
     assert c.output_shape[1:] == [4 * (4 * 4 + 3), cells, cells] == q.output_shape[1:]
     assert json.loads(c.sidecar.read_text())["subgrid"] == 2
     _assert_integer_exact(check_equivalence(model, q.path, c.path, _tiles(2, 2), atol=1e-4))
-    backend = OnnxBackend(c.path, threads=1, conf_threshold=0.001)
+    backend = compose(OnnxBackend(c.path, threads=1), conf_threshold=0.001)
     tiles = _tiles(2, 2, seed=3)
     with torch.no_grad():
         grid = model.forward_grid(torch.from_numpy(tiles.astype(np.float32))).numpy()

@@ -11,8 +11,8 @@ import tifffile
 from sarvessel.runtime.backends.base import Backend, NoopBackend
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SceneError
+from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.pipeline import PipelineConfig, run_scene
-from sarvessel.runtime.scene import open_scene
 
 TARGETS = [(40, 50), (300, 700), (505, 260), (770, 1010), (1020, 30)]  # (row, col)
 
@@ -35,6 +35,7 @@ class BrightestPixel:
     """Reports every pixel of channel 0 at 255 (a point target), in tile coordinates."""
 
     name = "brightest"
+    fingerprint = "brightest"
     channels = 2
 
     def __init__(self, tile_size: int = 256, fail_after: int | None = None) -> None:
@@ -42,7 +43,7 @@ class BrightestPixel:
         self.calls = 0
         self.fail_after = fail_after
 
-    def detect(self, batch: np.ndarray) -> list[Detections]:
+    def infer(self, batch: np.ndarray) -> list[Detections]:
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("simulated power loss")
@@ -210,7 +211,7 @@ def test_model_wanting_more_channels_than_the_scene_has(tmp_path):
 
 
 def test_model_wanting_resampled_images_is_refused(tmp_path):
-    from sarvessel.runtime.backends.onnx_backend import ModelMetadata
+    from sarvessel.runtime.contract import ModelMetadata
 
     class Upsampling(BrightestPixel):
         metadata = ModelMetadata(name="up", tile_size=256, channels=2, stride=8, reg_max=16,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sarvessel.runtime.backends import DEFAULT_SCENE_MODEL, BackendKind, make_backend
-from sarvessel.runtime.backends.onnx_backend import OnnxBackend
+from sarvessel.runtime.backends.onnx import OnnxBackend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
     ("ssdd_w4a4/ssdd_w4a4.onnx", "test", 2),  # two dihedral views (--tta 2)
 ])
 def test_ssdd_eval_reproduces_the_quoted_ap(ssdd_dir, model, split, tta):
-    from sarvessel.runtime.evaluate import evaluate
+    from sarvessel.evaluation.evaluate import evaluate
 
     path = REPO / "models" / model
     suffix = f"_tta{tta}" if tta > 1 else ""

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sarvessel.runtime.errors import SarvesselError
-
 log = logging.getLogger(__name__)
 
 
@@ -195,17 +193,13 @@ def _model_path(path: Path) -> Path:
 
 
 def _sidecar(model: Path) -> dict[str, Any]:
-    """The model's JSON sidecar ``<name>.json`` (network contract), or {}."""
-    p = model.with_suffix(".json")
-    if not p.is_file():
+    """The model's sidecar ``<name>.json`` read and validated through the runtime's contract
+    (so the deploy package carries what the board will accept), or {} when there is none."""
+    from sarvessel.runtime.contract import read_metadata, sidecar_path
+
+    if not sidecar_path(model).is_file():
         return {}
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise SarvesselError(f"{p}: model sidecar is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SarvesselError(f"{p}: model sidecar must be a JSON object")
-    return data
+    return read_metadata(model).to_dict()
 
 
 def _load_tiles(path: Path) -> Any:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sarvessel.hw.errors import HWConfigError
+from sarvessel.runtime.contract import OVERLAP, TILE_SIZE
 from sarvessel.runtime.tiling import count_tiles
 
 __all__ = [
@@ -66,7 +67,7 @@ class SwgRamStyle(str, Enum):
 
 @dataclass(frozen=True)
 class Fabric:
-    """Programmable-logic totals of one device (NOTES §4)."""
+    """Programmable-logic totals of one device (docs/references.md §4)."""
 
     lut: int
     ff: int
@@ -118,9 +119,9 @@ class HWConfig:
     #: Target clock of the dataflow accelerator (MHz).
     clock_mhz: float = 200.0
     #: Tile edge the accelerator is built for (px); the model input is [1, C, tile, tile].
-    tile_size: int = 512
+    tile_size: int = TILE_SIZE
     #: Overlap between neighbouring tiles (px), as in :func:`sarvessel.runtime.tiling.tile_grid`.
-    tile_overlap: int = 64
+    tile_overlap: int = OVERLAP
     #: Scene height used for the scene-time target and estimate (px); xView3 average.
     scene_height: int = 24_400
     #: Scene width used for the scene-time target and estimate (px); xView3 average.

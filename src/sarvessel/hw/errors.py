@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sarvessel.runtime.errors import DeployPackageError as _DeployPackageError
 from sarvessel.runtime.errors import SarvesselError
 
 
@@ -29,5 +30,6 @@ class ToolsMissingError(HWError):
     """Vivado / Vitis HLS are needed but not installed."""
 
 
-class DeployPackageError(HWError):
-    """A deploy package folder is incomplete or its driver_config.json is invalid."""
+#: A deploy package is incomplete or invalid; the runtime's contract raises it (the board reads
+#: packages without this module), so it is a :class:`~sarvessel.runtime.errors.ModelError`.
+DeployPackageError = _DeployPackageError

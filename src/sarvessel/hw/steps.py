@@ -2,8 +2,8 @@
 
 Each step is a docstring and a straight sequence of transformations, following
 ``finn/builder/build_dataflow_steps.py`` but called directly, because finn-plus refuses to import
-its builder steps without ``XILINX_VIVADO`` (NOTES §5). Steps are registered by name with
-:func:`register_step`, which rejects duplicates; :mod:`sarvessel.hw.flow` runs them and saves a
+its builder steps without ``XILINX_VIVADO`` (docs/references.md §5). Steps are registered by name
+with :func:`register_step`, which rejects duplicates; :mod:`sarvessel.hw.flow` runs them and saves a
 checkpoint after each.
 
 The flow turns the cleaned QONNX detector (UINT8 input, Conv+BN+QuantReLU(+MaxPool) chain, final

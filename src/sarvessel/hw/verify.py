@@ -186,8 +186,8 @@ def synthetic_sar_tiles(
 ) -> np.ndarray:
     """``n`` SAR-like uint8 tiles ``[n, channels, tile, tile]`` through the real preprocessing.
 
-    Sea clutter is K-distributed (gamma texture × gamma speckle, L = 4.4; NOTES §9) around
-    −20 dB (VV) with VH 8 dB lower, plus a few bright point targets; values go through
+    Sea clutter is K-distributed (gamma texture × gamma speckle, L = 4.4; docs/references.md §9)
+    around −20 dB (VV) with VH 8 dB lower, plus a few bright point targets; values go through
     :func:`sarvessel.runtime.preprocess.to_uint8` exactly as scenes do.
 
     >>> t = synthetic_sar_tiles(1, channels=2, tile=32)

@@ -1,6 +1,6 @@
 """Box maths in torch for the loss and the assigner: element-wise IoU / CIoU.
 
-Decoding and NMS are the runtime's (:mod:`sarvessel.runtime.decode`), shared by training-time
+Decoding and NMS are the runtime's (:mod:`sarvessel.runtime.post.decode`), shared by training-time
 validation and every backend."""
 
 from __future__ import annotations

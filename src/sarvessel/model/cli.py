@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sarvessel.runtime.backends.onnx_backend import SUBGRIDS
+from sarvessel.evaluation.evaluate import parse_stretch
+from sarvessel.runtime.contract import SUBGRIDS, TILE_SIZE
 from sarvessel.runtime.errors import SarvesselError
-from sarvessel.runtime.evaluate import parse_stretch
 
 if TYPE_CHECKING:
     from sarvessel.model.config import ModelConfig
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``train`` command."""
+    """Add the ``train`` and ``fit-second-stage`` commands."""
     p = subparsers.add_parser("train", help="train the quantised (or float) detector",
                               description=__doc__)
     p.add_argument("--data", choices=["ssdd", "yolo", "xview3"], default="ssdd",
@@ -42,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--input-scale", type=float, default=1.0,
                    help="resample every image by this factor before tiling, in training and "
                    "(through the model's sidecar) in the runtime; default 1: native pixels")
-    p.add_argument("--tile", type=int, default=512, help="model tile size (px)")
+    p.add_argument("--tile", type=int, default=TILE_SIZE,
+                   help=f"model tile size (px, default {TILE_SIZE})")
     p.add_argument("--channels", type=int, default=1, help="input channels (1 grey, 2 VV/VH)")
     p.add_argument("--float", dest="quantized", action="store_false",
                    help="train the float twin instead of the quantised model")
@@ -158,6 +159,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--max-images", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_train)
+    p = subparsers.add_parser(
+        "fit-second-stage",
+        help="fit an exported model's box refiner and rescorer on a labelled split",
+        description="Fit the CPU second stage of an exported model (box refiner, then rescorer; "
+        "gradient-boosted trees exported to ONNX-ML), cross-fitted over folds of images, report "
+        "the training-split AP50 and name both in the model's sidecar.")
+    from sarvessel.model import second_stage
+
+    second_stage.add_arguments(p)
+    p.set_defaults(func=second_stage.run)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -193,7 +204,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         if args.data != "ssdd":
             raise SarvesselError(f"--data {args.data} needs --data-dir (the dataset's folder)")
-        from sarvessel.runtime.evaluate import ssdd_root
+        from sarvessel.evaluation.evaluate import ssdd_root
 
         args.data_dir = ssdd_root()
     if args.synth_scenes:

@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sarvessel.runtime.backends.onnx_backend import INPUT_SCALE_RANGE, SUBGRIDS
+from sarvessel.runtime.contract import (
+    CONF_THRESHOLD,
+    INPUT_SCALE_RANGE,
+    IOU_THRESHOLD,
+    SUBGRIDS,
+    TILE_SIZE,
+)
 from sarvessel.runtime.errors import SarvesselError
 
 
@@ -94,8 +100,8 @@ class BitWidths:
 
 @dataclass
 class ModelConfig:
-    """Shape of the detector: a plain conv chain (FINN-friendly, NOTES §5), one stride, DFL
-    head."""
+    """Shape of the detector: a plain conv chain (FINN-friendly, docs/references.md §5), one stride,
+    DFL head."""
 
     #: Short model name (also the exported file stem).
     name: str = "ssdd_w4a4"
@@ -152,7 +158,7 @@ class ModelConfig:
     #: them for the cost of the last 1x1 conv alone (the body and its context are unchanged).
     subgrid: int = 1
     #: Tile size (pixels) the model is trained and run on.
-    tile_size: int = 512
+    tile_size: int = TILE_SIZE
     #: Factor every image is resampled by before tiling, in training and in the runtime
     #: (sidecar ``input_scale``; 1 is native pixels). Why: a finer effective grid separates
     #: ships moored side by side, at the cost of more tiles and less context per tile.
@@ -293,8 +299,8 @@ class ModelConfig:
             raise ConfigError(f"unknown model config keys: {sorted(extra)}")
         return cls(**d)
 
-    def sidecar(self, *, conf_threshold: float = 0.25, iou_threshold: float = 0.5
-                ) -> dict[str, Any]:
+    def sidecar(self, *, conf_threshold: float = CONF_THRESHOLD,
+                iou_threshold: float = IOU_THRESHOLD) -> dict[str, Any]:
         """The JSON sidecar fields of the network contract."""
         return {
             "name": self.name, "tile_size": self.tile_size, "channels": self.in_channels,

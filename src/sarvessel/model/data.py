@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sarvessel.evaluation.datasets import LabeledImage, load_image_grey
 from sarvessel.model.augment import (
     AugmentConfig,
     augment,
@@ -29,7 +30,6 @@ from sarvessel.model.augment import (
     resize,
     rot90,
 )
-from sarvessel.runtime.datasets import LabeledImage, load_image_grey
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.preprocess import DEFAULT_BANDS, BandRange, preprocess
 

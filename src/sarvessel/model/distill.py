@@ -15,8 +15,8 @@ Both terms are divergences, zero when the student reproduces the teacher:
 
 The teacher can be a dihedral ensemble of itself (:class:`DihedralTeacher`, ``sarvessel train
 --teacher-tta n``): its map averaged over n flips/rotations of each sample, as the runtime's
-test-time augmentation averages them (:mod:`sarvessel.runtime.tta`). Why: the averaged map is
-a better detector than any one view (SSDD: W4A4 test AP50 0.931 -> 0.940 with two views), so
+test-time augmentation averages them (:mod:`sarvessel.runtime.backends.tta`). Why: the averaged
+map is a better detector than any one view (SSDD: W4A4 test AP50 0.931 -> 0.940 with two views), so
 the student is asked to learn in one pass what the teacher needs n passes for. On SSDD it did not
 help (8 views, two seeds: ``models/ssdd_w4a4/experiments.md``, session 16).
 """
@@ -33,8 +33,8 @@ from torch import nn
 from sarvessel.model.checkpoint import load_checkpoint
 from sarvessel.model.config import ModelConfig
 from sarvessel.model.network import SarYolo
+from sarvessel.runtime.backends.tta import TTA_SETS, average_views
 from sarvessel.runtime.errors import ModelError
-from sarvessel.runtime.tta import TTA_SETS, average_views
 
 __all__ = ["DihedralTeacher", "DistillLoss", "load_teacher"]
 
@@ -89,7 +89,7 @@ def load_teacher(path: Path | str, student: ModelConfig) -> SarYolo:
 
 class DihedralTeacher(nn.Module):
     """``teacher``'s raw map averaged over ``n`` dihedral views (``TTA_SETS[n]``) of square
-    inputs by the runtime's own :func:`~sarvessel.runtime.tta.average_views` (the maths of
+    inputs by the runtime's own :func:`~sarvessel.runtime.backends.tta.average_views` (the maths of
     ``--tta``): class scores averaged as probabilities, DFL bins as softmax probabilities,
     returned as logits, so :class:`DistillLoss` takes it like a plain teacher's map."""
 

@@ -1,6 +1,6 @@
 """Quick AP50 for training-time validation: torch inference on the letterboxed tiles, decoded by
-the runtime's :func:`~sarvessel.runtime.decode.decode` (as every backend) and scored by the
-runtime's COCO matching (:func:`sarvessel.runtime.ap.match_image`) with all-point
+the runtime's :func:`~sarvessel.runtime.post.decode.decode` (as every backend) and scored by the
+runtime's COCO matching (:func:`sarvessel.evaluation.ap.match_image`) with all-point
 interpolation (VOC 2010+), at one IoU threshold and class-agnostic.
 """
 
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from sarvessel.evaluation.ap import Interpolation, match_image
+from sarvessel.evaluation.ap import average_precision as runtime_ap
 from sarvessel.model.data import ImageDataset, SceneChipDataset, collate
-from sarvessel.runtime.ap import Interpolation, match_image
-from sarvessel.runtime.ap import average_precision as runtime_ap
-from sarvessel.runtime.decode import decode
+from sarvessel.runtime.post.decode import decode
 
 if TYPE_CHECKING:
     from sarvessel.model.network import SarYolo

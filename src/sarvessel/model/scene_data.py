@@ -1,7 +1,7 @@
 """Training data from xView3-format scenes: real ones a user has, or generated ones.
 
 A scene data folder has ``train/`` and ``val/`` sub-folders, each holding scene folders and a
-``labels.csv`` in the xView3 columns (the layout :func:`sarvessel.runtime.synth.synthesize_scene`
+``labels.csv`` in the xView3 columns (the layout :func:`sarvessel.synth.generate.synthesize_scene`
 writes). :func:`ensure_synthetic_scenes` fills such a folder with generated scenes. Seeds are kept
 apart so evaluation never sees a training scene: training uses seeds ``0..n-1``, validation
 :data:`VAL_SEEDS`, and held-out evaluation (``scripts/eval_scenes.py``) seeds >= 900.
@@ -27,7 +27,7 @@ VAL_SEEDS = (800, 801)
 
 def ensure_synthetic_scenes(root: Path, *, n_train: int, size: int = 4096) -> None:
     """Generate the missing training (seeds 0..n_train-1) and validation scenes under ``root``."""
-    from sarvessel.runtime.synth import synthesize_scene
+    from sarvessel.synth.generate import synthesize_scene
 
     for split, seeds in (("train", range(n_train)), ("val", VAL_SEEDS)):
         for seed in seeds:

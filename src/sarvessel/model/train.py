@@ -491,7 +491,7 @@ def oversample_items(items: Sequence[T], stems: set[str], factor: int) -> list[T
 
 
 def _datasets(cfg: TrainConfig, mc: ModelConfig) -> tuple[ImageDataset, ImageDataset]:
-    from sarvessel.runtime.datasets import load_ssdd, load_yolo_folder
+    from sarvessel.evaluation.datasets import load_ssdd, load_yolo_folder
 
     if cfg.data == DataKind.XVIEW3:
         from sarvessel.model.scene_data import scene_datasets

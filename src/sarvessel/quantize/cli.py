@@ -17,6 +17,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from sarvessel.runtime.contract import CONF_THRESHOLD, IOU_THRESHOLD
+
 log = logging.getLogger(__name__)
 
 
@@ -42,8 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="file stem (default: the model's name)")
     p.add_argument("--check-tiles", type=int, default=2,
                    help="random tiles for the equivalence check (default 2; 0 skips it)")
-    p.add_argument("--conf", type=float, default=0.25, help="conf_threshold in the metadata")
-    p.add_argument("--iou", type=float, default=0.5, help="iou_threshold in the metadata")
+    p.add_argument("--conf", type=float, default=CONF_THRESHOLD,
+                   help=f"conf_threshold in the metadata (default {CONF_THRESHOLD})")
+    p.add_argument("--iou", type=float, default=IOU_THRESHOLD,
+                   help=f"iou_threshold in the metadata (default {IOU_THRESHOLD})")
     p.set_defaults(func=cmd_export)
 
 

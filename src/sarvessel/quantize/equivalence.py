@@ -11,11 +11,11 @@ Two measures per pair of implementations, on the raw head output ``[B, 4*reg_max
   QONNX graph (the Quant nodes feeding its last Conv). The number of cells whose accumulator
   differs is checked against ``max_code_mismatch`` (default 0: integer-exact).
 
-Measured on this project's network (NOTES §6 agrees): QONNX ``execute_onnx`` and the plain QCDQ
-in onnxruntime match Brevitas to ~1e-7 in float with identical accumulators; the integer-fusable
-QCDQ (:func:`~sarvessel.quantize.export.export_qcdq_int8`) rounds each BatchNorm shift to an
-int32 bias, which flips a few activation roundings, so check it with a looser ``atol`` and a
-non-zero ``max_code_mismatch``.
+Measured on this project's network (docs/references.md §6 agrees): QONNX ``execute_onnx`` and the
+plain QCDQ in onnxruntime match Brevitas to ~1e-7 in float with identical accumulators; the
+integer-fusable QCDQ (:func:`~sarvessel.quantize.export.export_qcdq_int8`) rounds each BatchNorm
+shift to an int32 bias, which flips a few activation roundings, so check it with a looser ``atol``
+and a non-zero ``max_code_mismatch``.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 One function per export format, each returning an :class:`ExportReport`:
 
-- :func:`export_qonnx`: Brevitas ``export_qonnx`` (TorchScript exporter, ``dynamo=False``, NOTES
-  §6), then ``qonnx.util.cleanup``; the graph input is annotated UINT8 (the first conv receives the
-  integer image 0..255, there is no input quantizer: NOTES §5). Batch 1, as FINN wants.
+- :func:`export_qonnx`: Brevitas ``export_qonnx`` (TorchScript exporter, ``dynamo=False``,
+  docs/references.md §6), then ``qonnx.util.cleanup``; the graph input is annotated UINT8 (the
+  first conv receives the integer image 0..255, there is no input quantizer:
+  docs/references.md §5). Batch 1, as FINN wants.
 - :func:`export_qcdq`: Brevitas ``export_onnx_qcdq`` for onnxruntime: weights and activations as
   QuantizeLinear → Clip → DequantizeLinear with float BatchNorm in between, so onnxruntime runs
   every conv in float. Initializers are taken out of the graph inputs (so onnxruntime may fold
@@ -36,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from sarvessel.runtime.backends.onnx_backend import METADATA_KEY, ModelMetadata
+from sarvessel.runtime.contract import METADATA_KEY, ModelMetadata
 from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Runtime commands: ``detect``, ``demo``, ``bench`` (and ``synth``, ``score``, ``eval``).
+"""Runtime commands: ``detect`` and ``bench`` (``demo`` is :mod:`sarvessel.demo`; ``synth``,
+``score`` and ``eval`` are the ground tools' own commands).
 
 Thin handlers: parse, call the library, print a short report. User errors are raised as
 :class:`~sarvessel.runtime.errors.SarvesselError` and printed by :mod:`sarvessel.cli`.
@@ -9,35 +10,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from sarvessel.runtime.backends import BackendKind, make_backend
+from sarvessel.runtime.backends import BackendKind
+from sarvessel.runtime.backends.tta import TTA_SETS
+from sarvessel.runtime.detect import check_writable_file, detect_scene
+from sarvessel.runtime.detector import Detector, make_detector
 from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.io.outputs import write_json
+from sarvessel.runtime.io.scene import open_scene
+from sarvessel.runtime.io.xview3_csv import read_labels_csv
 from sarvessel.runtime.pipeline import PipelineConfig, SceneResult, run_scene
-from sarvessel.runtime.scene import open_scene
-from sarvessel.runtime.tta import TTA_SETS
 
 log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the runtime sub-commands to the ``sarvessel`` parser."""
-    p = sub.add_parser(
-        "demo", help="generate a scene, detect vessels, score them (no data needed)",
-        description="Generate a synthetic Sentinel-1 scene (xView3 format), run the default "
-        "detector over it, write CSV/GeoJSON/quicklook PNG and print the xView3 score and "
-        "throughput.",
-    )
-    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder "
-                   "(default: out/demo)")
-    p.add_argument("--size", type=int, default=4096, help="scene side in pixels (default 4096)")
-    p.add_argument("--seed", type=int, default=1000, help="scene seed (default 1000; seeds "
-                   "below 900 are the scene model's training and validation scenes)")
-    _add_backend_args(p)
-    p.set_defaults(func=cmd_demo)
-
+    """Add the runtime sub-commands (``detect``, ``bench``) to the ``sarvessel`` parser."""
     p = sub.add_parser(
         "detect", help="detect vessels in an xView3 scene folder or GeoTIFF",
         description="Stream a scene tile row by tile row through a detector and write an xView3 "
@@ -49,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     p.add_argument("--labels", type=Path, help="xView3 labels CSV: also score the result")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing journal")
-    _add_backend_args(p)
+    add_backend_args(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser(
@@ -57,57 +47,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Time the pipeline on a scene: cold (the scene's files evicted from the page "
         "cache first) and warm, per stage. Use --backend noop for the I/O path alone.",
     )
-    p.add_argument("scene", type=Path)
+    p.add_argument("scene", type=Path, help="xView3 scene folder or GeoTIFF to time")
     p.add_argument("--repeat", type=int, default=3, help="warm repetitions (default 3)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
-    _add_backend_args(p, default=BackendKind.NOOP)
+    add_backend_args(p, default=BackendKind.NOOP)
     p.set_defaults(func=cmd_bench)
-
-    for module in ("synth", "scoring", "evaluate"):
-        try:
-            mod = __import__(f"sarvessel.runtime.{module}", fromlist=["register_cli"])
-        except ImportError as exc:  # pragma: no cover - all modules ship
-            log.debug("runtime.%s not available: %s", module, exc)
-            continue
-        mod.register_cli(sub)
 
 
 # -- handlers -----------------------------------------------------------------------------
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    backend = _backend(args)
-    config = _config(args, backend.tile_size)
+    detector = make_cli_detector(args)
+    config = pipeline_config(args, detector.tile_size)
     labels = None
     if args.labels:  # a bad labels file is reported before the scene runs, not after
-        from sarvessel.runtime.scoring import read_labels_csv
-
         labels = read_labels_csv(args.labels)
-    result, paths = detect_scene(args.scene, backend, out_dir=args.out, config=config,
-                                 resume=not args.no_resume)
-    _report(result, backend.name, paths)
+    result, paths = run_with_progress(args.scene, detector, out_dir=args.out, config=config,
+                                      resume=not args.no_resume)
+    report(result, detector.name, paths)
+    score_fn = getattr(args, "score_fn", None)
     if labels is not None:
-        _print_score(paths["csv"], labels, result.scene_id, Path(os.path.abspath(args.scene)))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from sarvessel.runtime.synth import synthesize_scene
-
-    t0 = time.perf_counter()
-    scenes = args.out / "scenes"
-    with _progress(f"generating a {args.size} x {args.size} scene") as cb:
-        synth = synthesize_scene(scenes, height=args.size, width=args.size, seed=args.seed,
-                                 progress=cb)
-    log.info("scene %s generated in %.1f s", synth.scene_dir.name, time.perf_counter() - t0)
-    backend = _backend(args)
-    result, paths = detect_scene(synth.scene_dir, backend, out_dir=args.out,
-                                 config=_config(args, backend.tile_size), resume=False)
-    _report(result, backend.name, paths)
-    from sarvessel.runtime.scoring import read_labels_csv
-
-    _print_score(paths["csv"], read_labels_csv(synth.labels_csv), result.scene_id,
-                 synth.scene_dir)
+        if score_fn is None:  # pragma: no cover - sarvessel.evaluation ships with the runtime
+            raise SarvesselError("--labels needs sarvessel.evaluation, which is not installed")
+        score_fn(paths["csv"], labels, Path(os.path.abspath(args.scene)))
     return 0
 
 
@@ -115,80 +78,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.repeat < 0:
         raise SarvesselError(f"--repeat must be >= 0, got {args.repeat}")
     if args.json:
-        _check_writable_file(args.json)
-    backend = _backend(args)
-    config = _config(args, backend.tile_size)
+        check_writable_file(args.json)
+    detector = make_cli_detector(args)
+    config = pipeline_config(args, detector.tile_size)
     rows = []
     for i in range(1 + args.repeat):
         cold = i == 0
         if cold:
             evicted = _evict_page_cache(args.scene)
         with open_scene(args.scene) as scene:
-            res = run_scene(scene, backend, config=config)
+            res = run_scene(scene, detector, config=config)
         rows.append({"run": "cold" if cold else f"warm{i}", "cold_evicted": cold and evicted,
                      "mpx": res.megapixels, "mpx_per_s": res.mpx_per_s, **res.timings.as_dict()})
     warm = [r["mpx_per_s"] for r in rows[1:]]
-    summary = {"scene": str(args.scene), "backend": backend.name, "runs": rows,
+    summary = {"scene": str(args.scene), "backend": detector.name, "runs": rows,
                "cold_mpx_per_s": rows[0]["mpx_per_s"],
                "warm_mpx_per_s_best": max(warm) if warm else None,
                "cpu_count": os.cpu_count()}
     _print_bench(summary)
     if args.json:
-        from sarvessel.runtime.outputs import write_json
-
         write_json(args.json, summary)
     return 0
-
-
-# -- library-level helper used by the handlers ----------------------------------------
-
-
-def detect_scene(
-    scene_path: Path, backend, *, out_dir: Path, config: PipelineConfig, resume: bool = True
-) -> tuple[SceneResult, dict[str, Path]]:
-    """Run one scene and write its outputs; the journal is removed only after all are written."""
-    from sarvessel.runtime.outputs import (
-        remove_stale_temporaries,
-        write_geojson,
-        write_json,
-        write_quicklook_png,
-        write_submission_csv,
-    )
-
-    _check_out_dir(out_dir)
-    with open_scene(scene_path) as scene:
-        sid = scene.scene_id
-        journal = out_dir / f"{sid}.journal.jsonl"
-        paths = {"csv": out_dir / f"{sid}.csv", "geojson": out_dir / f"{sid}.geojson",
-                 "png": out_dir / f"{sid}_quicklook.png", "json": out_dir / f"{sid}_summary.json"}
-        for path in [journal, *paths.values()]:  # refuse before the scene runs, not after
-            _check_writable_file(path)
-        remove_stale_temporaries(out_dir, [journal, *paths.values()])
-        if not resume and journal.exists():
-            journal.unlink()
-        with _progress(f"detecting in {sid} ({scene.info.megapixels:.0f} MPx)") as cb:
-            result = run_scene(scene, backend, config=config, journal=journal, progress=cb)
-        t0 = time.perf_counter()
-        dets = result.detections
-        write_submission_csv(paths["csv"], sid, dets, pixel_size_m=scene.pixel_size_m)
-        to_ll = scene.to_lonlat if scene.georef is not None else None
-        write_geojson(paths["geojson"], sid, dets, to_lonlat=to_ll,
-                      pixel_size_m=scene.pixel_size_m)
-        labels = _scene_labels(scene.source, sid)
-        write_quicklook_png(paths["png"], result.thumbnail, scale=result.thumbnail_scale,
-                            detections=dets, labels=labels,
-                            title=f"{sid}  {backend.name}  {len(dets)} detections")
-        result.timings.write = time.perf_counter() - t0
-        write_json(paths["json"], _summary(result, backend.name))
-        if journal.exists():
-            journal.unlink()
-    return result, paths
 
 
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = BackendKind.AUTO
+def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = BackendKind.AUTO
                       ) -> None:
     g = p.add_argument_group("detector")
     g.add_argument("--backend", type=BackendKind, choices=list(BackendKind), default=default,
@@ -207,11 +123,14 @@ def _add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Back
                    help=f"tiles per backend call (default {PipelineConfig.batch_size})")
 
 
-def _backend(args: argparse.Namespace):
-    return make_backend(args.backend, model=args.model, threads=args.threads, tta=args.tta)
+def make_cli_detector(args: argparse.Namespace) -> Detector:
+    """The detector the backend options name."""
+    if args.threads is not None and args.threads < 1:
+        raise SarvesselError(f"--threads must be >= 1, got {args.threads}")
+    return make_detector(args.backend, model=args.model, threads=args.threads, tta=args.tta)
 
 
-def _config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:
+def pipeline_config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:
     """The pipeline settings; the overlap may be at most half a tile (more would run every
     pixel more than four times for no gain, and near a whole tile the step falls to 1 px)."""
     if args.overlap is None:
@@ -229,60 +148,7 @@ def _batch(args: argparse.Namespace) -> int:
     return args.batch
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """Create the output folder, or say in one line why it cannot be used."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SarvesselError(f"--out {out_dir}: exists and is not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SarvesselError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") \
-            from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise SarvesselError(f"--out {out_dir}: folder is not writable")
-
-
-def _check_writable_file(path: Path) -> None:
-    """Refuse an output path that is a folder or lies in a folder that cannot be written."""
-    if path.is_dir():
-        raise SarvesselError(f"{path}: is a folder; an output file is written here")
-    parent = path.parent
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SarvesselError(f"{parent}: cannot create the folder ({exc.strerror})") \
-                from exc
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise SarvesselError(f"{parent}: cannot write {path.name} there")
-
-
-def _scene_labels(scene_path: Path, scene_id: str):
-    """Ground truth for the quicklook if a labels.csv sits beside the scene (synthetic scenes)."""
-    csv_path = Path(scene_path).parent / "labels.csv"
-    if not csv_path.is_file():
-        return None
-    from sarvessel.runtime.scoring import read_labels_csv
-
-    try:
-        t = read_labels_csv(csv_path)
-    except SarvesselError as exc:
-        log.warning("not drawing labels: %s", exc)
-        return None
-    sel = t["scene_id"] == scene_id
-    return (t["detect_scene_row"][sel], t["detect_scene_column"][sel], t["is_vessel"][sel])
-
-
-def _summary(result: SceneResult, backend: str) -> dict:
-    return {"scene_id": result.scene_id, "backend": backend, "height": result.height,
-            "width": result.width, "megapixels": result.megapixels,
-            "detections": len(result.detections), "tiles_total": result.tiles_total,
-            "tiles_run": result.tiles_run, "tiles_skipped_nodata": result.tiles_skipped_nodata,
-            "tiles_resumed": result.tiles_resumed, "mpx_per_s": result.mpx_per_s,
-            "timings_s": result.timings.as_dict()}
-
-
-def _report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
+def report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
     from rich.console import Console
 
     c = Console()
@@ -290,20 +156,11 @@ def _report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
     c.print(f"[bold]{result.scene_id}[/]: {len(result.detections)} detections by {backend} in "
             f"{result.megapixels:.1f} MPx, {t.total:.2f} s → [bold]{result.mpx_per_s:.1f} MPx/s"
             f"[/] (read {t.read:.2f} s, preprocess {t.preprocess:.2f} s, infer {t.infer:.2f} s, "
-            f"merge {t.merge:.2f} s, write {t.write:.2f} s; {result.tiles_run} tiles run, "
+            f"post {t.post:.2f} s, merge {t.merge:.2f} s, write {t.write:.2f} s; "
+            f"{result.tiles_run} tiles run, "
             f"{result.tiles_skipped_nodata} all-nodata skipped, {result.tiles_resumed} resumed)")
     for kind, path in paths.items():
         c.print(f"  {kind:8s} {path}")
-
-
-def _print_score(pred_csv: Path, labels, scene_id: str, scene_path: Path) -> None:
-    """Score the written CSV against ``labels`` (a table from ``read_labels_csv``)."""
-    from sarvessel.runtime.scoring import print_score, read_predictions_csv, score
-
-    preds = read_predictions_csv(pred_csv)
-    shore = Path(scene_path).parent / "shoreline"
-    s = score(preds, labels, shoreline_root=shore if shore.is_dir() else None)
-    print_score(s)
 
 
 def _print_bench(summary: dict) -> None:
@@ -337,8 +194,17 @@ def _evict_page_cache(scene: Path) -> bool:
     return ok
 
 
+def run_with_progress(scene: Path, detector: Detector, *, out_dir: Path,
+                      config: PipelineConfig, resume: bool = True
+                      ) -> tuple[SceneResult, dict[str, Path]]:
+    """:func:`~sarvessel.runtime.detect.detect_scene` with a progress bar on the terminal."""
+    with progress_bar(f"detecting in {Path(scene).name}") as cb:
+        return detect_scene(scene, detector, out_dir=out_dir, config=config, resume=resume,
+                            progress=cb)
+
+
 @contextmanager
-def _progress(label: str):
+def progress_bar(label: str):
     """A rich progress bar fed by (done, total) callbacks; silent when not on a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 

@@ -21,3 +21,7 @@ class LabelsError(SarvesselError):
 
 class ModelError(SarvesselError):
     """A model file or its metadata is missing or does not fit the scene."""
+
+
+class DeployPackageError(ModelError):
+    """A deploy package folder is incomplete or its driver_config.json is invalid."""

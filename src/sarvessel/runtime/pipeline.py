@@ -1,4 +1,5 @@
-"""The scene pipeline: read → tile → preprocess → infer → decode → merge, a tile row at a time.
+"""The scene pipeline: read → tile → preprocess → infer → post-process → merge, a tile row at a
+time.
 
 Memory is bounded by one band of rows (tile height × scene width × bands), whatever the scene
 size. Rows shared by two overlapping tile rows are read and preprocessed once. Each finished tile
@@ -21,10 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from sarvessel.runtime.backends.base import Backend
+from sarvessel.runtime.contract import OVERLAP
 from sarvessel.runtime.detections import Detections
+from sarvessel.runtime.detector import Detector, compose
 from sarvessel.runtime.errors import SceneError
-from sarvessel.runtime.nms import SceneMerger
-from sarvessel.runtime.outputs import atomic_open
+from sarvessel.runtime.io.outputs import atomic_open
+from sarvessel.runtime.io.scene import Scene
+from sarvessel.runtime.post.nms import SceneMerger
 from sarvessel.runtime.preprocess import (
     BATHYMETRY,
     DEFAULT_BANDS,
@@ -34,7 +38,6 @@ from sarvessel.runtime.preprocess import (
     to_uint8,
     valid_mask,
 )
-from sarvessel.runtime.scene import Scene
 from sarvessel.runtime.tiling import tile_starts
 
 log = logging.getLogger(__name__)
@@ -50,12 +53,12 @@ class PipelineConfig:
     """How a scene is cut and merged. Distances in scene pixels."""
 
     #: Overlap between neighbouring tiles (px). Objects cut by one tile are whole in the next.
-    #: The default is 64 (640 m at 10 m pixels, longer than any ship).
-    overlap: int = 64
+    #: The default is :data:`~sarvessel.runtime.contract.OVERLAP`.
+    overlap: int = OVERLAP
     #: Tiles per backend call.
     batch_size: int = 8
     #: Detections closer than this to a higher-scoring one are duplicates (px). The default is
-    #: 10 px (100 m), as the xView3 entries used (NOTES §7).
+    #: 10 px (100 m), as the xView3 entries used (docs/references.md §7).
     nms_radius_px: float = 10.0
     #: Drop detections whose centre lies on land according to ``owiMask`` (when present).
     mask_land: bool = True
@@ -70,6 +73,7 @@ class StageTimings:
     read: float = 0.0
     preprocess: float = 0.0
     infer: float = 0.0
+    post: float = 0.0
     merge: float = 0.0
     write: float = 0.0
     total: float = 0.0
@@ -111,30 +115,35 @@ class SceneResult:
 
 def run_scene(
     scene: Scene,
-    backend: Backend,
+    detector: Detector | Backend,
     *,
     config: PipelineConfig = PipelineConfig(),
     journal: Path | None = None,
     progress: ProgressFn | None = None,
 ) -> SceneResult:
-    """Run ``backend`` over every tile of ``scene`` and merge the detections once per scene.
+    """Run ``detector`` over every tile of ``scene`` and merge the detections once per scene.
+
+    ``detector``: a :class:`~sarvessel.runtime.detector.Detector`, or a bare backend, which is
+    composed with the post stage its output needs (:func:`~sarvessel.runtime.detector.compose`).
 
     ``journal``: a JSON-lines file recording finished tile rows; if it exists and belongs to the
     same scene, backend and tiling, those rows are not run again. The caller deletes it after the
     outputs are safely written. The default is no journal.
     """
     t_start = time.perf_counter()
-    scale = float(getattr(getattr(backend, "metadata", None), "input_scale", 1.0))
+    if not isinstance(detector, Detector):  # a bare backend: compose its post stage
+        detector = compose(detector)
+    scale = float(getattr(detector.metadata, "input_scale", 1.0))
     if scale != 1.0:
-        raise SceneError(f"backend {backend.name} expects images resampled by {scale:g} "
+        raise SceneError(f"backend {detector.name} expects images resampled by {scale:g} "
                          "(its input_scale); the scene pipeline runs native pixels only")
-    tile = int(backend.tile_size)
-    ranges = _band_ranges(scene, backend.channels)
+    tile = int(detector.tile_size)
+    ranges = _band_ranges(scene, detector.channels)
     row_starts = tile_starts(scene.height, tile, config.overlap)
     col_starts = tile_starts(scene.width, tile, config.overlap)
     n_total = len(row_starts) * len(col_starts)
     timings = StageTimings()
-    jr = _Journal(journal, _journal_key(scene, backend, tile, config)) if journal else None
+    jr = _Journal(journal, _journal_key(scene, detector, tile, config)) if journal else None
     done_rows = jr.load() if jr else {}
 
     f = max(1, -(-max(scene.height, scene.width) // config.thumbnail_max_side))
@@ -161,7 +170,7 @@ def run_scene(
                 progress(n_done, n_total)
             continue
         row_dets, ran, skipped = _detect_row(
-            backend, u8, valid, r0, col_starts, tile, config.batch_size, timings
+            detector, u8, valid, r0, col_starts, tile, config.batch_size, timings
         )
         t0 = time.perf_counter()
         if config.mask_land:
@@ -313,10 +322,10 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
 
 
 def _detect_row(
-    backend: Backend, u8: np.ndarray, valid: np.ndarray, r0: int, col_starts: list[int],
+    detector: Detector, u8: np.ndarray, valid: np.ndarray, r0: int, col_starts: list[int],
     tile: int, batch_size: int, timings: StageTimings,
 ) -> tuple[Detections, int, int]:
-    """Run the backend on the tiles of one row; drop all-nodata tiles and nodata detections."""
+    """Run the detector on the tiles of one row; drop all-nodata tiles and nodata detections."""
     t0 = time.perf_counter()
     todo = [c for c in col_starts if valid[:tile, c : c + tile].any()]
     skipped = len(col_starts) - len(todo)
@@ -327,10 +336,12 @@ def _detect_row(
         t0 = time.perf_counter()
         batch = np.stack([u8[:, :tile, c : c + tile] for c in cols])
         t1 = time.perf_counter()
-        results = backend.detect(batch)
+        raw = detector.infer(batch)
         t2 = time.perf_counter()
+        results = detector.post(raw, batch)
+        t3 = time.perf_counter()
         if len(results) != len(cols):
-            raise RuntimeError(f"backend {backend.name} returned {len(results)} results for "
+            raise RuntimeError(f"backend {detector.name} returned {len(results)} results for "
                                f"{len(cols)} tiles")
         for c, dets in zip(cols, results, strict=True):
             if len(dets):
@@ -338,7 +349,8 @@ def _detect_row(
                 found.append(dets.select(inside).shifted(r0, c))
         timings.preprocess += t1 - t0
         timings.infer += t2 - t1
-        timings.merge += time.perf_counter() - t2
+        timings.post += t3 - t2
+        timings.merge += time.perf_counter() - t3
     return Detections.concat(found), len(todo), skipped
 
 
@@ -354,12 +366,12 @@ def _drop_on_land(scene: Scene, dets: Detections) -> Detections:
     return dets.select(~scene.on_land(dets.rows, dets.cols))
 
 
-def _journal_key(scene: Scene, backend: Backend, tile: int, config: PipelineConfig) -> dict:
+def _journal_key(scene: Scene, detector: Detector, tile: int, config: PipelineConfig) -> dict:
     """What makes a finished row reusable: the same files (path, size, mtime), the same
     detector (its fingerprint: model bytes and thresholds) and the same tiling."""
     return {"scene_id": scene.scene_id, "height": scene.height, "width": scene.width,
             "files": scene.fingerprint(),
-            "backend": str(getattr(backend, "fingerprint", backend.name)), "tile": tile,
+            "backend": detector.fingerprint, "tile": tile,
             "overlap": config.overlap, "mask_land": config.mask_land}
 
 

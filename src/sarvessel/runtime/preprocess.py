@@ -2,8 +2,8 @@
 
 This is the one mapping shared by training (:mod:`sarvessel.model.data`) and every runtime
 backend, so a model never sees pixels scaled differently from the ones it was trained on.
-Ranges follow the system we reproduce (NOTES §1): VV/VH dB clipped to [-50, 20] and bathymetry
-to [-6000, 2000], each scaled linearly to 0..255. Nodata (-32768) and NaN map to 0.
+Ranges follow the system we reproduce (docs/references.md §1): VV/VH dB clipped to [-50, 20] and
+bathymetry to [-6000, 2000], each scaled linearly to 0..255. Nodata (-32768) and NaN map to 0.
 
 Labelled image sets (SSDD and users' own) are 8-bit display images already; a user's 16-bit or
 float image set is brought to 8 bits by :func:`percentile_stretch`, which the user asks for

@@ -1,8 +1,9 @@
-"""Detector backends: a batch of uint8 tiles in, detections in tile coordinates out.
+"""Backends: a batch of uint8 tiles in, what the accelerator returns out (a head map, or
+detections for CFAR and noop).
 
-:func:`make_backend` builds one by name so the CLI commands and benchmarks agree on what
-``--backend`` means. Heavy modules (onnxruntime) are imported only by the backend that needs
-them.
+:func:`make_backend` builds one by name; :func:`sarvessel.runtime.detector.make_detector`
+composes it with the post-processing stage. Heavy modules (onnxruntime, later pynq) are
+imported only by the backend that needs them.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from enum import Enum
 from pathlib import Path
 
 from sarvessel.runtime.backends.base import Backend, NoopBackend
+from sarvessel.runtime.backends.tta import with_tta
+from sarvessel.runtime.contract import TILE_SIZE
 from sarvessel.runtime.errors import ModelError
-from sarvessel.runtime.tta import with_tta
 
 #: Folder of the models shipped inside the package.
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -21,7 +23,7 @@ DEFAULT_SCENE_MODEL = SHIPPED_MODELS / "xview3_w4a4.onnx"
 
 
 class BackendKind(str, Enum):
-    """Which detector runs the tiles."""
+    """Which engine runs the tiles."""
 
     NOOP = "noop"  #: no detections: measures the I/O path alone
     CFAR = "cfar"  #: two-parameter CFAR baseline (no model needed)
@@ -34,34 +36,38 @@ def make_backend(
     *,
     model: Path | None = None,
     threads: int | None = None,
-    tile_size: int = 512,
+    tile_size: int | None = None,
     channels: int = 2,
-    conf_threshold: float | None = None,
     tta: int = 1,
 ) -> Backend:
     """Build a backend. ``model`` is needed for ONNX (the default is the shipped scene model).
 
-    ``conf_threshold`` overrides the model's own (its metadata) for ONNX backends. ``tta``: run
-    each tile in 1 (default), 2, 4 or 8 dihedral views and average
-    (:class:`~sarvessel.runtime.tta.DihedralTTA`; network backends only).
+    ``tile_size``: for noop and CFAR (default :data:`~sarvessel.runtime.contract.TILE_SIZE`);
+    a network's comes from its model. ``tta``: run each tile in 1 (default), 2, 4 or 8
+    dihedral views and average the head maps (:class:`~sarvessel.runtime.backends.tta.
+    DihedralTTA`; network backends only).
     """
     kind = BackendKind(kind)
     if kind is BackendKind.AUTO:
         kind = BackendKind.ONNX if (model or DEFAULT_SCENE_MODEL.is_file()) else BackendKind.CFAR
     if tta != 1 and kind is not BackendKind.ONNX:
         raise ModelError(f"--tta {tta} needs a network backend, not {kind.value}")
+    if model is not None and kind in (BackendKind.NOOP, BackendKind.CFAR):
+        raise ModelError(f"--model is for network backends; --backend {kind.value} takes none")
+    tile = TILE_SIZE if tile_size is None else tile_size
     if kind is BackendKind.NOOP:
-        return NoopBackend(channels=channels, tile_size=tile_size)
+        return NoopBackend(channels=channels, tile_size=tile)
     if kind is BackendKind.CFAR:
         from sarvessel.runtime.backends.cfar import CFARBackend
 
-        return CFARBackend(tile_size=tile_size)
+        return CFARBackend(tile_size=tile)
     path = Path(model) if model else DEFAULT_SCENE_MODEL
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
-    from sarvessel.runtime.backends.onnx_backend import OnnxBackend
+    from sarvessel.runtime.backends.onnx import OnnxBackend
 
-    return with_tta(OnnxBackend(path, threads=threads, conf_threshold=conf_threshold), tta)
+    return with_tta(OnnxBackend(path, threads=threads), tta)
 
 
-__all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL"]
+__all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL",
+           "SHIPPED_MODELS"]

@@ -1,8 +1,8 @@
 """Classical baseline: two-parameter CFAR on VV intensity, clustering and size discrimination.
 
-Follows ESA SNAP's ocean object detector (AdaptiveThresholding, NOTES §8): for every pixel the
-mean of a small *target* window is compared with the mean ``mu`` and standard deviation ``sigma``
-of a *background* ring (outer box minus a *guard* box that keeps the ship out of its own
+Follows ESA SNAP's ocean object detector (AdaptiveThresholding, docs/references.md §8): for every
+pixel the mean of a small *target* window is compared with the mean ``mu`` and standard deviation
+``sigma`` of a *background* ring (outer box minus a *guard* box that keeps the ship out of its own
 background); the pixel is a detection when ``(target_mean - mu) / sigma > threshold``. Detected
 pixels are clustered (8-connected), and clusters whose length is outside 30–600 m are dropped.
 
@@ -11,9 +11,9 @@ Speed: box sums come from integral images. The background statistics vary slowly
 window sizes are rounded to whole blocks (±2 px on a 500/800 m window at the default 4 px); the
 target window is evaluated at every pixel. A 512 × 512 tile takes 5–10 ms on one core.
 
-Threshold: NOTES §8 warns that the Gaussian/gamma threshold for a PFA (``z ≈ 5`` for 10^-6.5)
-badly underestimates false alarms on K-distributed sea. The z-threshold for a PFA is therefore
-taken from a power-law tail fitted to the statistic measured on clutter
+Threshold: docs/references.md §8 warns that the Gaussian/gamma threshold for a PFA (``z ≈ 5`` for
+10^-6.5) badly underestimates false alarms on K-distributed sea. The z-threshold for a PFA is
+therefore taken from a power-law tail fitted to the statistic measured on clutter
 (:func:`calibrate_tail`, stored below as :data:`CALIBRATED_TAIL`); :func:`calibrate_threshold`
 redoes it on your own clutter-only tiles.
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from sarvessel.runtime.contract import TILE_SIZE
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.preprocess import DEFAULT_BANDS, BandRange
 
@@ -131,7 +132,7 @@ class CFARConfig:
     #: Width of the impulse response at ``length_rel_db`` below its peak (m), subtracted from
     #: the measured extent to estimate the object's length (a point target still spans the
     #: resolution cell). The default is 30, fitted on synthetic S1 IW scenes (20 x 22 m
-    #: resolution) of :mod:`sarvessel.runtime.synth`; it raised the xView3 length accuracy on
+    #: resolution) of :mod:`sarvessel.synth.generate`; it raised the xView3 length accuracy on
     #: them from 0.30 to 0.71.
     psf_length_m: float = 30.0
     #: Smallest fraction of the background ring that must hold valid pixels (tile border and
@@ -193,7 +194,7 @@ class CFARBackend:
         config: CFARConfig | None = None,
         *,
         channels: int = 2,
-        tile_size: int = 512,
+        tile_size: int = TILE_SIZE,
         bands: Sequence[BandRange] = DEFAULT_BANDS,
     ) -> None:
         """config: detector settings (the default is ``CFARConfig()``). channels, tile_size: the
@@ -211,7 +212,7 @@ class CFARBackend:
         """The settings that decide its detections (a resumed scene must match them)."""
         return f"cfar:{self.config!r}:{self.band!r}"
 
-    def detect(self, batch: np.ndarray) -> list[Detections]:
+    def infer(self, batch: np.ndarray) -> list[Detections]:
         """Detect in ``batch`` (``uint8 [B, C, H, W]``); one :class:`Detections` per tile."""
         batch = np.asarray(batch)
         if batch.ndim != 4 or batch.dtype != np.uint8:
