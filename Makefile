@@ -1,7 +1,9 @@
 # The two set-up commands of the README:
 #   make demo  — create .venv, install the runtime, run the demo (generated scene, no data to fetch)
 #   make test  — create .venv, install everything the tests need (torch CPU, Brevitas, finn-plus),
-#                run the test suite
+#                run the whole test suite (what CI runs)
+# and for the inner loop:
+#   make test-quick — the same install, the tests not marked slow, stopping at the first failure
 PYTHON ?= python3
 VENV   := .venv
 PIP    := $(VENV)/bin/pip
@@ -9,13 +11,16 @@ PIP    := $(VENV)/bin/pip
 TORCH  := torch==2.13.0
 FINN   := finn-plus==1.6.1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-quick lint bench clean
 
 demo: $(VENV)/.runtime
 	$(VENV)/bin/sarvessel demo
 
 test: $(VENV)/.dev
 	$(VENV)/bin/pytest
+
+test-quick: $(VENV)/.dev
+	$(VENV)/bin/pytest -m "not slow" -x -q
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests scripts

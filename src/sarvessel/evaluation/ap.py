@@ -400,8 +400,8 @@ class Interpolation(str, Enum):
     #: trapezoid rule. Why it is here: the YOLOv8-class SSDD figures a model is compared with
     #: (docs/references.md §10) are computed this way. It credits a triangle beyond the highest
     #: recall reached (a detector whose recall stops short of 1 scores more than with ``coco101``),
-    #: loses a little on each drop of the envelope, and gives a perfect detector 0.995. ULTRALYTICS
-    #: = "ultralytics"
+    #: loses a little on each drop of the envelope, and gives a perfect detector 0.995.
+    ULTRALYTICS = "ultralytics"
 
 
 def _ultralytics_ap(recall: np.ndarray, precision: np.ndarray) -> float:

@@ -42,6 +42,17 @@ __all__ = [
     "SwgRamStyle",
 ]
 
+# Metadata keys the steps write on the models they hand on (read by the estimate and build).
+#: Metadata key on the dataflow model that points at the saved parent graph.
+PARENT_MODEL_PROP = "sarvessel_parent_model"
+#: Metadata key recording the folding target that was finally used (cycles per tile).
+FOLDING_TARGET_PROP = "sarvessel_folding_target_cycles"
+#: Metadata key recording whether the final folding fits the resource budget ("1"/"0").
+FOLDING_FITS_PROP = "sarvessel_folding_fits_budget"
+#: Metadata key recording ``cfg.swg_ram_style`` as applied by the folding step.
+SWG_RAM_STYLE_PROP = "sarvessel_swg_ram_style"
+
+
 
 class Board(str, Enum):
     """Boards the flow targets (FINN board names)."""

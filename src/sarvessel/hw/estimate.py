@@ -237,7 +237,7 @@ def estimate_model(model: ModelWrapper, cfg: HWConfig) -> EstimateReport:
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-    from sarvessel.hw.steps import FOLDING_FITS_PROP, FOLDING_TARGET_PROP, SWG_RAM_STYLE_PROP
+    from sarvessel.hw.config import FOLDING_FITS_PROP, FOLDING_TARGET_PROP, SWG_RAM_STYLE_PROP
 
     cycles = exp_cycles_per_layer(model)
     res = res_estimation(model, fpgapart=cfg.fpga_part)

@@ -41,7 +41,14 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
 from qonnx.util.cleanup import cleanup_model
 
-from sarvessel.hw.config import HWConfig, SwgRamStyle
+from sarvessel.hw.config import (
+    FOLDING_FITS_PROP,
+    FOLDING_TARGET_PROP,
+    PARENT_MODEL_PROP,
+    SWG_RAM_STYLE_PROP,
+    HWConfig,
+    SwgRamStyle,
+)
 from sarvessel.hw.errors import ConversionError, StepError
 
 log = logging.getLogger(__name__)
@@ -52,15 +59,6 @@ _S = TypeVar("_S", bound=Step)
 
 #: Registered steps by name (without the ``step_`` prefix).
 STEP_REGISTRY: dict[str, Step] = {}
-
-#: Metadata key on the dataflow model that points at the saved parent graph.
-PARENT_MODEL_PROP = "sarvessel_parent_model"
-#: Metadata key recording the folding target that was finally used (cycles per tile).
-FOLDING_TARGET_PROP = "sarvessel_folding_target_cycles"
-#: Metadata key recording whether the final folding fits the resource budget ("1"/"0").
-FOLDING_FITS_PROP = "sarvessel_folding_fits_budget"
-#: Metadata key recording ``cfg.swg_ram_style`` as applied by the folding step.
-SWG_RAM_STYLE_PROP = "sarvessel_swg_ram_style"
 
 _HW_DOMAIN = "finn.custom_op.fpgadataflow"
 
