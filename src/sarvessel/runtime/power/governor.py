@@ -190,7 +190,10 @@ class PowerGovernor:
         self._thread = (isinstance(self.clock, SystemClock) if sampler_thread is None
                         else sampler_thread)
         self._lock = threading.RLock()
-        self._recent: deque[tuple[float, float | None]] = deque(maxlen=max(1, history))
+        #: Seconds per tile of the last batches, and their measured mean power (W): the latter
+        #: keeps its last values when readings stop, so pacing goes on on the model.
+        self._recent: deque[float] = deque(maxlen=max(1, history))
+        self._recent_w: deque[float] = deque(maxlen=max(1, history))
         #: Measured idle draw (W), set by :meth:`start`.
         self.idle_w: float | None = None
         self.started_at: float | None = None
@@ -321,8 +324,9 @@ class PowerGovernor:
             self._tiles_done += tiles
             self.batches.append(BatchRecord(t0, t1, tiles, energy))
             if t1 > t0:
-                self._recent.append(((t1 - t0) / tiles,
-                                     None if energy is None else energy / (t1 - t0)))
+                self._recent.append((t1 - t0) / tiles)
+                if energy is not None:
+                    self._recent_w.append(energy / (t1 - t0))
 
     @contextmanager
     def batch(self, tiles: int = 1) -> Iterator[float]:
@@ -414,14 +418,13 @@ class PowerGovernor:
         return idle * (b - a) + (max(p, idle) - idle) * busy
 
     def _predicted_power(self) -> float:
-        ps = [p for _, p in self._recent if p is not None]
-        return max(ps) if ps else (self.idle_w or 0.0)
+        return max(self._recent_w) if self._recent_w else (self.idle_w or 0.0)
 
     def _pause_for(self, tiles: int) -> float:
-        if self.budget_w is None or self.idle_w is None or not self._recent:
+        if self.budget_w is None or self.idle_w is None or not self._recent_w:
             return 0.0  # recording only, or the probe batch
         w = self.window_s
-        d = tiles * max(spt for spt, _ in self._recent)
+        d = tiles * max(self._recent)
         p = self._predicted_power()
         target = self.target_w * w
         now = self.clock.now()

@@ -25,6 +25,7 @@ sampler then stops reading and the report says when.
 
 from __future__ import annotations
 
+import bisect
 import csv
 import logging
 import math
@@ -472,6 +473,7 @@ class Activity:
         self._lock = threading.Lock()
         #: (clock seconds, busy after the change) at every change.
         self.history: list[tuple[float, bool]] = []
+        self._cum: list[float] = []  # busy seconds before each change
 
     @property
     def is_busy(self) -> bool:
@@ -482,6 +484,7 @@ class Activity:
             if self._count == 0:
                 self._since = self.clock.now()
                 self.history.append((self._since, True))
+                self._cum.append(self._total)
             self._count += 1
 
     def end(self) -> None:
@@ -493,6 +496,7 @@ class Activity:
                 t = self.clock.now()
                 self._total += t - self._since
                 self.history.append((t, False))
+                self._cum.append(self._total)
 
     @contextmanager
     def busy(self) -> Iterator[None]:
@@ -503,10 +507,17 @@ class Activity:
             self.end()
 
     def busy_time(self, t: float | None = None) -> float:
-        """Busy seconds from the start up to ``t`` (the default is now)."""
+        """Busy seconds from the start up to ``t`` (the default is now; earlier times are
+        looked up in :attr:`history`)."""
         with self._lock:
             t = self.clock.now() if t is None else t
-            return self._total + (max(0.0, t - self._since) if self._count else 0.0)
+            if not self.history or t >= self.history[-1][0]:
+                return self._total + (max(0.0, t - self._since) if self._count else 0.0)
+            i = bisect.bisect_right(self.history, (t, True)) - 1
+            if i < 0:
+                return 0.0
+            ti, busy = self.history[i]
+            return self._cum[i] + (t - ti if busy else 0.0)
 
 
 class ScriptedSensor:
