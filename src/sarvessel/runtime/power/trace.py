@@ -45,7 +45,7 @@ __all__ = [
 
 #: The sampler never reads faster than this (Hz), whatever the sensor offers: the INA260's
 #: hwmon conversion rate is far above what pacing needs, and each read costs CPU on the A53s.
-MAX_SAMPLER_RATE_HZ = 50.0
+MAX_SAMPLER_RATE_HZ = 20.0
 
 
 class PowerTrace:
