@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sarvessel.runtime.io.outputs import atomic_open
 from sarvessel.runtime.power.sensors import NO_SENSOR, NullSensor, SensorKind
 from sarvessel.runtime.power.trace import PowerTrace, max_window_average
 
 if TYPE_CHECKING:
     from sarvessel.runtime.power.governor import Pause, PowerGovernor
 
-__all__ = ["EnergyReport", "atomic_write_text", "build_report", "write_power_trace_png"]
+__all__ = ["EnergyReport", "build_report", "write_power_trace_png"]
 
 
 @dataclass
@@ -244,27 +244,10 @@ def write_power_trace_png(
         x -= int(draw.textlength(text, font=font)) + 18
         draw.text((x, 12), text, fill=colour, font=font)
     buf = _png_bytes(img)
-    return atomic_write_bytes(Path(path), buf)
+    with atomic_open(Path(path), binary=True) as fh:
+        fh.write(buf)
+    return Path(path)
 
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary sibling, fsync, rename onto ``path``."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sarvessel.runtime.io.outputs import atomic_open
 from sarvessel.runtime.power.clock import Clock, SystemClock
 from sarvessel.runtime.power.errors import PowerError, SensorGone
 from sarvessel.runtime.power.sensors import (
@@ -300,8 +301,6 @@ def write_trace_csv(path: Path | str, trace: PowerTrace, *,
     ``tiles_done`` is the count at each sample. origin: clock time written as 0; the default is
     the first sample.
     """
-    from sarvessel.runtime.power.report import atomic_write_text
-
     t, w, e = trace.arrays()
     t0 = (t[0] if len(t) else 0.0) if origin is None else origin
     mt = np.asarray([m[0] for m in tile_marks], np.float64)
@@ -311,7 +310,9 @@ def write_trace_csv(path: Path | str, trace: PowerTrace, *,
         k = int(np.searchsorted(mt, ti, side="right"))
         done = int(mn[k - 1]) if k else 0
         lines.append(f"{ti - t0:.6f},{'' if math.isnan(wi) else f'{wi:.6f}'},{ei:.6f},{done}")
-    return atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    with atomic_open(Path(path)) as fh:
+        fh.write("\n".join(lines) + "\n")
+    return Path(path)
 
 
 def _finite(x: float, digits: int) -> float | None:
