@@ -36,7 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from sarvessel.evaluation.cli import print_scene_score
-    from sarvessel.runtime.cli import make_cli_detector, pipeline_config, progress_bar, report
+    from sarvessel.runtime.cli import (
+        make_cli_detector,
+        make_governor,
+        pipeline_config,
+        progress_bar,
+        report,
+    )
     from sarvessel.runtime.detect import detect_scene
     from sarvessel.runtime.io.xview3_csv import read_labels_csv
     from sarvessel.synth.generate import synthesize_scene
@@ -47,10 +53,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                  seed=args.seed, progress=cb)
     log.info("scene %s generated in %.1f s", synth.scene_dir.name, time.perf_counter() - t0)
     detector = make_cli_detector(args)
-    with progress_bar(f"detecting in {synth.scene_dir.name}") as cb:
+    with make_governor(args) as governor, \
+            progress_bar(f"detecting in {synth.scene_dir.name}") as cb:
         result, paths = detect_scene(synth.scene_dir, detector, out_dir=args.out,
                                      config=pipeline_config(args, detector.tile_size),
-                                     resume=False, progress=cb)
+                                     resume=False, progress=cb, governor=governor)
     report(result, detector.name, paths)
     print_scene_score(paths["csv"], read_labels_csv(synth.labels_csv), synth.scene_dir)
     return 0

@@ -22,6 +22,7 @@ from sarvessel.runtime.io.outputs import write_json
 from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.io.xview3_csv import read_labels_csv
 from sarvessel.runtime.pipeline import PipelineConfig, SceneResult, run_scene
+from sarvessel.runtime.power import DEFAULT_WINDOW_S, PowerGovernor, detect_sensor
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     labels = None
     if args.labels:  # a bad labels file is reported before the scene runs, not after
         labels = read_labels_csv(args.labels)
-    result, paths = run_with_progress(args.scene, detector, out_dir=args.out, config=config,
-                                      resume=not args.no_resume)
+    with make_governor(args) as governor:
+        result, paths = run_with_progress(args.scene, detector, out_dir=args.out, config=config,
+                                          resume=not args.no_resume, governor=governor)
     report(result, detector.name, paths)
     score_fn = getattr(args, "score_fn", None)
     if labels is not None:
@@ -82,14 +84,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     detector = make_cli_detector(args)
     config = pipeline_config(args, detector.tile_size)
     rows = []
-    for i in range(1 + args.repeat):
-        cold = i == 0
-        if cold:
-            evicted = _evict_page_cache(args.scene)
-        with open_scene(args.scene) as scene:
-            res = run_scene(scene, detector, config=config)
-        rows.append({"run": "cold" if cold else f"warm{i}", "cold_evicted": cold and evicted,
-                     "mpx": res.megapixels, "mpx_per_s": res.mpx_per_s, **res.timings.as_dict()})
+    with make_governor(args) as governor:
+        for i in range(1 + args.repeat):
+            cold = i == 0
+            if cold:
+                evicted = _evict_page_cache(args.scene)
+            t_power = governor.clock.now()
+            with open_scene(args.scene) as scene:
+                res = run_scene(scene, detector, config=config, pacer=governor)
+            power = governor.report(start=t_power, megapixels=res.megapixels)
+            rows.append({"run": "cold" if cold else f"warm{i}", "cold_evicted": cold and evicted,
+                         "mpx": res.megapixels, "mpx_per_s": res.mpx_per_s,
+                         **res.timings.as_dict(), "power": power.to_dict()})
+            log.info("%s run: %s", rows[-1]["run"], power.summary_line())
     warm = [r["mpx_per_s"] for r in rows[1:]]
     summary = {"scene": str(args.scene), "backend": detector.name, "runs": rows,
                "cold_mpx_per_s": rows[0]["mpx_per_s"],
@@ -102,6 +109,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def add_power_args(p: argparse.ArgumentParser) -> None:
+    """``--power-budget`` and ``--power-window``."""
+    g = p.add_argument_group("power")
+    g.add_argument("--power-budget", type=float, metavar="W",
+                   help="keep the moving average of measured power at or under W watts by "
+                   "pausing between backend calls (needs a power sensor; default: no budget, "
+                   "power is only measured where a sensor exists)")
+    g.add_argument("--power-window", type=float, default=DEFAULT_WINDOW_S, metavar="S",
+                   help=f"moving-average window of the budget in seconds (default "
+                   f"{DEFAULT_WINDOW_S:g})")
+
+
+def make_governor(args: argparse.Namespace) -> PowerGovernor:
+    """A power governor on this host's best sensor: it paces to ``--power-budget`` when one is
+    given and measures energy either way (use it as a context manager: it starts and stops)."""
+    return PowerGovernor(detect_sensor(), getattr(args, "power_budget", None),
+                         getattr(args, "power_window", DEFAULT_WINDOW_S))
 
 
 def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = BackendKind.AUTO
@@ -121,6 +147,7 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Backe
                    "tile for models with tiles under twice that)")
     g.add_argument("--batch", type=int, default=PipelineConfig.batch_size,
                    help=f"tiles per backend call (default {PipelineConfig.batch_size})")
+    add_power_args(p)
 
 
 def make_cli_detector(args: argparse.Namespace) -> Detector:
@@ -156,9 +183,12 @@ def report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
     c.print(f"[bold]{result.scene_id}[/]: {len(result.detections)} detections by {backend} in "
             f"{result.megapixels:.1f} MPx, {t.total:.2f} s → [bold]{result.mpx_per_s:.1f} MPx/s"
             f"[/] (read {t.read:.2f} s, preprocess {t.preprocess:.2f} s, infer {t.infer:.2f} s, "
-            f"post {t.post:.2f} s, merge {t.merge:.2f} s, write {t.write:.2f} s; "
-            f"{result.tiles_run} tiles run, "
-            f"{result.tiles_skipped_nodata} all-nodata skipped, {result.tiles_resumed} resumed)")
+            f"post {t.post:.2f} s, merge {t.merge:.2f} s, write {t.write:.2f} s, throttled "
+            f"{t.throttle:.2f} s; {result.tiles_run} tiles run, "
+            f"{result.tiles_skipped_nodata} all-nodata skipped, {result.tiles_resumed} resumed)",
+            highlight=False)
+    if result.power is not None:
+        c.print(result.power.summary_line(), highlight=False)
     for kind, path in paths.items():
         c.print(f"  {kind:8s} {path}")
 
@@ -195,12 +225,13 @@ def _evict_page_cache(scene: Path) -> bool:
 
 
 def run_with_progress(scene: Path, detector: Detector, *, out_dir: Path,
-                      config: PipelineConfig, resume: bool = True
+                      config: PipelineConfig, resume: bool = True,
+                      governor: PowerGovernor | None = None,
                       ) -> tuple[SceneResult, dict[str, Path]]:
     """:func:`~sarvessel.runtime.detect.detect_scene` with a progress bar on the terminal."""
     with progress_bar(f"detecting in {Path(scene).name}") as cb:
         return detect_scene(scene, detector, out_dir=out_dir, config=config, resume=resume,
-                            progress=cb)
+                            progress=cb, governor=governor)
 
 
 @contextmanager

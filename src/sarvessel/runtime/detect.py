@@ -28,12 +28,15 @@ from sarvessel.runtime.io.outputs import (
 )
 from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.pipeline import PipelineConfig, ProgressFn, SceneResult, run_scene
+from sarvessel.runtime.power import PowerGovernor, write_power_trace_png
 
 log = logging.getLogger(__name__)
 
 #: Output kinds of a scene and their file names (``{sid}`` is the scene id).
 OUTPUT_NAMES: dict[str, str] = {"csv": "{sid}.csv", "geojson": "{sid}.geojson",
                                 "png": "{sid}_quicklook.png", "json": "{sid}_summary.json"}
+#: The power trace PNG, written beside the outputs when a power sensor gave readings.
+POWER_PNG = "{sid}_power.png"
 #: Called with a progress label; returns the (done, total) callback for that scene.
 ProgressFactory = Callable[[str], ProgressFn | None]
 
@@ -56,11 +59,15 @@ def detect_scene(
     config: PipelineConfig | None = None,
     resume: bool = True,
     progress: ProgressFn | None = None,
+    governor: PowerGovernor | None = None,
 ) -> tuple[SceneResult, dict[str, Path]]:
     """Run one scene through ``detector`` and write its outputs into ``out_dir``.
 
     resume: reuse the finished rows of an interrupted run of the same job (the default); False
     starts afresh. progress: called with (tiles done, tiles in total) after each tile row.
+    governor: a started power governor that paces the backend calls and measures the scene's
+    energy (its report goes into the summary under ``power``, and a trace PNG beside the
+    quicklook when a sensor gave readings); the default measures nothing.
     Output paths are checked before any tile runs; the journal is removed only after all
     outputs are written.
     """
@@ -74,8 +81,12 @@ def detect_scene(
         remove_stale_temporaries(out_dir, [journal, *paths.values()])
         if not resume and journal.exists():
             journal.unlink()
+        t_power = governor.clock.now() if governor else 0.0
         result = run_scene(scene, detector, config=config or PipelineConfig(),
-                           journal=journal, progress=progress)
+                           journal=journal, progress=progress, pacer=governor)
+        power = (governor.report(start=t_power, megapixels=result.megapixels)
+                 if governor else None)
+        result.power = power
         t0 = time.perf_counter()
         dets = result.detections
         write_submission_csv(paths["csv"], sid, dets, pixel_size_m=scene.pixel_size_m)
@@ -85,8 +96,16 @@ def detect_scene(
         write_quicklook_png(paths["png"], result.thumbnail, scale=result.thumbnail_scale,
                             detections=dets, labels=scene_labels(scene.source, sid),
                             title=f"{sid}  {detector.name}  {len(dets)} detections")
+        if governor is not None and power is not None and power.samples >= 2:
+            paths["power_png"] = Path(out_dir) / POWER_PNG.format(sid=sid)
+            write_power_trace_png(paths["power_png"], governor.sampler.trace, start=t_power,
+                                  budget_w=governor.budget_w, idle_w=governor.idle_w,
+                                  window_s=governor.window_s, rows=governor.rows,
+                                  pauses=governor.pauses, title=f"{sid}  power")
         result.timings.write = time.perf_counter() - t0
-        write_json(paths["json"], scene_summary(result, detector.name))
+        summary = scene_summary(result, detector.name)
+        summary["power"] = power.to_dict() if power is not None else None
+        write_json(paths["json"], summary)
         if journal.exists():
             journal.unlink()
     return result, paths

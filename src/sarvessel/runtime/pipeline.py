@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,6 +45,18 @@ log = logging.getLogger(__name__)
 
 #: Called after each tile row with (tiles done, tiles in total).
 ProgressFn = Callable[[int, int], None]
+
+
+class Pacer(Protocol):
+    """Paces the tile stream (the power governor, :class:`~sarvessel.runtime.power.
+    PowerGovernor`): it may pause before a backend call, and it is told when each call and each
+    tile row ends. Pausing only between calls, it cannot change any detection."""
+
+    def before_batch(self, tiles: int = 1) -> float: ...
+
+    def after_batch(self, tiles: int = 1) -> None: ...
+
+    def mark_row(self, index: int) -> None: ...
 #: Fewest newly read rows on which a band's missing data is judged (:func:`_combine_valid`).
 BAND_CHECK_MIN_ROWS = 32
 
@@ -74,6 +87,8 @@ class StageTimings:
     preprocess: float = 0.0
     infer: float = 0.0
     post: float = 0.0
+    #: Pauses the power governor made between backend calls (part of ``total``).
+    throttle: float = 0.0
     merge: float = 0.0
     write: float = 0.0
     total: float = 0.0
@@ -98,6 +113,9 @@ class SceneResult:
     #: Downsampled VV (uint8) for quicklooks, and the scene pixels per thumbnail pixel.
     thumbnail: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), np.uint8))
     thumbnail_scale: float = 1.0
+    #: The energy report of the run (:class:`~sarvessel.runtime.power.EnergyReport`), set by
+    #: :func:`~sarvessel.runtime.detect.detect_scene` when a governor measured it.
+    power: Any = None
 
     @property
     def megapixels(self) -> float:
@@ -120,6 +138,7 @@ def run_scene(
     config: PipelineConfig = PipelineConfig(),
     journal: Path | None = None,
     progress: ProgressFn | None = None,
+    pacer: Pacer | None = None,
 ) -> SceneResult:
     """Run ``detector`` over every tile of ``scene`` and merge the detections once per scene.
 
@@ -128,7 +147,8 @@ def run_scene(
 
     ``journal``: a JSON-lines file recording finished tile rows; if it exists and belongs to the
     same scene, backend and tiling, those rows are not run again. The caller deletes it after the
-    outputs are safely written. The default is no journal.
+    outputs are safely written. The default is no journal. ``pacer``: paces the backend calls
+    (the power governor); the default is none.
     """
     t_start = time.perf_counter()
     if not isinstance(detector, Detector):  # a bare backend: compose its post stage
@@ -166,11 +186,13 @@ def run_scene(
             merger.add(done_rows[i], row0=r0)
             n_resumed += len(col_starts)
             n_done += len(col_starts)
+            if pacer:
+                pacer.mark_row(i)
             if progress:
                 progress(n_done, n_total)
             continue
         row_dets, ran, skipped = _detect_row(
-            detector, u8, valid, r0, col_starts, tile, config.batch_size, timings
+            detector, u8, valid, r0, col_starts, tile, config.batch_size, timings, pacer
         )
         t0 = time.perf_counter()
         if config.mask_land:
@@ -182,6 +204,8 @@ def run_scene(
         n_run += ran
         n_skip += skipped
         n_done += len(col_starts)
+        if pacer:
+            pacer.mark_row(i)
         if progress:
             progress(n_done, n_total)
 
@@ -323,7 +347,7 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
 
 def _detect_row(
     detector: Detector, u8: np.ndarray, valid: np.ndarray, r0: int, col_starts: list[int],
-    tile: int, batch_size: int, timings: StageTimings,
+    tile: int, batch_size: int, timings: StageTimings, pacer: Pacer | None = None,
 ) -> tuple[Detections, int, int]:
     """Run the detector on the tiles of one row; drop all-nodata tiles and nodata detections."""
     t0 = time.perf_counter()
@@ -336,7 +360,14 @@ def _detect_row(
         t0 = time.perf_counter()
         batch = np.stack([u8[:, :tile, c : c + tile] for c in cols])
         t1 = time.perf_counter()
+        if pacer:
+            pacer.before_batch(len(cols))
+            t_paced = time.perf_counter()
+            timings.throttle += t_paced - t1
+            t1 = t_paced
         raw = detector.infer(batch)
+        if pacer:
+            pacer.after_batch(len(cols))
         t2 = time.perf_counter()
         results = detector.post(raw, batch)
         t3 = time.perf_counter()
