@@ -104,8 +104,7 @@ def test_a_budget_under_the_unthrottled_draw_paces_the_scene_and_changes_no_dete
 
 def test_a_budget_under_idle_fails_before_any_tile_runs(tmp_path: Path) -> None:
     gov, clock, _ = _governor(IDLE_W - 0.5)
-    with pytest.raises(PowerBudgetError, match="below the measured idle draw 4.00 W"):
-        with gov:
-            detect_scene(_scene(tmp_path), ClockedBrightest(clock), out_dir=tmp_path / "out",
-                         governor=gov)
+    with pytest.raises(PowerBudgetError, match="below the measured idle draw 4.00 W"), gov:
+        detect_scene(_scene(tmp_path), ClockedBrightest(clock), out_dir=tmp_path / "out",
+                     governor=gov)
     assert not (tmp_path / "out").exists()
