@@ -57,7 +57,8 @@ def test_full_build_produces_a_valid_deploy_package(small_qonnx: Path, tmp_path:
     from sarvessel.hw.deploy import validate_deploy_package
 
     cfg = HWConfig(output_dir=tmp_path, tile_size=64, tile_overlap=8)
-    pkg = build_accelerator(small_qonnx, cfg, model_metadata={"tile_size": 64})
+    pkg = build_accelerator(small_qonnx, cfg, model_metadata={
+        "name": "contract_64", "tile_size": 64, "channels": 2, "stride": 8, "reg_max": 16, "nc": 3})
     data = validate_deploy_package(pkg)
     assert data["input"]["shape_normal"] == [1, 64, 64, 2]
 

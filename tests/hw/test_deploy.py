@@ -38,7 +38,8 @@ def _example_config() -> dict:
         },
         "cpu_tail": {"transpose": [0, 3, 1, 2], "scale": [0.5] * 67, "bias": [0.0] * 67},
         "runtime_weights": [],
-        "model": {"name": "x", "tile_size": 512, "channels": 2, "stride": 8},
+        "model": {"name": "x", "tile_size": 512, "channels": 2, "stride": 8, "reg_max": 16,
+                  "nc": 3},
     }
 
 
@@ -47,6 +48,15 @@ def _package(tmp_path: Path, cfg: dict) -> Path:
     bit.write_bytes(b"\x00\x09bitstream")
     hwh.write_text("<hwh/>")
     return write_deploy_package(tmp_path / "pkg", cfg, bitfile=bit, hwh=hwh)
+
+
+def test_the_model_entry_must_be_a_sidecar_the_runtime_accepts(tmp_path: Path) -> None:
+    """The board validates a package with the runtime's contract alone: a model entry the
+    runtime could not run is refused when the package is written, not on the board."""
+    cfg = _example_config()
+    del cfg["model"]["nc"]
+    with pytest.raises(DeployPackageError, match=r"model metadata lacks \['nc'\]"):
+        _package(tmp_path, cfg)
 
 
 def test_valid_package_roundtrip(tmp_path: Path) -> None:
@@ -111,7 +121,8 @@ def test_driver_config_from_the_flow(flow_64, tmp_path: Path) -> None:
     parent = ModelWrapper(str(parent_model_path(df)))
     dc = make_driver_config(
         df, parent, board="KV260_SOM", fpga_part=cfg.fpga_part, clock_mhz=cfg.clock_mhz,
-        model_metadata={"name": "t", "tile_size": 64},
+        model_metadata={"name": "t", "tile_size": 64, "channels": 2, "stride": 8, "reg_max": 16,
+                        "nc": 3},
     )
     validate_driver_config(dc)
     assert dc["input"]["shape_normal"] == [1, 64, 64, 2]
