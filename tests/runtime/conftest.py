@@ -113,3 +113,15 @@ def fit_toy_rescorer(tmp_path: Path) -> tuple[Path, object, np.ndarray]:
     return path, fit, x
 
 
+
+
+def bright_pixel_detections(batch: np.ndarray) -> list[Detections]:
+    """A stand-in detector's output: every 255 pixel of channel 0 of each tile is a point
+    target with a 16 px box (tile coordinates), score 0.9, class 1, length 3 px."""
+    out = []
+    for t in batch:
+        r, c = np.nonzero(t[0] == 255)
+        boxes = np.stack([r - 8, c - 8, r + 8, c + 8], 1)
+        out.append(Detections(r + 0.5, c + 0.5, np.full(len(r), 0.9), np.ones(len(r)),
+                              boxes, np.full(len(r), 3.0)))
+    return out

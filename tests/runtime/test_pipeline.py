@@ -13,6 +13,7 @@ from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SceneError
 from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.pipeline import PipelineConfig, run_scene
+from tests.runtime.conftest import bright_pixel_detections
 
 TARGETS = [(40, 50), (300, 700), (505, 260), (770, 1010), (1020, 30)]  # (row, col)
 
@@ -47,13 +48,7 @@ class BrightestPixel:
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("simulated power loss")
-        out = []
-        for t in batch:
-            r, c = np.nonzero(t[0] == 255)
-            boxes = np.stack([r - 8, c - 8, r + 8, c + 8], 1)
-            out.append(Detections(r + 0.5, c + 0.5, np.full(len(r), 0.9), np.ones(len(r)),
-                                  boxes, np.full(len(r), 3.0)))
-        return out
+        return bright_pixel_detections(batch)
 
 
 def _positions(d: Detections) -> list[tuple[int, int]]:

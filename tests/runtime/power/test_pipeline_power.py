@@ -21,6 +21,7 @@ from sarvessel.runtime.power import (
     ScriptedSensor,
     max_window_average,
 )
+from tests.runtime.conftest import bright_pixel_detections
 
 IDLE_W, BUSY_W, WINDOW_S = 4.0, 6.0, 5.0
 TARGETS = [(40, 50), (300, 700), (700, 130), (900, 900)]
@@ -39,13 +40,7 @@ class ClockedBrightest:
 
     def infer(self, batch: np.ndarray) -> list[Detections]:
         self.clock.advance(1.0 * len(batch))
-        out = []
-        for t in batch:
-            r, c = np.nonzero(t[0] == 255)
-            boxes = np.stack([r - 8, c - 8, r + 8, c + 8], 1)
-            out.append(Detections(r + 0.5, c + 0.5, np.full(len(r), 0.9), np.ones(len(r)),
-                                  boxes, np.full(len(r), 3.0)))
-        return out
+        return bright_pixel_detections(batch)
 
 
 def _scene(root: Path) -> Path:
