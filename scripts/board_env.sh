@@ -52,7 +52,7 @@ step "imports (installed package)"
 
 cd "$REPO"
 "$VENV/bin/python" -m pytest tests/runtime/board -q -p no:cacheprovider \
-  -o addopts="-ra --import-mode=importlib" -o testpaths=tests
+  -o addopts="-ra --import-mode=importlib" -o testpaths=tests -m "not slow"
 step "board tests in the board environment"
 
 "$VENV/bin/python" scripts/bench_board_io.py --repeat 20
