@@ -34,14 +34,14 @@ class FakeClock:
     """Scripted time: sleep advances it, nothing waits."""
 
     def __init__(self) -> None:
-        self.now, self.slept = 100.0, []
+        self.t, self.slept = 100.0, []
 
-    def monotonic(self) -> float:
-        return self.now
+    def now(self) -> float:
+        return self.t
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        self.now += seconds
+        self.t += seconds
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

@@ -17,10 +17,10 @@ from sarvessel.runtime.board.tools import (
     SshTarget,
     check,
     flash,
-    hwmon_power_w,
     info,
     parse_target,
     recover,
+    sensor_watts,
 )
 
 from .conftest import make_package
@@ -193,15 +193,15 @@ def test_info(tmp_path: Path, package: Path) -> None:
     assert "does not match" in info(dest)["installed"]["manifest"]
 
 
-def test_hwmon_power(tmp_path: Path) -> None:
-    assert hwmon_power_w(tmp_path) is None
-    (tmp_path / "hwmon0").mkdir()
-    (tmp_path / "hwmon0" / "name").write_text("cpu_thermal\n")
-    mon = tmp_path / "hwmon3"
-    mon.mkdir()
+def test_power_reading_from_the_power_rooms_sensor(tmp_path: Path) -> None:
+    assert sensor_watts(tmp_path) is None
+    mon = tmp_path / "sys" / "class" / "hwmon" / "hwmon3"
+    mon.mkdir(parents=True)
     (mon / "name").write_text("ina260_u14\n")
     (mon / "power1_input").write_text("5120000\n")
-    assert hwmon_power_w(tmp_path) == 5.12
+    (mon / "in1_input").write_text("5000\n")
+    (mon / "curr1_input").write_text("1024\n")
+    assert sensor_watts(tmp_path) == pytest.approx(5.12)
 
 
 def test_cli(tmp_path: Path, package: Path, capsys: pytest.CaptureFixture[str]) -> None:

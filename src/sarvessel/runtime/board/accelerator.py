@@ -11,8 +11,10 @@ through finn-plus-driver (``pynq`` and ``finn_plus_driver`` are imported in its 
 only), :class:`SimAccelerator` unpacks the input buffer, runs the package's simulator graph
 (an ONNX file that outputs the pre-tail accumulators) with onnxruntime, packs the result into
 the output buffer and, when ``paced``, waits out the package's estimated accelerator time per
-tile on an injectable :class:`Clock`. The ``fpga`` core reports a missing board, a package that
-does not validate and a bitstream that does not match its package before any tile runs.
+tile on an injectable clock (the power room's
+:class:`~sarvessel.runtime.power.clock.Clock`). The ``fpga`` core reports a missing board, a
+package that does not validate and a bitstream that does not match its package before any tile
+runs.
 
 TODO(restructure): wrap these as ``runtime/backends/fpga.py`` and ``sim.py`` (name, channels,
 tile_size, fingerprint, ``infer``), with ``auto`` choosing ``fpga`` when :func:`board_present`.
@@ -22,11 +24,10 @@ from __future__ import annotations
 
 import logging
 import platform as _platform
-import time
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +36,12 @@ from sarvessel.runtime.board.overlay import OverlayArgs, overlay_args
 from sarvessel.runtime.board.package import DeployPackage, load_package
 from sarvessel.runtime.board.packing import pack, pack_tiles, parse_datatype, unpack
 from sarvessel.runtime.board.tail import CpuTail
+from sarvessel.runtime.power.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AcceleratorKind", "Clock", "SystemClock", "PackedAccelerator", "FpgaAccelerator",
+    "AcceleratorKind", "PackedAccelerator", "FpgaAccelerator",
     "SimAccelerator", "board_present", "require_board", "open_accelerator", "FPGA_MANAGER",
 ]
 
@@ -61,24 +63,6 @@ class AcceleratorKind(str, Enum):
 
     FPGA = "fpga"  #: the KV260's programmable logic through PYNQ and finn-plus-driver
     SIM = "sim"  #: software producing the same accumulators (CI, hosts without a board)
-
-
-class Clock(Protocol):
-    """Time source of the paced simulator (a test passes a fake one: no real sleeps)."""
-
-    def monotonic(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock: :func:`time.monotonic` and :func:`time.sleep`."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 def board_present(*, machine: str | None = None, fpga_manager: Path = FPGA_MANAGER) -> bool:
@@ -273,7 +257,8 @@ class SimAccelerator(PackedAccelerator):
     is the integers the hardware produces). model: another such graph (overrides the package's).
     batch_size: tiles per simulated transfer (default 1). paced: wait so that each transfer
     takes at least the package's estimated accelerator time (``estimate.cycles_per_tile`` at
-    ``clock_mhz``) on ``clock`` (default :class:`SystemClock`). threads: onnxruntime intra-op
+    ``clock_mhz``) on ``clock`` (a :class:`~sarvessel.runtime.power.clock.Clock`; default its
+``SystemClock``). threads: onnxruntime intra-op
     threads (default: onnxruntime's).
     """
 
@@ -324,7 +309,7 @@ class SimAccelerator(PackedAccelerator):
         return self._ibuf[:n]
 
     def _run(self, n: int) -> np.ndarray:
-        t0 = self.clock.monotonic()
+        t0 = self.clock.now()
         ibuf = self._ibuf[:n]
         if self._idt.bits == 8 and self._idt.byte_aligned:
             x = ibuf.view(np.int8 if self._idt.signed else np.uint8)
@@ -351,7 +336,7 @@ class SimAccelerator(PackedAccelerator):
         except ValueError as exc:
             raise BoardError(f"{self.model_path.name}: {exc}") from exc
         if self.paced:
-            wait = n * float(self.seconds_per_tile or 0.0) - (self.clock.monotonic() - t0)
+            wait = n * float(self.seconds_per_tile or 0.0) - (self.clock.now() - t0)
             if wait > 0:
                 self.clock.sleep(wait)
                 self.paced_wait_s += wait

@@ -3,7 +3,7 @@ prints their one-line message and exits 2."""
 
 from __future__ import annotations
 
-from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.errors import DeployPackageError, SarvesselError
 
 
 class BoardError(SarvesselError):
@@ -15,8 +15,9 @@ class NoBoardError(BoardError):
     or PYNQ / finn-plus-driver not installed)."""
 
 
-class PackageError(BoardError):
-    """A deploy package is incomplete, or its ``driver_config.json`` does not validate."""
+class PackageError(BoardError, DeployPackageError):
+    """A deploy package is incomplete, or its ``driver_config.json`` does not validate (also a
+    :class:`~sarvessel.runtime.errors.DeployPackageError`, the contract's)."""
 
 
 class ChecksumError(PackageError):

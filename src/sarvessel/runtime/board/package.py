@@ -1,13 +1,11 @@
 """Reading a deploy package on the board: ``driver_config.json`` v1, the manifest, self-test.
 
-The package format is :mod:`sarvessel.hw.deploy`'s (the host side writes it); the board must not
-import ``hw``, so the reading and validation are repeated here.
-TODO(contract.py): move :func:`validate_driver_config` and :func:`load_package` into
-``sarvessel.runtime.contract`` when the restructure lands, and have ``hw.deploy`` write the
-optional keys below.
-
-Optional keys this reader accepts on top of ``hw.deploy``'s schema (``hw.deploy`` currently
-rejects unknown top-level keys, so packages using them need the contract update)::
+The common schema is :mod:`sarvessel.runtime.contract`'s (:func:`validate_driver_config` calls
+``contract.validate_driver_config`` on everything but the board keys below). The board reads
+these optional keys on top of it; ``contract`` still rejects them as unknown, so a package that
+uses them validates here but not with ``contract.read_deploy_package``.
+TODO(contract.py): add these keys to the contract's ``_OPTIONAL_KEYS`` (and have the hardware
+flow write them) so one validator serves both::
 
     "bitfile_sha256": "<hex>",             # SHA-256 of the bitstream, checked before loading
     "sim": {"model": "sim/accumulators.onnx",   # ONNX graph: host tile -> pre-tail accumulators
@@ -26,14 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sarvessel.runtime import contract
 from sarvessel.runtime.board.errors import ChecksumError, PackageError
+from sarvessel.runtime.contract import DRIVER_CONFIG, RUNTIME_WEIGHTS_DIR, SCHEMA_VERSION
+from sarvessel.runtime.errors import DeployPackageError
 
 __all__ = [
     "DRIVER_CONFIG", "MANIFEST", "SCHEMA_VERSION", "DeployPackage", "load_package",
@@ -41,27 +41,15 @@ __all__ = [
     "verify_manifest",
 ]
 
-#: Schema version of ``driver_config.json`` this reader understands.
-SCHEMA_VERSION = 1
-#: File names inside a deploy package.
-DRIVER_CONFIG = "driver_config.json"
+#: The package manifest: every other file with its SHA-256, ``sha256sum`` format.
 MANIFEST = "MANIFEST.sha256"
-RUNTIME_WEIGHTS_DIR = "runtime_weights"
 #: Self-test files used when ``driver_config.json`` names none.
 SELFTEST_INPUTS = "selftest/inputs.npy"
 SELFTEST_EXPECTED = "selftest/expected_acc.npy"
 
-_DTYPE_RE = re.compile(r"^(UINT|INT)([1-9][0-9]?)$|^BIPOLAR$|^BINARY$")
-_TOP_KEYS: dict[str, Any] = {
-    "schema_version": int, "board": str, "fpga_part": str, "clock_mhz": (int, float),
-    "bitfile": str, "hwh": str, "host_layout": str, "input": dict, "output": dict,
-    "cpu_tail": dict, "runtime_weights": list, "model": dict,
-}
-_OPTIONAL_KEYS: dict[str, Any] = {
-    "estimate": dict, "finn_settings": str, "bitfile_sha256": str, "sim": dict,
-    "selftest": dict, "build": dict,
-}
-_IO_KEYS = ("finn_datatype", "layout", "shape_normal", "shape_folded", "shape_packed")
+#: Keys the board reads on top of the contract's schema, with their JSON types.
+_BOARD_KEYS: dict[str, Any] = {"bitfile_sha256": str, "sim": dict, "selftest": dict,
+                               "build": dict}
 _LAYOUTS = ("NHWC", "NCHW")
 _CHUNK = 1 << 20
 
@@ -188,55 +176,21 @@ def load_package(path: Path | str, *, need_bitstream: bool = False) -> DeployPac
 
 
 def validate_driver_config(data: Any) -> None:
-    """Check a ``driver_config.json`` mapping against the schema (no file checks)."""
+    """Check a ``driver_config.json`` mapping (no file checks): the contract's schema, then the
+    board's optional keys and the input transposes this runtime can feed."""
     if not isinstance(data, dict):
         raise PackageError("driver config must be a JSON object")
-    for key, typ in _TOP_KEYS.items():
-        if key not in data:
-            raise PackageError(f"missing key {key!r}")
-        if not isinstance(data[key], typ) or isinstance(data[key], bool):
+    for key, typ in _BOARD_KEYS.items():
+        if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)):
             raise PackageError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
-    for key, typ in _OPTIONAL_KEYS.items():
-        if key in data and not isinstance(data[key], typ):
-            raise PackageError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
-    unknown = set(data) - set(_TOP_KEYS) - set(_OPTIONAL_KEYS)
-    if unknown:
-        raise PackageError(f"unknown key(s) {sorted(unknown)}")
-    if data["schema_version"] != SCHEMA_VERSION:
-        raise PackageError(f"schema_version {data['schema_version']} not supported "
-                           f"(expected {SCHEMA_VERSION})")
-    if data["clock_mhz"] <= 0:
-        raise PackageError("clock_mhz must be positive")
-    for side in ("input", "output"):
-        _validate_io(side, data[side])
-    if data["input"]["finn_datatype"] != "UINT8":
-        raise PackageError("input finn_datatype must be UINT8 (the runtime's tiles)")
+    try:
+        contract.validate_driver_config({k: v for k, v in data.items() if k not in _BOARD_KEYS})
+    except DeployPackageError as exc:
+        raise PackageError(str(exc)) from exc
     perm = data["input"].get("transpose_from_host")
     if perm not in (None, [0, 2, 3, 1]):
         raise PackageError("input.transpose_from_host must be [0, 2, 3, 1] (NCHW tiles to NHWC) "
                            f"or null, got {perm}")
-    tail = data["cpu_tail"]
-    for key in ("transpose", "scale", "bias"):
-        if key not in tail:
-            raise PackageError(f"cpu_tail misses {key!r}")
-    channels = data["output"]["shape_normal"][-1]
-    for key in ("scale", "bias"):
-        v = tail[key]
-        if not isinstance(v, list) or len(v) not in (1, channels) or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-            for x in v
-        ):
-            raise PackageError(f"cpu_tail.{key} must be 1 or {channels} finite numbers")
-    if tail["transpose"] is not None and sorted(tail["transpose"]) != list(range(4)):
-        raise PackageError("cpu_tail.transpose must be a permutation of 0..3 or null")
-    model = data["model"]
-    if "tile_size" in model:
-        t = data["input"]["shape_normal"]
-        if model["tile_size"] not in (t[1], t[2]):
-            raise PackageError(f"model tile_size {model['tile_size']} does not match input "
-                               f"shape {t}")
-    if not all(isinstance(w, str) for w in data["runtime_weights"]):
-        raise PackageError("runtime_weights must be a list of file names")
     sim = data.get("sim")
     if sim is not None:
         if not isinstance(sim.get("model"), str):
@@ -321,34 +275,3 @@ def _check_names(digests: Mapping[str, str]) -> None:
         if "\n" in name or "\\" in name:
             raise PackageError(f"{name!r}: file names with newlines or backslashes cannot be "
                                "listed in a sha256sum manifest")
-
-
-def _validate_io(side: str, io: Any) -> None:
-    if not isinstance(io, dict):
-        raise PackageError(f"{side} must be an object")
-    for key in _IO_KEYS:
-        if key not in io:
-            raise PackageError(f"{side} misses {key!r}")
-    if not isinstance(io["finn_datatype"], str) or not _DTYPE_RE.match(io["finn_datatype"]):
-        raise PackageError(f"{side}.finn_datatype {io['finn_datatype']!r} is not a FINN "
-                           "integer datatype")
-    if io["layout"] != "NHWC":
-        raise PackageError(f"{side}.layout must be NHWC, got {io['layout']!r}")
-    for key in ("shape_normal", "shape_folded", "shape_packed"):
-        v = io[key]
-        if not isinstance(v, list) or not v or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in v
-        ):
-            raise PackageError(f"{side}.{key} must be a list of positive integers")
-    n, f, p = io["shape_normal"], io["shape_folded"], io["shape_packed"]
-    if len(n) != 4:
-        raise PackageError(f"{side}.shape_normal must be [1, H, W, C], got {n}")
-    if len(f) != len(n) + 1 or f[:-2] != n[:-1] or f[-2] * f[-1] != n[-1]:
-        raise PackageError(f"{side}.shape_folded {f} does not fold shape_normal {n}")
-    if len(p) != len(f) or p[:-1] != f[:-1]:
-        raise PackageError(f"{side}.shape_packed {p} does not match shape_folded {f}")
-    m = _DTYPE_RE.match(io["finn_datatype"])
-    bits = int(m.group(2) or 1)
-    if p[-1] != math.ceil(f[-1] * bits / 8):
-        raise PackageError(f"{side}.shape_packed innermost {p[-1]} bytes != "
-                           f"ceil({f[-1]} x {bits} bit / 8)")

@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CheckBackend", "SshTarget", "FlashReport", "CheckReport", "parse_target", "flash",
-    "recover", "check", "info", "hwmon_power_w", "DEFAULT_INSTALL",
+    "recover", "check", "info", "sensor_watts", "DEFAULT_INSTALL",
 ]
 
 #: Where ``flash`` puts a package on a board when the target names no path, and where
@@ -70,8 +70,6 @@ _VERSIONED = ("sarvessel", "numpy", "onnxruntime", "pynq", "finn-plus-driver")
 _SSH_RE = re.compile(r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>[^:/]+)(?::(?P<port>\d+))?"
                      r"(?P<path>/.*)$")
 _SCP_RE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^:/]+):(?P<path>.+)$")
-_HWMON = Path("/sys/class/hwmon")
-_INA260 = "ina260_u14"
 
 Opener = Callable[[Path], BinaryIO]
 
@@ -215,8 +213,8 @@ def check(package: Path | str = DEFAULT_INSTALL, *, backend: CheckBackend | str 
     """Load ``package`` through the ``fpga`` or ``sim`` core and run its self-test tiles.
 
     backend: ``auto`` (the default) is ``fpga`` where :func:`board_present`, else ``sim``.
-    power: returns the board's power in watts, or None (the default reads the KV260's INA260
-    through hwmon, :func:`hwmon_power_w`). batch_size: tiles per accelerator call (default 1).
+    power: returns the board's power in watts, or None (the default is
+    :func:`sensor_watts`). batch_size: tiles per accelerator call (default 1).
     core_kwargs go to the core's constructor. Raises the core's one-line errors (no board, bad
     package, bitstream mismatch) and :class:`PackageError` when the package has no self-test.
     """
@@ -266,7 +264,7 @@ def check(package: Path | str = DEFAULT_INSTALL, *, backend: CheckBackend | str 
         report.passed = report.mismatched_values == 0
         report.message = ("all accumulators bit-exact" if report.passed else
                           f"{report.mismatched_values} of {diff.size} accumulators differ")
-    report.power_w = (power or hwmon_power_w)()
+    report.power_w = (power or sensor_watts)()
     return report
 
 
@@ -284,18 +282,20 @@ def info(path: Path | str = DEFAULT_INSTALL) -> dict[str, Any]:
     return out
 
 
-def hwmon_power_w(root: Path = _HWMON) -> float | None:
-    """The KV260's input power from its INA260 (hwmon ``ina260_u14``, ``power1_input`` in µW),
-    None where there is no such sensor.
-    TODO(power): use the runtime/power sensor classes when they land."""
+def sensor_watts(root: Path = Path("/")) -> float | None:
+    """One power reading (W) from the best sensor on this host (the power room's
+    :func:`~sarvessel.runtime.power.sensors.detect_sensor`: the KV260's INA260, PYNQ rails,
+    RAPL), None where there is none or it gives no number yet. root: filesystem root holding
+    ``sys/class/...`` (tests pass a fake tree); the default ``/``."""
+    from sarvessel.runtime.power.errors import PowerError
+    from sarvessel.runtime.power.sensors import detect_sensor
+
     try:
-        for mon in sorted(Path(root).iterdir()):
-            name = mon / "name"
-            if name.is_file() and name.read_text().strip() == _INA260:
-                return int((mon / "power1_input").read_text().strip()) / 1e6
-    except (OSError, ValueError):
+        sample = detect_sensor(root, use_pynq=False).read()
+    except PowerError as exc:
+        log.debug("no power reading: %s", exc)
         return None
-    return None
+    return sample.watts
 
 
 # --- helpers -------------------------------------------------------------------------------
