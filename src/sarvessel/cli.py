@@ -30,6 +30,7 @@ HOST_MODULES = frozenset({"torch", "brevitas", "onnxoptimizer", "matplotlib", "o
 COMMAND_MODULES = (
     "sarvessel.demo",
     "sarvessel.runtime.cli",
+    "sarvessel.runtime.board.cli",
     "sarvessel.synth.cli",
     "sarvessel.evaluation.cli",
     "sarvessel.model.cli",
