@@ -138,6 +138,11 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Backe
                    help=f"tile detector (default: {default.value}; auto = shipped scene model, "
                    "else CFAR)")
     g.add_argument("--model", type=Path, help="ONNX model for --backend onnx")
+    g.add_argument("--package", type=Path,
+                   help="deploy package for --backend sim or fpga (defaults: the shipped scene "
+                   "model's simulator package; /opt/sarvessel/deploy on a board)")
+    g.add_argument("--paced", action="store_true",
+                   help="--backend sim: hold each tile to the accelerator's estimated time")
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     g.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile, network backends only (default 1: "
@@ -154,7 +159,8 @@ def make_cli_detector(args: argparse.Namespace) -> Detector:
     """The detector the backend options name."""
     if args.threads is not None and args.threads < 1:
         raise SarvesselError(f"--threads must be >= 1, got {args.threads}")
-    return make_detector(args.backend, model=args.model, threads=args.threads, tta=args.tta)
+    return make_detector(args.backend, model=args.model, threads=args.threads, tta=args.tta,
+                         package=args.package, paced=args.paced)
 
 
 def pipeline_config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:

@@ -31,7 +31,13 @@ The defaults every tool shares (tile size, overlap, thresholds) are defined here
                                                     # transposed result: y = acc * scale + bias
       "runtime_weights": ["MVAU_hls_0.dat", ...],      # files in runtime_weights/
       "model": {"name": ..., "tile_size": 512, ...},   # the model's JSON sidecar
-      "estimate": {"tiles_per_s": ..., "scene_seconds": ...}   # optional
+      "estimate": {"cycles_per_tile": ..., "tiles_per_s": ..., "scene_seconds": ...},
+      # optional, read by the board runtime (sarvessel.runtime.board):
+      "bitfile_sha256": "<hex>",          # checked before the bitstream is loaded
+      "sim": {"model": "sim/accumulators.onnx",   # host tile -> the accelerator's accumulators
+              "input_layout": "NHWC", "output_layout": "NHWC"},
+      "selftest": {"inputs": "selftest/inputs.npy", "expected_acc": "selftest/expected_acc.npy"},
+      "build": {"finn_plus": "1.6.1", "vivado": "2022.2", ...}
     }
 
 Shapes follow FINN's driver conventions: ``shape_folded`` splits the innermost dimension into
@@ -292,7 +298,9 @@ _TOP_KEYS = {
     "runtime_weights": list,
     "model": dict,
 }
-_OPTIONAL_KEYS = {"estimate": dict, "finn_settings": str}
+_OPTIONAL_KEYS = {"estimate": dict, "finn_settings": str, "bitfile_sha256": str, "sim": dict,
+                  "selftest": dict, "build": dict}
+_LAYOUTS = ("NHWC", "NCHW")
 _IO_KEYS = ("finn_datatype", "layout", "shape_normal", "shape_folded", "shape_packed")
 
 
@@ -388,6 +396,28 @@ def validate_driver_config(data: Any) -> None:
             raise DeployPackageError(str(exc)) from exc
     if not all(isinstance(w, str) for w in data["runtime_weights"]):
         raise DeployPackageError("runtime_weights must be a list of file names")
+    for key, typ in _OPTIONAL_KEYS.items():
+        if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)):
+            raise DeployPackageError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
+    perm = data["input"].get("transpose_from_host")
+    if perm not in (None, [0, 2, 3, 1]):
+        raise DeployPackageError("input.transpose_from_host must be [0, 2, 3, 1] (NCHW tiles to "
+                                 f"NHWC) or null, got {perm}")
+    sim = data.get("sim")
+    if sim is not None:
+        if not isinstance(sim.get("model"), str):
+            raise DeployPackageError("sim.model must name the simulator's ONNX file")
+        for key in ("input_layout", "output_layout"):
+            if sim.get(key, "NHWC") not in _LAYOUTS:
+                raise DeployPackageError(f"sim.{key} must be one of {_LAYOUTS}")
+    sha = data.get("bitfile_sha256")
+    if sha is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+        raise DeployPackageError("bitfile_sha256 must be 64 hex digits")
+    est = data.get("estimate") or {}
+    for key in ("cycles_per_tile", "tiles_per_s"):
+        v = est.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
+            raise DeployPackageError(f"estimate.{key} must be a positive number")
 
 
 def _validate_io(side: str, io: Any) -> None:

@@ -84,11 +84,15 @@ def make_detector(
     iou_threshold: float | None = None,
     tta: int = 1,
     second_stage: bool = True,
+    package: Path | None = None,
+    paced: bool = False,
+    batch_size: int = 1,
 ) -> Detector:
     """Build a backend by name (:func:`~sarvessel.runtime.backends.make_backend`) and compose
     it with its post stage. ``conf_threshold``/``iou_threshold`` override the model's own;
     ``second_stage=False`` leaves out the refiner and rescorer the sidecar names."""
     backend = make_backend(kind, model=model, threads=threads, tile_size=tile_size,
-                           channels=channels, tta=tta)
+                           channels=channels, tta=tta, package=package, paced=paced,
+                           batch_size=batch_size)
     return compose(backend, conf_threshold=conf_threshold, iou_threshold=iou_threshold,
                    second_stage=second_stage)

@@ -20,6 +20,10 @@ from sarvessel.runtime.errors import ModelError
 SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 #: The scene model the demo and ``detect`` use by default when it is shipped.
 DEFAULT_SCENE_MODEL = SHIPPED_MODELS / "xview3_w4a4.onnx"
+#: The shipped scene model's simulator deploy package (``--backend sim``).
+DEFAULT_SIM_PACKAGE = SHIPPED_MODELS / "xview3_w4a4_sim"
+#: Where ``sarvessel board flash`` installs a deploy package on a board (``--backend fpga``).
+DEFAULT_BOARD_PACKAGE = Path("/opt/sarvessel/deploy")
 
 
 class BackendKind(str, Enum):
@@ -28,7 +32,9 @@ class BackendKind(str, Enum):
     NOOP = "noop"  #: no detections: measures the I/O path alone
     CFAR = "cfar"  #: two-parameter CFAR baseline (no model needed)
     ONNX = "onnx"  #: the quantised detector on the CPU with onnxruntime
-    AUTO = "auto"  #: the shipped scene model if present, else CFAR
+    SIM = "sim"  #: the board simulated: a deploy package's buffers, packing and CPU tail
+    FPGA = "fpga"  #: the KV260 accelerator through PYNQ (on the board)
+    AUTO = "auto"  #: fpga on a board with a package, else the shipped model on the CPU, else CFAR
 
 
 def make_backend(
@@ -39,17 +45,37 @@ def make_backend(
     tile_size: int | None = None,
     channels: int = 2,
     tta: int = 1,
+    package: Path | None = None,
+    paced: bool = False,
+    batch_size: int = 1,
 ) -> Backend:
     """Build a backend. ``model`` is needed for ONNX (the default is the shipped scene model).
 
     ``tile_size``: for noop and CFAR (default :data:`~sarvessel.runtime.contract.TILE_SIZE`);
     a network's comes from its model. ``tta``: run each tile in 1 (default), 2, 4 or 8
     dihedral views and average the head maps (:class:`~sarvessel.runtime.backends.tta.
-    DihedralTTA`; network backends only).
+    DihedralTTA`; network backends only). ``package``: the deploy package of ``sim`` and
+    ``fpga`` (defaults :data:`DEFAULT_SIM_PACKAGE`, :data:`DEFAULT_BOARD_PACKAGE`); ``paced``:
+    hold each simulated transfer to the accelerator's estimated time; ``batch_size``: tiles per
+    accelerator transfer.
     """
     kind = BackendKind(kind)
     if kind is BackendKind.AUTO:
-        kind = BackendKind.ONNX if (model or DEFAULT_SCENE_MODEL.is_file()) else BackendKind.CFAR
+        kind = _auto(model, package)
+    if package is not None and kind not in (BackendKind.SIM, BackendKind.FPGA):
+        raise ModelError(f"--package is for the sim and fpga backends, not {kind.value}")
+    if model is not None and kind in (BackendKind.SIM, BackendKind.FPGA):
+        raise ModelError(f"--backend {kind.value} runs a deploy package (--package), not --model")
+    if kind is BackendKind.SIM:
+        from sarvessel.runtime.backends.accelerator import sim_backend
+
+        return with_tta(sim_backend(package or DEFAULT_SIM_PACKAGE, batch_size=batch_size,
+                                    paced=paced, threads=threads), tta)
+    if kind is BackendKind.FPGA:
+        from sarvessel.runtime.backends.accelerator import fpga_backend
+
+        return with_tta(fpga_backend(package or DEFAULT_BOARD_PACKAGE, batch_size=batch_size),
+                        tta)
     if tta != 1 and kind is not BackendKind.ONNX:
         raise ModelError(f"--tta {tta} needs a network backend, not {kind.value}")
     if model is not None and kind in (BackendKind.NOOP, BackendKind.CFAR):
@@ -69,5 +95,17 @@ def make_backend(
     return with_tta(OnnxBackend(path, threads=threads), tta)
 
 
+def _auto(model: Path | None, package: Path | None) -> BackendKind:
+    """fpga on a KV260 with a package; else the ONNX model given or shipped; else CFAR."""
+    from sarvessel.runtime.board.accelerator import board_present
+
+    board_pkg = package or DEFAULT_BOARD_PACKAGE
+    if model is None and board_present() and board_pkg.is_dir():
+        return BackendKind.FPGA
+    if package is not None:
+        return BackendKind.SIM
+    return BackendKind.ONNX if (model or DEFAULT_SCENE_MODEL.is_file()) else BackendKind.CFAR
+
+
 __all__ = ["Backend", "BackendKind", "NoopBackend", "make_backend", "DEFAULT_SCENE_MODEL",
-           "SHIPPED_MODELS"]
+           "DEFAULT_SIM_PACKAGE", "DEFAULT_BOARD_PACKAGE", "SHIPPED_MODELS"]

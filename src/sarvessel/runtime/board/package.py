@@ -1,19 +1,8 @@
 """Reading a deploy package on the board: ``driver_config.json`` v1, the manifest, self-test.
 
-The common schema is :mod:`sarvessel.runtime.contract`'s (:func:`validate_driver_config` calls
-``contract.validate_driver_config`` on everything but the board keys below). The board reads
-these optional keys on top of it; ``contract`` still rejects them as unknown, so a package that
-uses them validates here but not with ``contract.read_deploy_package``.
-TODO(contract.py): add these keys to the contract's ``_OPTIONAL_KEYS`` (and have the hardware
-flow write them) so one validator serves both::
-
-    "bitfile_sha256": "<hex>",             # SHA-256 of the bitstream, checked before loading
-    "sim": {"model": "sim/accumulators.onnx",   # ONNX graph: host tile -> pre-tail accumulators
-            "input_layout": "NHWC", "output_layout": "NHWC"},
-    "selftest": {"inputs": "selftest/inputs.npy",          # uint8 [N, C, T, T] host tiles
-                 "expected_acc": "selftest/expected_acc.npy"},  # int [N, H, W, C_out]
-    "build": {"finn_plus": "1.6.1", "vivado": "2022.2", ...},   # shown by `board check/info`
-    "estimate": {"cycles_per_tile": 548864, "tiles_per_s": ..., "scene_seconds": ...}
+The schema, the board's optional keys included (``bitfile_sha256``, ``sim``, ``selftest``,
+``build``, ``estimate.cycles_per_tile``), is :mod:`sarvessel.runtime.contract`'s; this module adds
+what only a board needs: the files those keys name, the bitstream checksum and the manifest.
 
 Every file of a package can be listed with its SHA-256 in ``MANIFEST.sha256`` (``sha256sum``
 format, so ``sha256sum -c MANIFEST.sha256`` checks it on a board without Python):
@@ -47,10 +36,6 @@ MANIFEST = "MANIFEST.sha256"
 SELFTEST_INPUTS = "selftest/inputs.npy"
 SELFTEST_EXPECTED = "selftest/expected_acc.npy"
 
-#: Keys the board reads on top of the contract's schema, with their JSON types.
-_BOARD_KEYS: dict[str, Any] = {"bitfile_sha256": str, "sim": dict, "selftest": dict,
-                               "build": dict}
-_LAYOUTS = ("NHWC", "NCHW")
 _CHUNK = 1 << 20
 
 
@@ -176,36 +161,11 @@ def load_package(path: Path | str, *, need_bitstream: bool = False) -> DeployPac
 
 
 def validate_driver_config(data: Any) -> None:
-    """Check a ``driver_config.json`` mapping (no file checks): the contract's schema, then the
-    board's optional keys and the input transposes this runtime can feed."""
-    if not isinstance(data, dict):
-        raise PackageError("driver config must be a JSON object")
-    for key, typ in _BOARD_KEYS.items():
-        if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)):
-            raise PackageError(f"{key!r} has the wrong type ({type(data[key]).__name__})")
+    """Check a ``driver_config.json`` mapping against the contract (no file checks)."""
     try:
-        contract.validate_driver_config({k: v for k, v in data.items() if k not in _BOARD_KEYS})
+        contract.validate_driver_config(data)
     except DeployPackageError as exc:
         raise PackageError(str(exc)) from exc
-    perm = data["input"].get("transpose_from_host")
-    if perm not in (None, [0, 2, 3, 1]):
-        raise PackageError("input.transpose_from_host must be [0, 2, 3, 1] (NCHW tiles to NHWC) "
-                           f"or null, got {perm}")
-    sim = data.get("sim")
-    if sim is not None:
-        if not isinstance(sim.get("model"), str):
-            raise PackageError("sim.model must name the simulator's ONNX file")
-        for key in ("input_layout", "output_layout"):
-            if sim.get(key, "NHWC") not in _LAYOUTS:
-                raise PackageError(f"sim.{key} must be one of {_LAYOUTS}")
-    sha = data.get("bitfile_sha256")
-    if sha is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
-        raise PackageError("bitfile_sha256 must be 64 hex digits")
-    est = data.get("estimate") or {}
-    for key in ("cycles_per_tile", "tiles_per_s"):
-        v = est.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0):
-            raise PackageError(f"estimate.{key} must be a positive number")
 
 
 def sha256_file(path: Path) -> str:
