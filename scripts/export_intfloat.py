@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from sarvessel.quantize.intfloat import export_intfloat
-from sarvessel.runtime.backends.onnx_backend import read_metadata, sidecar_path
+from sarvessel.runtime.contract import read_metadata, sidecar_path
 
 
 def main(argv: list[str] | None = None) -> int:

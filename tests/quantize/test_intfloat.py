@@ -20,7 +20,8 @@ from sarvessel.quantize.intfloat import (  # noqa: E402
     fit_requant,
     tail_of,
 )
-from sarvessel.runtime.backends.onnx_backend import OnnxBackend  # noqa: E402
+from sarvessel.runtime.backends.onnx import OnnxBackend  # noqa: E402
+from sarvessel.runtime.detector import compose  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCENE = {"qonnx": REPO / "models" / "xview3_w4a4" / "xview3_w4a4_qonnx.onnx",
@@ -67,7 +68,7 @@ def scene_tiles(tmp_path_factory) -> np.ndarray:
     runtime does."""
     tifffile = pytest.importorskip("tifffile")
     from sarvessel.runtime.preprocess import preprocess
-    from sarvessel.runtime.synth import synthesize_scene
+    from sarvessel.synth.generate import synthesize_scene
 
     scene = synthesize_scene(tmp_path_factory.mktemp("scene"), height=1024, width=2048, seed=3)
     bands = np.stack([tifffile.imread(scene.scene_dir / f"{b}.tif") for b in ("VV_dB", "VH_dB")])
@@ -81,7 +82,7 @@ def ssdd_tiles(ssdd_dir: Path) -> np.ndarray:
     """Eight SSDD test images, each in the top-left corner of a zero 512² tile."""
     from PIL import Image
 
-    from sarvessel.runtime.datasets import load_ssdd
+    from sarvessel.evaluation.datasets import load_ssdd
 
     images = load_ssdd(ssdd_dir, "test")[:TILES]
     out = np.zeros((len(images), 1, 512, 512), np.uint8)
@@ -133,8 +134,8 @@ def _check_model(paths: dict[str, Path], tiles: np.ndarray) -> int:
     np.testing.assert_allclose(raw_new, raw_old, rtol=0, atol=2e-5)
     acc_old = (raw_old.astype(np.float64) - bias) / scale
     np.testing.assert_array_equal(np.rint(acc_old), acc)
-    found = new.detect(tiles)
-    for d_new, d_old in zip(found, old.detect(tiles), strict=True):
+    found = compose(new).detect(tiles)
+    for d_new, d_old in zip(found, compose(old).detect(tiles), strict=True):
         assert len(d_new) == len(d_old)
         np.testing.assert_array_equal(d_new.classes, d_old.classes)
         np.testing.assert_allclose(d_new.scores, d_old.scores, atol=1e-5)
@@ -155,7 +156,7 @@ def test_shipped_graph_is_what_the_export_writes(tmp_path: Path) -> None:
     from onnx import numpy_helper
 
     from sarvessel.quantize.intfloat import export_intfloat
-    from sarvessel.runtime.backends.onnx_backend import read_metadata
+    from sarvessel.runtime.contract import read_metadata
 
     out = tmp_path / "scene_intfloat.onnx"
     rep = export_intfloat(SCENE["qonnx"], out, metadata=read_metadata(SCENE["qcdq"]))

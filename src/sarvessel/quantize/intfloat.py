@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from sarvessel.quantize.export import ExportError, ExportFormat, ExportReport, _set_metadata_props
-from sarvessel.runtime.backends.onnx_backend import ModelMetadata, read_metadata
+from sarvessel.runtime.contract import ModelMetadata, read_metadata
 
 log = logging.getLogger(__name__)
 
