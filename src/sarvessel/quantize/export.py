@@ -66,6 +66,8 @@ class ExportFormat(str, Enum):
     QCDQ = "qcdq"
     #: QCDQ rewritten for onnxruntime's integer conv fusion (BN folded, int32 bias).
     QCDQ_INT8 = "qcdq-int8"
+    #: The hardware graph as integer-exact float32 ONNX (:mod:`sarvessel.quantize.intfloat`).
+    INTFLOAT = "intfloat"
 
 
 @dataclass
