@@ -57,6 +57,20 @@ def register(subparsers: Any) -> None:
     _common(bld)
     bld.set_defaults(func=cmd_build)
 
+    pkg = sub.add_parser(
+        "package",
+        help="write a deploy package without Vivado: driver config, simulator graph, self-test "
+        "tiles (a real build adds the bitstream)",
+    )
+    _common(pkg)
+    pkg.add_argument("--intfloat", type=Path, required=True,
+                     help="the model's integer-exact float graph (scripts/export_intfloat.py)")
+    pkg.add_argument("--package-out", type=Path, required=True, metavar="DIR",
+                     help="deploy package folder to write (replaced if it exists)")
+    pkg.add_argument("--selftest-tiles", type=int, default=2, metavar="N",
+                     help="SAR-like tiles stored with their expected accumulators (default 2)")
+    pkg.set_defaults(func=cmd_package)
+
     chk = sub.add_parser("check-deploy", help="validate a deploy package folder")
     chk.add_argument("package", type=Path, help="deploy package folder")
     chk.set_defaults(func=cmd_check_deploy)
@@ -106,6 +120,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     model = _model_path(args.model)
     pkg = build_accelerator(model, cfg, model_metadata=_sidecar(model))
     log.info("deploy package: %s", pkg)
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    """Run the estimate flow and write a simulator deploy package."""
+    from sarvessel.hw.package import write_sim_package
+
+    out = write_sim_package(_model_path(args.model), args.intfloat, args.package_out,
+                            _config(args), selftest_tiles=args.selftest_tiles)
+    log.info("deploy package (simulator, no bitstream): %s", out)
     return 0
 
 

@@ -61,9 +61,10 @@ class OnnxBackend:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"{self.model_path}: model file not found")
-        self.session = _session(self.model_path, threads=threads, providers=providers)
-        self.metadata: ModelMetadata = read_metadata(
-            self.model_path, props=self.session.get_modelmeta().custom_metadata_map)
+        self.metadata: ModelMetadata = read_metadata(self.model_path)
+        exact_tail = self.metadata.extra.get("graph") == "intfloat"
+        self.session = _session(self.model_path, threads=threads, providers=providers,
+                                exact_tail=exact_tail)
         self.channels = self.metadata.channels
         self.tile_size = self.metadata.tile_size
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -142,10 +143,20 @@ class OnnxBackend:
         return unpack_subgrid(np.asarray(raw, np.float32), m.subgrid)
 
 
+#: onnxruntime fusions that fold a per-channel Mul/Add after a conv into its weights and bias.
+#: An integer-exact graph keeps them off: its last conv's output is the accelerator's integer
+#: accumulators, and the tail after it must round as written (``acc * scale + bias`` in
+#: float32), as the board's CPU tail does, so the CPU fallback and the ``sim``/``fpga`` backends
+#: give bit-identical head maps (folded, they differ by an ulp).
+EXACT_TAIL_DISABLED_OPTIMIZERS = ("ConvMulFusion", "ConvAddFusion")
+
+
 def _session(
     model_path: Path, *, threads: int | None = None, providers: Sequence[str] | None = None,
+    exact_tail: bool = False,
 ) -> Any:
-    """An onnxruntime session: sequential, one inter-op thread, full graph optimisation."""
+    """An onnxruntime session: sequential, one inter-op thread, full graph optimisation (less
+    :data:`EXACT_TAIL_DISABLED_OPTIMIZERS` with ``exact_tail``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -156,7 +167,9 @@ def _session(
         opts.intra_op_num_threads = int(threads)
     opts.log_severity_level = 3  # silences "initializer appears in graph inputs" of old exports
     try:
-        return ort.InferenceSession(str(model_path), sess_options=opts,
-                                    providers=list(providers or ["CPUExecutionProvider"]))
+        return ort.InferenceSession(
+            str(model_path), sess_options=opts,
+            providers=list(providers or ["CPUExecutionProvider"]),
+            disabled_optimizers=list(EXACT_TAIL_DISABLED_OPTIMIZERS) if exact_tail else None)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
         raise ModelError(f"{model_path}: onnxruntime cannot load the model ({exc})") from exc
