@@ -21,17 +21,67 @@ def test_missing_tools_are_named() -> None:
     assert "sarvessel hw estimate" in msg
 
 
-def test_tools_found(tmp_path: Path) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for tool in ("vivado", "vitis_hls"):
+def _tools(bindir: Path, *names: str) -> None:
+    bindir.mkdir(parents=True, exist_ok=True)
+    for tool in names:
         f = bindir / tool
         f.write_text("#!/bin/sh\n")
         f.chmod(f.stat().st_mode | stat.S_IXUSR)
-    found = check_tools({"PATH": str(bindir), "XILINX_VIVADO": str(tmp_path)})
-    assert found["vivado"] == str(bindir / "vivado")
+
+
+def test_tools_found(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    _tools(bindir, "vivado", "vitis_hls")
+    viv = tmp_path / "Vivado" / "2024.2"
+    viv.mkdir(parents=True)
+    found = check_tools({"PATH": str(bindir), "XILINX_VIVADO": str(viv)})
+    assert found["vivado"] == str(bindir / "vivado") and found["version"] == "2024.2"
     with pytest.raises(ToolsMissingError, match="folder does not exist"):
         check_tools({"PATH": str(bindir), "XILINX_VIVADO": str(tmp_path / "nope")})
+
+
+@pytest.mark.parametrize("version", ["2023.2", "2023.1", "2025.1", "2022.1"])
+def test_unsupported_tool_versions_are_refused(tmp_path: Path, version: str) -> None:
+    """finn-plus 1.6.1 supports Vivado/Vitis 2022.2 and 2024.2 only."""
+    bindir = tmp_path / "bin"
+    _tools(bindir, "vivado", "vitis_hls", "vitis-run")
+    viv = tmp_path / "Vivado" / version
+    viv.mkdir(parents=True)
+    with pytest.raises(ToolsMissingError, match=f"2022.2 or 2024.2.*is {version}"):
+        check_tools({"PATH": str(bindir), "XILINX_VIVADO": str(viv)})
+
+
+def test_hls_command_follows_finn_plus(tmp_path: Path) -> None:
+    """finn-plus runs `vitis_hls` up to 2024.2 and `vitis-run` after it (finn/util/hls.py); it
+    finds Vitis HLS under $XILINX_HLS/bin (2024.2 points that at Vitis/2024.2) or through
+    FINN_TOOL_DIR_OVERRIDE."""
+    from sarvessel.hw.build import hls_tool_name
+
+    assert hls_tool_name((2022, 2)) == hls_tool_name((2024, 2)) == "vitis_hls"
+    assert hls_tool_name((2025, 1)) == "vitis-run"
+    viv = tmp_path / "Vivado" / "2024.2"
+    _tools(viv / "bin", "vivado")
+    _tools(tmp_path / "Vitis" / "2024.2" / "bin", "vitis_hls")
+    env = {"PATH": str(viv / "bin"), "XILINX_VIVADO": str(viv),
+           "XILINX_HLS": str(tmp_path / "Vitis" / "2024.2")}
+    assert check_tools(env)["vitis_hls"].endswith("Vitis/2024.2/bin/vitis_hls")
+    shim = tmp_path / "shim"
+    _tools(shim, "vivado")
+    with pytest.raises(ToolsMissingError, match="`vitis_hls` in FINN_TOOL_DIR_OVERRIDE"):
+        check_tools({**env, "FINN_TOOL_DIR_OVERRIDE": str(shim)})
+
+
+def test_offline_build_needs_the_prefetched_dependencies(tmp_path: Path) -> None:
+    """With AUTOMATIC_DEPENDENCY_UPDATES=false (the image) a missing pre-fetched dependency
+    stops the build before finn-plus starts, naming it."""
+    viv = tmp_path / "Vivado" / "2022.2"
+    _tools(viv / "bin", "vivado", "vitis_hls")
+    env = {"PATH": str(viv / "bin"), "XILINX_VIVADO": str(viv),
+           "AUTOMATIC_DEPENDENCY_UPDATES": "false"}
+    with pytest.raises(ToolsMissingError, match="FINN_DEPS"):
+        check_tools(env)
+    with pytest.raises(ToolsMissingError, match="kv260-som-bdf"):
+        check_tools({**env, "FINN_DEPS": str(tmp_path / "deps")})
 
 
 def test_cli_build_without_tools_exits_2(tmp_path: Path, monkeypatch, capsys) -> None:

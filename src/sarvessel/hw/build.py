@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,26 +41,76 @@ INNER_CONFIG_FILE = "sarvessel_hw_config.json"
 FLOW_CONFIG_FILE = "flow.json"
 
 
-def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Locate Vivado and Vitis HLS; raise :class:`ToolsMissingError` listing what is missing.
+#: Vivado / Vitis versions finn-plus 1.6.1 supports (its package metadata: 2022.2 or 2024.2).
+SUPPORTED_XILINX_VERSIONS: tuple[tuple[int, int], ...] = ((2022, 2), (2024, 2))
 
-    ``env`` defaults to the process environment. Returns the tool paths found.
+
+def xilinx_version(vivado_path: str) -> tuple[int, int] | None:
+    """(year, release) parsed from an ``XILINX_VIVADO`` path as finn-plus does
+    (``finn.util.basic.get_vivado_version``); None when the path names no version.
+
+    >>> xilinx_version("/tools/Xilinx/Vivado/2024.2")
+    (2024, 2)
     """
+    m = re.search(r"\b(20\d{2})\.(1|2)\b", vivado_path)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def hls_tool_name(version: tuple[int, int]) -> str:
+    """The HLS command finn-plus runs for a tool version (``finn.util.hls.HLSSynthIP.build``:
+    ``vitis-run --mode hls`` for versions after 2024.2, ``vitis_hls`` up to 2024.2).
+
+    >>> hls_tool_name((2024, 2)), hls_tool_name((2025, 1))
+    ('vitis_hls', 'vitis-run')
+    """
+    return "vitis-run" if version > (2024, 2) else "vitis_hls"
+
+
+def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Locate Vivado and the HLS command finn-plus will call, check the tool version, and (when
+    finn-plus' ``AUTOMATIC_DEPENDENCY_UPDATES`` is off, as in the build image) that every pinned
+    finn-plus dependency is in ``$FINN_DEPS``; raise :class:`ToolsMissingError` listing every
+    problem.
+
+    ``env`` defaults to the process environment. The HLS command depends on the version
+    (:func:`hls_tool_name`) and is looked up as finn-plus does: in ``FINN_TOOL_DIR_OVERRIDE``
+    when set, else on ``PATH`` or in ``$XILINX_HLS/bin`` (which finn-plus adds to ``PATH``).
+    Returns the tool paths found.
+    """
+    from sarvessel.hw.deps import auto_updates_enabled, missing_dependencies
+
     env = dict(os.environ if env is None else env)
     path = env.get("PATH", "")
+    override = env.get("FINN_TOOL_DIR_OVERRIDE")
     missing = []
     found: dict[str, str] = {}
     viv = env.get("XILINX_VIVADO", "")
+    version = xilinx_version(viv) if viv else None
+    supported = " or ".join(f"{y}.{r}" for y, r in SUPPORTED_XILINX_VERSIONS)
     if not viv:
         missing.append("environment variable XILINX_VIVADO (the Vivado install folder)")
     elif not Path(viv).is_dir():
         missing.append(f"XILINX_VIVADO={viv} (folder does not exist)")
+    elif version is None:
+        missing.append(f"a tool version in XILINX_VIVADO={viv} (finn-plus reads it from the path)")
+    elif version not in SUPPORTED_XILINX_VERSIONS:
+        missing.append(f"Vivado/Vitis {supported} (XILINX_VIVADO={viv} is "
+                       f"{version[0]}.{version[1]}, which finn-plus 1.6.1 does not support)")
     else:
         found["XILINX_VIVADO"] = viv
-    for tool in ("vivado", "vitis_hls"):
-        p = shutil.which(tool, path=path)
+        found["version"] = f"{version[0]}.{version[1]}"
+    hls = hls_tool_name(version) if version is not None else "vitis_hls"
+    hls_dirs = [d for d in (env.get("XILINX_HLS"),) if d]
+    hls_dirs += [d.replace("Vitis", "Vitis_HLS") for d in hls_dirs]  # finn-plus' 2024.2 fallback
+    for tool in ("vivado", hls):
+        if override:
+            p = shutil.which(tool, path=override)
+        else:
+            extra = [str(Path(d) / "bin") for d in hls_dirs] if tool == hls else []
+            p = shutil.which(tool, path=os.pathsep.join([path, *extra]))
         if p is None:
-            missing.append(f"`{tool}` on PATH")
+            where = f"in FINN_TOOL_DIR_OVERRIDE={override}" if override else "on PATH"
+            missing.append(f"`{tool}` {where}")
         else:
             found[tool] = p
     finn_cli = Path(sys.executable).with_name("finn")
@@ -69,10 +120,18 @@ def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
         found["finn"] = str(shutil.which("finn", path=path))
     else:
         missing.append("the finn-plus `finn` command (pip install --no-deps finn-plus==1.6.1)")
+    if not auto_updates_enabled(env):
+        deps = env.get("FINN_DEPS")
+        if not deps:
+            missing.append("FINN_DEPS (AUTOMATIC_DEPENDENCY_UPDATES is off, so finn-plus must "
+                           "find its pre-fetched dependencies there)")
+        else:
+            missing += [f"pre-fetched dependency {p} (python -m sarvessel.hw.deps fetch {deps})"
+                        for p in missing_dependencies(Path(deps))]
     if missing:
         raise ToolsMissingError(
-            "sarvessel hw build needs the Xilinx tools (Vivado + Vitis HLS, e.g. 2024.2); missing: "
-            + "; ".join(missing)
+            f"sarvessel hw build needs the Xilinx tools (Vivado + Vitis HLS {supported}); "
+            "missing: " + "; ".join(missing)
             + ". Source <Xilinx>/Vivado/<ver>/settings64.sh or use the Dockerfile at the repo "
             "root with the tools mounted; `sarvessel hw estimate` works without them."
         )
