@@ -134,7 +134,7 @@ def test_finn_flow_config_and_wrapped_steps(small_qonnx: Path, tmp_path: Path) -
     flow = write_finn_flow_config(cfg)
     fcfg = DataflowBuildConfig.construct_from(flow)
     assert fcfg.board == "KV260_SOM" and fcfg.fpga_part == "xck26-sfvc784-2LV-c"
-    assert fcfg.synth_clk_period_ns == pytest.approx(5.0)
+    assert fcfg.synth_clk_period_ns == pytest.approx(1e3 / 150)
     custom, finn_steps = fcfg.steps[: len(FRONT_STEPS)], fcfg.steps[len(FRONT_STEPS) :]
     assert "step_synthesize_bitfile" in finn_steps and "step_make_driver" in finn_steps
     assert set(finn_steps) <= set(default_build_dataflow_steps)
@@ -147,3 +147,54 @@ def test_finn_flow_config_and_wrapped_steps(small_qonnx: Path, tmp_path: Path) -
     assert (inner.intermediate_dir() / "minimize_bit_width.onnx").is_file()
     assert (flow.parent / "intermediate_models" / "dataflow_parent.onnx").is_file()
     assert all(n.domain.startswith("finn.custom_op.fpgadataflow.") for n in model.graph.node)
+
+
+@pytest.mark.finn
+def test_build_requests_rtlsim_verification(small_qonnx: Path, tmp_path: Path) -> None:
+    """The flow config `hw build` hands finn-plus asks for node-by-node and stitched-IP rtlsim
+    on a tile of the model's size, with the expected output from the QONNX model's Python
+    execution; finn-plus' own config class accepts it."""
+    import numpy as np
+    from finn.builder.build_dataflow_config import DataflowBuildConfig, VerificationStepType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from sarvessel.hw.build import write_finn_flow_config
+    from sarvessel.hw.config import HWConfig
+
+    cfg = HWConfig(output_dir=tmp_path / "out", tile_size=64, tile_overlap=8)
+    fcfg = DataflowBuildConfig.construct_from(write_finn_flow_config(cfg, small_qonnx))
+    assert [VerificationStepType(s) for s in fcfg.verify_steps] == [
+        VerificationStepType.NODE_BY_NODE_RTLSIM, VerificationStepType.STITCHED_IP_RTLSIM]
+    inp, exp = fcfg._resolve_verification_io_pair()
+    assert inp.shape == (1, 2, 64, 64) and inp.dtype == np.float32
+    assert inp.min() >= 0 and inp.max() <= 255 and np.all(inp == np.round(inp))
+    m = ModelWrapper(str(small_qonnx))
+    ref = execute_onnx(m, {m.graph.input[0].name: inp})[m.graph.output[0].name]
+    np.testing.assert_array_equal(exp, ref)
+    assert exp.std() > 0  # not a degenerate constant output
+    # without verify steps the config asks for none
+    none = DataflowBuildConfig.construct_from(
+        write_finn_flow_config(cfg.replace(verify_steps=()), small_qonnx))
+    assert not none.verify_steps
+
+
+def test_rtlsim_results_are_checked(tmp_path: Path) -> None:
+    """finn-plus only logs a failed verification; the build reads its result files and stops."""
+    from sarvessel.hw.build import rtlsim_verification_results
+    from sarvessel.hw.config import HWConfig
+    from sarvessel.hw.errors import VerificationError
+
+    cfg = HWConfig(rtlsim_verify_tiles=1)
+    vdir = tmp_path / "verification_output"
+    vdir.mkdir()
+    (vdir / "verify_node_by_node_rtlsim_0_SUCCESS.npy").write_bytes(b"")
+    with pytest.raises(VerificationError, match="stitched_ip_rtlsim tile 0: MISSING"):
+        rtlsim_verification_results(tmp_path, cfg)
+    (vdir / "verify_stitched_ip_rtlsim_0_FAIL.npy").write_bytes(b"")
+    with pytest.raises(VerificationError, match="stitched_ip_rtlsim tile 0: FAIL"):
+        rtlsim_verification_results(tmp_path, cfg)
+    (vdir / "verify_stitched_ip_rtlsim_0_FAIL.npy").rename(
+        vdir / "verify_stitched_ip_rtlsim_0_SUCCESS.npy")
+    assert rtlsim_verification_results(tmp_path, cfg) == {
+        "node_by_node_rtlsim": ["SUCCESS"], "stitched_ip_rtlsim": ["SUCCESS"]}

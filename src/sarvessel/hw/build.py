@@ -39,6 +39,9 @@ FRONT_STEPS: tuple[str, ...] = tuple(s for s in ESTIMATE_STEPS if s != "generate
 INNER_CONFIG_FILE = "sarvessel_hw_config.json"
 #: Name of the generated finn-plus flow config (inside ``<output_dir>/finn_build``).
 FLOW_CONFIG_FILE = "flow.json"
+#: Verification tensors of the rtlsim steps (inside ``<output_dir>/finn_build``): uint8-valued
+#: input tiles [N, C, T, T] and the QONNX model's outputs on them.
+VERIFY_INPUT_FILE, VERIFY_EXPECTED_FILE = "verify_input.npy", "verify_expected_output.npy"
 
 
 #: Vivado / Vitis versions finn-plus 1.6.1 supports (its package metadata: 2022.2 or 2024.2).
@@ -138,11 +141,17 @@ def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return found
 
 
-def write_finn_flow_config(cfg: HWConfig) -> Path:
+def write_finn_flow_config(cfg: HWConfig, model_path: Path | None = None) -> Path:
     """Write the finn-plus flow config (and the inner HWConfig) for ``cfg``; return its path.
 
     The front-half steps run with ``cfg`` but write into ``<output_dir>/flow``; finn-plus
-    writes into ``<output_dir>/finn_build``.
+    writes into ``<output_dir>/finn_build``. With ``cfg.verify_steps`` and ``model_path`` (the
+    QONNX model) the config asks finn-plus to run those verification steps
+    (``node_by_node_rtlsim``: each layer's generated IP in xsim after IP generation;
+    ``stitched_ip_rtlsim``: the stitched accelerator with its FIFOs and width converters) on
+    ``cfg.rtlsim_verify_tiles`` SAR-like tiles, against the QONNX model's outputs computed here
+    in Python (:func:`write_verification_io`); finn-plus feeds them through the whole parent
+    graph (CPU head and tail included) and writes ``verification_output/``.
     """
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
 
@@ -179,9 +188,41 @@ def write_finn_flow_config(cfg: HWConfig) -> Path:
             "deployment_package",
         ],
     }
+    if cfg.verify_steps and model_path is not None:
+        inp, exp = write_verification_io(Path(model_path), cfg, finn_out)
+        flow.update({
+            "verify_steps": list(cfg.verify_steps),
+            "verify_input_npy": str(inp),
+            "verify_expected_output_npy": str(exp),
+            "verify_save_full_context": False,
+        })
     path = finn_out / FLOW_CONFIG_FILE
     path.write_text(json.dumps(flow, indent=2))
     return path
+
+
+def write_verification_io(model_path: Path, cfg: HWConfig, out_dir: Path) -> tuple[Path, Path]:
+    """Write the rtlsim verification pair: ``cfg.rtlsim_verify_tiles`` SAR-like tiles
+    (:func:`sarvessel.hw.verify.synthetic_sar_tiles`, float32 holding uint8 values, as the
+    graph input) and the QONNX model's outputs on them (qonnx Python execution, tile by tile)."""
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from sarvessel.hw.verify import synthetic_sar_tiles
+
+    model = ModelWrapper(str(model_path))
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    tiles = synthetic_sar_tiles(cfg.rtlsim_verify_tiles, channels=int(dims[1]),
+                                tile=int(dims[-1])).astype(np.float32)
+    expected = np.concatenate(
+        [execute_onnx(model, {iname: t[None]})[oname] for t in tiles]).astype(np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inp, exp = out_dir / VERIFY_INPUT_FILE, out_dir / VERIFY_EXPECTED_FILE
+    np.save(inp, tiles)
+    np.save(exp, expected)
+    return inp, exp
 
 
 def build_accelerator(
@@ -202,7 +243,7 @@ def build_accelerator(
     from sarvessel.hw.deploy import make_driver_config, write_deploy_package
     from sarvessel.hw.estimate import estimate_model
 
-    flow = write_finn_flow_config(cfg)
+    flow = write_finn_flow_config(cfg, model_path)
     finn_out = flow.parent
     cli = finn_cli or Path(tools.get("finn", "finn"))
     cmd = [
@@ -219,6 +260,7 @@ def build_accelerator(
             f"finn-plus build failed (exit {rc}, bitfile {'found' if bits else 'missing'}); "
             f"see {finn_out / 'finn_build.log'}"
         )
+    verification = rtlsim_verification_results(finn_out, cfg) if cfg.verify_steps else {}
     hwh = _find_one(finn_out, "*.hwh")
     settings = next(iter(sorted(finn_out.rglob("settings.json"))), None)
     inner = HWConfig.from_file(finn_out / INNER_CONFIG_FILE)
@@ -246,8 +288,36 @@ def build_accelerator(
         finn_settings=settings,
     )
     (pkg / "build_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if verification:
+        (pkg / "rtlsim_verification.json").write_text(json.dumps(verification, indent=2))
     log.info("deploy package written to %s", pkg)
     return pkg
+
+
+def rtlsim_verification_results(finn_out: Path, cfg: HWConfig) -> dict[str, list[str]]:
+    """The outcome of each requested verification step per tile, read from finn-plus'
+    ``verification_output/verify_<step>_<tile>_<SUCCESS|FAIL>.npy`` files (finn-plus only logs a
+    failure and carries on); raise :class:`VerificationError` unless every step passed on every
+    tile."""
+    from sarvessel.hw.errors import VerificationError
+
+    vdir = finn_out / "verification_output"
+    results: dict[str, list[str]] = {}
+    problems = []
+    for step in cfg.verify_steps:
+        results[step] = []
+        for b in range(cfg.rtlsim_verify_tiles):
+            hits = sorted(vdir.glob(f"verify_{step}_{b}_*.npy"))
+            outcome = hits[0].stem.rsplit("_", 1)[-1] if hits else "MISSING"
+            results[step].append(outcome)
+            if outcome != "SUCCESS":
+                problems.append(f"{step} tile {b}: {outcome}")
+    if problems:
+        raise VerificationError(
+            f"rtlsim verification failed ({'; '.join(problems)}); see {vdir} and "
+            f"{finn_out / 'finn_build.log'}")
+    log.info("rtlsim verification passed: %s", results)
+    return results
 
 
 def _find_one(root: Path, pattern: str) -> Path:
