@@ -17,11 +17,24 @@ def test_defaults_derive_the_scene_target() -> None:
     # 24,400 rows -> 55 tile rows, 29,400 cols -> 66 tile cols at 512 px / 64 px overlap
     assert cfg.tiles_per_scene() == 55 * 66 == 3630
     assert cfg.required_tiles_per_s() == pytest.approx(363.0)
-    assert cfg.target_cycles_per_tile() == int(200e6 / 363.0)
-    assert cfg.clock_period_ns() == pytest.approx(5.0)
+    assert cfg.clock_mhz == 150.0 and cfg.cycle_margin == 0.2
+    assert cfg.target_cycles_per_tile() == int(150e6 / 363.0)
+    assert cfg.folding_target_cycles() == int(int(150e6 / 363.0) * 0.8)
+    assert cfg.clock_period_ns() == pytest.approx(1e3 / 150)
     assert cfg.scene_megapixels() == pytest.approx(717.36)
     assert cfg.budgets() == {"LUT": 0.7, "BRAM_18K": 0.8, "URAM": 0.8, "DSP": 0.9}
     assert KV260_FABRIC.totals()["BRAM_18K"] == 288
+
+
+@pytest.mark.parametrize(("change", "msg"), [
+    ({"cycle_margin": 1.0}, "cycle_margin"), ({"cycle_margin": -0.1}, "cycle_margin"),
+    ({"verify_steps": ["cppsim"]}, "verify_steps"), ({"ram_style_thresholds": "auto"},
+                                                     "ram_style_thresholds"),
+    ({"shell_allowance_lut": -1}, "shell allowances"), ({"rtlsim_verify_tiles": 0}, "rtlsim"),
+])
+def test_new_fields_are_validated(change: dict, msg: str) -> None:
+    with pytest.raises(HWConfigError, match=msg):
+        HWConfig.from_dict(change)
 
 
 def test_tiles_per_s_overrides_scene_seconds() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,28 +39,81 @@ FRONT_STEPS: tuple[str, ...] = tuple(s for s in ESTIMATE_STEPS if s != "generate
 INNER_CONFIG_FILE = "sarvessel_hw_config.json"
 #: Name of the generated finn-plus flow config (inside ``<output_dir>/finn_build``).
 FLOW_CONFIG_FILE = "flow.json"
+#: Verification tensors of the rtlsim steps (inside ``<output_dir>/finn_build``): uint8-valued
+#: input tiles [N, C, T, T] and the QONNX model's outputs on them.
+VERIFY_INPUT_FILE, VERIFY_EXPECTED_FILE = "verify_input.npy", "verify_expected_output.npy"
+
+
+#: Vivado / Vitis versions finn-plus 1.6.1 supports (its package metadata: 2022.2 or 2024.2).
+SUPPORTED_XILINX_VERSIONS: tuple[tuple[int, int], ...] = ((2022, 2), (2024, 2))
+
+
+def xilinx_version(vivado_path: str) -> tuple[int, int] | None:
+    """(year, release) parsed from an ``XILINX_VIVADO`` path as finn-plus does
+    (``finn.util.basic.get_vivado_version``); None when the path names no version.
+
+    >>> xilinx_version("/tools/Xilinx/Vivado/2024.2")
+    (2024, 2)
+    """
+    m = re.search(r"\b(20\d{2})\.(1|2)\b", vivado_path)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def hls_tool_name(version: tuple[int, int]) -> str:
+    """The HLS command finn-plus runs for a tool version (``finn.util.hls.HLSSynthIP.build``:
+    ``vitis-run --mode hls`` for versions after 2024.2, ``vitis_hls`` up to 2024.2).
+
+    >>> hls_tool_name((2024, 2)), hls_tool_name((2025, 1))
+    ('vitis_hls', 'vitis-run')
+    """
+    return "vitis-run" if version > (2024, 2) else "vitis_hls"
 
 
 def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Locate Vivado and Vitis HLS; raise :class:`ToolsMissingError` listing what is missing.
+    """Locate Vivado and the HLS command finn-plus will call, check the tool version, and (when
+    finn-plus' ``AUTOMATIC_DEPENDENCY_UPDATES`` is off, as in the build image) that every pinned
+    finn-plus dependency is in ``$FINN_DEPS``; raise :class:`ToolsMissingError` listing every
+    problem.
 
-    ``env`` defaults to the process environment. Returns the tool paths found.
+    ``env`` defaults to the process environment. The HLS command depends on the version
+    (:func:`hls_tool_name`) and is looked up as finn-plus does: in ``FINN_TOOL_DIR_OVERRIDE``
+    when set, else on ``PATH`` or in ``$XILINX_HLS/bin`` (which finn-plus adds to ``PATH``).
+    Returns the tool paths found.
     """
+    from sarvessel.hw.deps import auto_updates_enabled, missing_dependencies
+
     env = dict(os.environ if env is None else env)
     path = env.get("PATH", "")
+    override = env.get("FINN_TOOL_DIR_OVERRIDE")
     missing = []
     found: dict[str, str] = {}
     viv = env.get("XILINX_VIVADO", "")
+    version = xilinx_version(viv) if viv else None
+    supported = " or ".join(f"{y}.{r}" for y, r in SUPPORTED_XILINX_VERSIONS)
     if not viv:
         missing.append("environment variable XILINX_VIVADO (the Vivado install folder)")
     elif not Path(viv).is_dir():
         missing.append(f"XILINX_VIVADO={viv} (folder does not exist)")
+    elif version is None:
+        missing.append(f"a tool version in XILINX_VIVADO={viv} (finn-plus reads it from the path)")
+    elif version not in SUPPORTED_XILINX_VERSIONS:
+        missing.append(f"Vivado/Vitis {supported} (XILINX_VIVADO={viv} is "
+                       f"{version[0]}.{version[1]}, which finn-plus 1.6.1 does not support)")
     else:
         found["XILINX_VIVADO"] = viv
-    for tool in ("vivado", "vitis_hls"):
-        p = shutil.which(tool, path=path)
+        found["version"] = f"{version[0]}.{version[1]}"
+    hls = hls_tool_name(version) if version is not None else "vitis_hls"
+    hls_dirs = [d for d in (env.get("XILINX_HLS"),) if d]
+    hls_dirs += [d.replace("Vitis", "Vitis_HLS") for d in hls_dirs]  # finn-plus' 2024.2 fallback
+    for tool in ("vivado", hls):
+        if override:
+            p = shutil.which(tool, path=override)
+        else:
+            extra = [str(Path(d) / "bin") for d in hls_dirs] if tool == hls else []
+            p = shutil.which(tool, path=os.pathsep.join([path, *extra]))
         if p is None:
-            missing.append(f"`{tool}` on PATH")
+            where = f"in FINN_TOOL_DIR_OVERRIDE={override}" if override else "on PATH"
+            missing.append(f"`{tool}` {where}")
         else:
             found[tool] = p
     finn_cli = Path(sys.executable).with_name("finn")
@@ -69,21 +123,35 @@ def check_tools(env: Mapping[str, str] | None = None) -> dict[str, str]:
         found["finn"] = str(shutil.which("finn", path=path))
     else:
         missing.append("the finn-plus `finn` command (pip install --no-deps finn-plus==1.6.1)")
+    if not auto_updates_enabled(env):
+        deps = env.get("FINN_DEPS")
+        if not deps:
+            missing.append("FINN_DEPS (AUTOMATIC_DEPENDENCY_UPDATES is off, so finn-plus must "
+                           "find its pre-fetched dependencies there)")
+        else:
+            missing += [f"pre-fetched dependency {p} (python -m sarvessel.hw.deps fetch {deps})"
+                        for p in missing_dependencies(Path(deps))]
     if missing:
         raise ToolsMissingError(
-            "sarvessel hw build needs the Xilinx tools (Vivado + Vitis HLS, e.g. 2024.2); missing: "
-            + "; ".join(missing)
+            f"sarvessel hw build needs the Xilinx tools (Vivado + Vitis HLS {supported}); "
+            "missing: " + "; ".join(missing)
             + ". Source <Xilinx>/Vivado/<ver>/settings64.sh or use the Dockerfile at the repo "
             "root with the tools mounted; `sarvessel hw estimate` works without them."
         )
     return found
 
 
-def write_finn_flow_config(cfg: HWConfig) -> Path:
+def write_finn_flow_config(cfg: HWConfig, model_path: Path | None = None) -> Path:
     """Write the finn-plus flow config (and the inner HWConfig) for ``cfg``; return its path.
 
     The front-half steps run with ``cfg`` but write into ``<output_dir>/flow``; finn-plus
-    writes into ``<output_dir>/finn_build``.
+    writes into ``<output_dir>/finn_build``. With ``cfg.verify_steps`` and ``model_path`` (the
+    QONNX model) the config asks finn-plus to run those verification steps
+    (``node_by_node_rtlsim``: each layer's generated IP in xsim after IP generation;
+    ``stitched_ip_rtlsim``: the stitched accelerator with its FIFOs and width converters) on
+    ``cfg.rtlsim_verify_tiles`` SAR-like tiles, against the QONNX model's outputs computed here
+    in Python (:func:`write_verification_io`); finn-plus feeds them through the whole parent
+    graph (CPU head and tail included) and writes ``verification_output/``.
     """
     from finn.builder.build_dataflow_config import default_build_dataflow_steps
 
@@ -120,9 +188,41 @@ def write_finn_flow_config(cfg: HWConfig) -> Path:
             "deployment_package",
         ],
     }
+    if cfg.verify_steps and model_path is not None:
+        inp, exp = write_verification_io(Path(model_path), cfg, finn_out)
+        flow.update({
+            "verify_steps": list(cfg.verify_steps),
+            "verify_input_npy": str(inp),
+            "verify_expected_output_npy": str(exp),
+            "verify_save_full_context": False,
+        })
     path = finn_out / FLOW_CONFIG_FILE
     path.write_text(json.dumps(flow, indent=2))
     return path
+
+
+def write_verification_io(model_path: Path, cfg: HWConfig, out_dir: Path) -> tuple[Path, Path]:
+    """Write the rtlsim verification pair: ``cfg.rtlsim_verify_tiles`` SAR-like tiles
+    (:func:`sarvessel.hw.verify.synthetic_sar_tiles`, float32 holding uint8 values, as the
+    graph input) and the QONNX model's outputs on them (qonnx Python execution, tile by tile)."""
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from sarvessel.hw.verify import synthetic_sar_tiles
+
+    model = ModelWrapper(str(model_path))
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    tiles = synthetic_sar_tiles(cfg.rtlsim_verify_tiles, channels=int(dims[1]),
+                                tile=int(dims[-1])).astype(np.float32)
+    expected = np.concatenate(
+        [execute_onnx(model, {iname: t[None]})[oname] for t in tiles]).astype(np.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inp, exp = out_dir / VERIFY_INPUT_FILE, out_dir / VERIFY_EXPECTED_FILE
+    np.save(inp, tiles)
+    np.save(exp, expected)
+    return inp, exp
 
 
 def build_accelerator(
@@ -143,7 +243,7 @@ def build_accelerator(
     from sarvessel.hw.deploy import make_driver_config, write_deploy_package
     from sarvessel.hw.estimate import estimate_model
 
-    flow = write_finn_flow_config(cfg)
+    flow = write_finn_flow_config(cfg, model_path)
     finn_out = flow.parent
     cli = finn_cli or Path(tools.get("finn", "finn"))
     cmd = [
@@ -160,6 +260,7 @@ def build_accelerator(
             f"finn-plus build failed (exit {rc}, bitfile {'found' if bits else 'missing'}); "
             f"see {finn_out / 'finn_build.log'}"
         )
+    verification = rtlsim_verification_results(finn_out, cfg) if cfg.verify_steps else {}
     hwh = _find_one(finn_out, "*.hwh")
     settings = next(iter(sorted(finn_out.rglob("settings.json"))), None)
     inner = HWConfig.from_file(finn_out / INNER_CONFIG_FILE)
@@ -187,8 +288,36 @@ def build_accelerator(
         finn_settings=settings,
     )
     (pkg / "build_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if verification:
+        (pkg / "rtlsim_verification.json").write_text(json.dumps(verification, indent=2))
     log.info("deploy package written to %s", pkg)
     return pkg
+
+
+def rtlsim_verification_results(finn_out: Path, cfg: HWConfig) -> dict[str, list[str]]:
+    """The outcome of each requested verification step per tile, read from finn-plus'
+    ``verification_output/verify_<step>_<tile>_<SUCCESS|FAIL>.npy`` files (finn-plus only logs a
+    failure and carries on); raise :class:`VerificationError` unless every step passed on every
+    tile."""
+    from sarvessel.hw.errors import VerificationError
+
+    vdir = finn_out / "verification_output"
+    results: dict[str, list[str]] = {}
+    problems = []
+    for step in cfg.verify_steps:
+        results[step] = []
+        for b in range(cfg.rtlsim_verify_tiles):
+            hits = sorted(vdir.glob(f"verify_{step}_{b}_*.npy"))
+            outcome = hits[0].stem.rsplit("_", 1)[-1] if hits else "MISSING"
+            results[step].append(outcome)
+            if outcome != "SUCCESS":
+                problems.append(f"{step} tile {b}: {outcome}")
+    if problems:
+        raise VerificationError(
+            f"rtlsim verification failed ({'; '.join(problems)}); see {vdir} and "
+            f"{finn_out / 'finn_build.log'}")
+    log.info("rtlsim verification passed: %s", results)
+    return results
 
 
 def _find_one(root: Path, pattern: str) -> Path:

@@ -159,6 +159,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="HW config (.json / .yaml)")
     p.add_argument("--out", type=Path, default=None, help="output folder (overrides the config)")
     p.add_argument("--clock-mhz", type=float, default=None, help="clock (MHz); overrides config")
+    p.add_argument("--cycle-margin", type=float, default=None, metavar="SHARE",
+                   help="share of the cycle target the folding keeps free (0.2 = 20 %%); "
+                   "overrides the config")
     p.add_argument(
         "--swg-ram-style",
         choices=[s.value for s in SwgRamStyle],
@@ -182,6 +185,8 @@ def _config(args: argparse.Namespace) -> Any:
         changes["output_dir"] = args.out
     if getattr(args, "clock_mhz", None) is not None:
         changes["clock_mhz"] = args.clock_mhz
+    if getattr(args, "cycle_margin", None) is not None:
+        changes["cycle_margin"] = args.cycle_margin
     if getattr(args, "swg_ram_style", None) is not None:
         changes["swg_ram_style"] = args.swg_ram_style
     if getattr(args, "target_scene_s", None) is not None:

@@ -13,7 +13,9 @@ relative paths against the folder of the config file (as finn-plus ``construct_f
 >>> round(cfg.required_tiles_per_s(), 1)
 363.0
 >>> cfg.target_cycles_per_tile()
-550964
+413223
+>>> cfg.folding_target_cycles()
+330578
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ __all__ = [
     "HWConfig",
     "ShellFlow",
     "SwgRamStyle",
+    "ThresholdRamStyle",
+    "VerifyStep",
 ]
 
 # Metadata keys the steps write on the models they hand on (read by the estimate and build).
@@ -74,6 +78,26 @@ class SwgRamStyle(str, Enum):
     AUTO = "auto"
     DISTRIBUTED = "distributed"
     BLOCK = "block"
+
+
+class ThresholdRamStyle(str, Enum):
+    """Memory of the threshold tables of MVAU/VVAU/Thresholding layers (FINN's
+    ``ram_style_thresholds``), set explicitly: FINN's own default "auto" leaves the choice to
+    Vivado and its resource model then counts nothing for them."""
+
+    DISTRIBUTED = "distributed"
+    BLOCK = "block"
+
+
+class VerifyStep(str, Enum):
+    """Verification steps ``sarvessel hw build`` asks finn-plus to run (the values of
+    ``finn.builder.build_dataflow_config.VerificationStepType`` that check the hardware below the
+    Python model; both need Vivado's xsim)."""
+
+    #: every layer's generated RTL/HLS IP simulated on its own (after HW code generation)
+    NODE_BY_NODE_RTLSIM = "node_by_node_rtlsim"
+    #: the stitched accelerator (FIFOs and width converters included) simulated as one IP
+    STITCHED_IP_RTLSIM = "stitched_ip_rtlsim"
 
 
 @dataclass(frozen=True)
@@ -127,8 +151,13 @@ class HWConfig:
     fpga_part: str = "xck26-sfvc784-2LV-c"
     #: Shell flow used by ``sarvessel hw build``.
     shell_flow: ShellFlow = ShellFlow.VIVADO_ZYNQ
-    #: Target clock of the dataflow accelerator (MHz).
-    clock_mhz: float = 200.0
+    #: Target clock of the dataflow accelerator (MHz). 150 MHz until a routed build closes
+    #: timing higher: finn-examples close their KV260 designs at 100 MHz.
+    clock_mhz: float = 150.0
+    #: Share of the cycle target the folding keeps free (0..1): layers are folded to
+    #: ``target_cycles_per_tile * (1 - cycle_margin)`` so stalls, FIFO effects and a lower
+    #: achieved clock do not miss the scene target at once.
+    cycle_margin: float = 0.20
     #: Tile edge the accelerator is built for (px); the model input is [1, C, tile, tile].
     tile_size: int = TILE_SIZE
     #: Overlap between neighbouring tiles (px), as in :func:`sarvessel.runtime.tiling.tile_grid`.
@@ -148,7 +177,7 @@ class HWConfig:
     #: Largest share of DSP slices the accelerator may use (0..1).
     dsp_budget: float = 0.90
     #: Each folding attempt over budget multiplies the cycle target by this (> 1).
-    folding_relax_factor: float = 1.5
+    folding_relax_factor: float = 1.15
     #: Folding attempts before giving up on the budget (the last attempt is kept and reported).
     max_folding_attempts: int = 8
     #: Line-buffer memory of the sliding-window generators: "distributed" (LUTRAM, FINN's
@@ -161,6 +190,26 @@ class HWConfig:
     swg_ram_style: SwgRamStyle = SwgRamStyle.DISTRIBUTED
     #: Widest MVAU weight stream SetFolding may create (bits; FINN's mvau_wwidth_max).
     mvau_wwidth_max: int = 1024
+    #: Threshold-table memory of every thresholding layer, set explicitly (see
+    #: :class:`ThresholdRamStyle`); FINN's resource model prices "distributed" (storage and
+    #: comparators in LUTs) and counts nothing for "block".
+    ram_style_thresholds: ThresholdRamStyle = ThresholdRamStyle.DISTRIBUTED
+    #: HLS MVAUs whose weight + input bits reach this many multiply in DSP slices instead of
+    #: LUTs (FINN ``resType="dsp"``); 0 keeps every HLS MVAU in LUTs. 16 = the 8-bit x 8-bit
+    #: first conv, whose LUT multipliers cost ~3x a 4-bit layer's per MAC while the DSPs idle.
+    mvau_dsp_min_bits: int = 16
+    #: LUTs allowed for the Zynq shell around the accelerator: FINN's IODMAs (input and
+    #: output, 128-bit AXI masters), the AXI SmartConnect to the PS, the AXI-lite control
+    #: interconnect and the reset block, none of which FINN has a resource model for. An
+    #: allowance to replace with the first routed build's utilisation report.
+    shell_allowance_lut: int = 6_000
+    #: BRAM18s allowed for the shell (the IODMAs' and the interconnect's buffers).
+    shell_allowance_bram18: int = 8
+    #: Verification steps ``sarvessel hw build`` runs through finn-plus (Vivado xsim), each on
+    #: the input/expected tensors of ``rtlsim_verify_tiles`` tiles from the Python graph;
+    #: empty: none.
+    verify_steps: tuple[str, ...] = (VerifyStep.NODE_BY_NODE_RTLSIM.value,
+                                     VerifyStep.STITCHED_IP_RTLSIM.value)
     #: FINN datatype of the graph input; annotated when the QONNX input carries none.
     input_datatype: str = "UINT8"
     #: Non-HW op types allowed after the dataflow partition (run on the CPU).
@@ -180,6 +229,9 @@ class HWConfig:
     #: After the last step, run this many SAR-like uint8 tiles through the QONNX model and the
     #: HW graphs in Python and compare (0: skip; ~40 s per 512 px tile).
     verify_tiles: int = 0
+    #: Tiles (of ``tile_size``) the rtlsim verification of ``hw build`` simulates: SAR-like
+    #: uint8 tiles, expected outputs from the QONNX model's Python execution.
+    rtlsim_verify_tiles: int = 1
     #: Parallel Vivado / HLS jobs for ``hw build``.
     vivado_jobs: int = 4
 
@@ -221,6 +273,15 @@ class HWConfig:
     def target_cycles_per_tile(self) -> int:
         """Largest initiation interval per tile (clock cycles) that meets the target."""
         return max(1, math.floor(self.clock_hz() / self.required_tiles_per_s()))
+
+    def folding_target_cycles(self) -> int:
+        """Cycles per tile the folding aims at: the target less :attr:`cycle_margin`."""
+        return max(1, math.floor(self.target_cycles_per_tile() * (1.0 - self.cycle_margin)))
+
+    def shell_allowance(self) -> dict[str, float]:
+        """The shell allowance keyed as in the resource reports."""
+        return {"LUT": float(self.shell_allowance_lut),
+                "BRAM_18K": float(self.shell_allowance_bram18), "URAM": 0.0, "DSP": 0.0}
 
     def budgets(self) -> dict[str, float]:
         """Largest allowed share of each resource, keyed as in the resource reports."""
@@ -340,8 +401,20 @@ class HWConfig:
             )
         if self.max_folding_attempts < 1:
             raise HWConfigError("max_folding_attempts must be >= 1")
+        if self.rtlsim_verify_tiles < 1:
+            raise HWConfigError("rtlsim_verify_tiles must be >= 1")
         if self.verify_tiles < 0:
             raise HWConfigError(f"verify_tiles must be >= 0, got {self.verify_tiles}")
+        if not 0.0 <= self.cycle_margin < 1.0:
+            raise HWConfigError(f"cycle_margin must be in [0, 1), got {self.cycle_margin}")
+        if self.mvau_dsp_min_bits < 0:
+            raise HWConfigError("mvau_dsp_min_bits must be >= 0")
+        if self.shell_allowance_lut < 0 or self.shell_allowance_bram18 < 0:
+            raise HWConfigError("shell allowances must be >= 0")
+        known = {v.value for v in VerifyStep}
+        bad = [v for v in self.verify_steps if v not in known]
+        if bad:
+            raise HWConfigError(f"verify_steps {bad} unknown; known: {sorted(known)}")
         if self.mvau_wwidth_max < 1:
             raise HWConfigError("mvau_wwidth_max must be >= 1")
         if not self.steps:

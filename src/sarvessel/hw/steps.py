@@ -362,30 +362,34 @@ def step_specialize_layers(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
 def step_set_folding(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
     """Fold (PE/SIMD) every layer to meet the throughput target, within the resource budget.
 
-    The target is :meth:`HWConfig.target_cycles_per_tile`. When the estimated resources exceed
-    the budget the target is relaxed by ``cfg.folding_relax_factor`` and the folding redone from
-    scratch, at most ``cfg.max_folding_attempts`` times; the chosen target and whether it fits are
-    stored in the model metadata (the estimate report shows both). SetFolding leaves nearest
+    The target is :meth:`HWConfig.folding_target_cycles` (the scene target less the cycle
+    margin). The budget is checked against the *expected* totals
+    (:func:`sarvessel.hw.estimate.expected_resources`: layers, width converters, FIFOs and the
+    shell allowance), not the layers alone. When they exceed the budget the target is relaxed by
+    ``cfg.folding_relax_factor`` and the folding redone from scratch, at most
+    ``cfg.max_folding_attempts`` times; the chosen target and whether it fits are stored in the
+    model metadata (the estimate report shows both). SetFolding leaves nearest
     upsampling layers alone, so they are folded first (:func:`_fold_upsamplers`). Depthwise
     VVAUs need nothing extra: SetFolding raises their PE (channels) first and SIMD (kernel
     elements) only once PE is full, and gives the depthwise sliding-window generator in front
     SIMD = PE (and ``parallel_window`` when the VVAU's SIMD > 1), as both must stream alike.
 
     After each SetFolding the line-buffer memory of the sliding-window generators is set from
-    ``cfg.swg_ram_style`` (:func:`apply_swg_ram_style`), before the budget check: their LUT and
+    ``cfg.swg_ram_style`` (:func:`apply_swg_ram_style`), and threshold memories and MVAU
+    multipliers explicitly (:func:`apply_memory_styles`), before the budget check: their LUT and
     BRAM cost depends on it, and for "auto" the choice depends on the SIMD just chosen.
     """
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
-    from sarvessel.hw.estimate import over_budget, total_resources
+    from sarvessel.hw.estimate import expected_resources, over_budget
 
-    target = cfg.target_cycles_per_tile()
+    target = cfg.folding_target_cycles()
     for attempt in range(1, cfg.max_folding_attempts + 1):
         folded = _fold_upsamplers(copy.deepcopy(model), target).transform(
             SetFolding(target, mvau_wwidth_max=cfg.mvau_wwidth_max, two_pass_relaxation=True)
         )
-        folded = apply_swg_ram_style(folded, cfg)
-        over = over_budget(total_resources(folded, cfg), cfg)
+        folded = apply_memory_styles(apply_swg_ram_style(folded, cfg), cfg)
+        over = over_budget(expected_resources(folded, cfg), cfg)
         log.info("folding attempt %d: target %d cycles/tile, over: %s", attempt, target, over)
         if not over or attempt == cfg.max_folding_attempts:
             break
@@ -417,6 +421,26 @@ def step_generate_estimates(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
 
     model = model.transform(AnnotateCycles())
     write_report(estimate_model(model, cfg), cfg.report_dir())
+    return model
+
+
+def apply_memory_styles(model: ModelWrapper, cfg: HWConfig) -> ModelWrapper:
+    """Set what FINN would otherwise leave to Vivado, so the estimate prices what is built:
+    ``ram_style_thresholds`` of every thresholding layer from ``cfg.ram_style_thresholds``, and
+    ``resType="dsp"`` for HLS MVAUs whose weight + input widths reach ``cfg.mvau_dsp_min_bits``
+    (``"lut"`` for the others)."""
+    style = str(cfg.ram_style_thresholds.value)
+    for node in model.graph.node:
+        if not is_hw_node(node):
+            continue
+        inst = getCustomOp(node)
+        known = inst.get_nodeattr_types()
+        if "ram_style_thresholds" in known:
+            inst.set_nodeattr("ram_style_thresholds", style)
+        if node.op_type == "MVAU_hls" and "resType" in known:
+            bits = inst.get_input_datatype(0).bitwidth() + inst.get_input_datatype(1).bitwidth()
+            dsp = 0 < cfg.mvau_dsp_min_bits <= bits
+            inst.set_nodeattr("resType", "dsp" if dsp else "lut")
     return model
 
 
