@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +59,8 @@ class Pacer(Protocol):
     def after_batch(self, tiles: int = 1) -> None: ...
 
     def mark_row(self, index: int) -> None: ...
+
+
 #: Fewest newly read rows on which a band's missing data is judged (:func:`_combine_valid`).
 BAND_CHECK_MIN_ROWS = 32
 
@@ -77,6 +81,11 @@ class PipelineConfig:
     mask_land: bool = True
     #: Longest side of the quicklook thumbnail kept while streaming (px).
     thumbnail_max_side: int = 2048
+    #: Run the three stages concurrently on neighbouring tile rows: while the backend infers
+    #: row N, row N+1 is read and preprocessed and row N-1 post-processed and merged (bounded
+    #: queues of one row each; results, journal and merge order are the same as sequential).
+    #: On the board this keeps the accelerator fed while the ARM cores do the rest.
+    concurrent: bool = True
 
 
 @dataclass
@@ -167,55 +176,24 @@ def run_scene(
     done_rows = jr.load() if jr else {}
 
     f = max(1, -(-max(scene.height, scene.width) // config.thumbnail_max_side))
-    thumb_rows: list[np.ndarray] = []
-    next_thumb_row = 0
-    merger = SceneMerger(radius_px=config.nms_radius_px)
-    n_run = n_skip = n_resumed = n_done = 0
-    units_checked = False
-
-    for i, (r0, u8, valid) in enumerate(
-        _row_bands(scene, row_starts, tile, ranges, timings)
-    ):
-        if not units_checked:
-            units_checked = _check_units(scene, u8, valid, r0, ranges)
-        rows_here = range(max(next_thumb_row, r0 + (-r0) % f), min(r0 + tile, scene.height), f)
-        if len(rows_here):
-            thumb_rows.append(u8[0, [r - r0 for r in rows_here], : scene.width : f])
-            next_thumb_row = rows_here[-1] + f
-        if i in done_rows:
-            merger.add(done_rows[i], row0=r0)
-            n_resumed += len(col_starts)
-            n_done += len(col_starts)
-            if pacer:
-                pacer.mark_row(i)
-            if progress:
-                progress(n_done, n_total)
-            continue
-        row_dets, ran, skipped = _detect_row(
-            detector, u8, valid, r0, col_starts, tile, config.batch_size, timings, pacer
-        )
-        t0 = time.perf_counter()
-        if config.mask_land:
-            row_dets = _drop_on_land(scene, row_dets)
-        merger.add(row_dets, row0=r0)
-        if jr:
-            jr.append(i, row_dets)
-        timings.merge += time.perf_counter() - t0
-        n_run += ran
-        n_skip += skipped
-        n_done += len(col_starts)
-        if pacer:
-            pacer.mark_row(i)
-        if progress:
-            progress(n_done, n_total)
-
+    rows = _RowSource(scene, row_starts, col_starts, tile, ranges, timings, done_rows,
+                      batch_size=config.batch_size, thumb_step=f)
+    merge = _RowSink(scene, detector, config, timings, jr, n_total, len(col_starts), progress,
+                     pacer)
+    if config.concurrent:
+        _run_concurrently(rows, detector, merge, timings, pacer)
+    else:
+        for row in rows:
+            merge(_infer_row(detector, row, timings, pacer))
+    n_skip, n_run, n_resumed = rows.skipped, merge.ran, merge.resumed
     if n_skip == n_total:
         raise SceneError(f"{scene.source}: scene holds no valid pixels (all nodata or NaN)")
     t0 = time.perf_counter()
-    merged = merger.finish()
+    merged = merge.merger.finish()
     timings.merge += time.perf_counter() - t0
     timings.total = time.perf_counter() - t_start
-    thumb = np.concatenate(thumb_rows, axis=0) if thumb_rows else np.zeros((0, 0), np.uint8)
+    thumb = (np.concatenate(rows.thumb_rows, axis=0) if rows.thumb_rows
+             else np.zeros((0, 0), np.uint8))
     return SceneResult(
         scene_id=scene.scene_id, detections=merged, height=scene.height, width=scene.width,
         tiles_total=n_total, tiles_run=n_run, tiles_skipped_nodata=n_skip,
@@ -345,44 +323,204 @@ def _combine_valid(scene: Scene, band_valid: list[np.ndarray], valid: np.ndarray
                 "pixels")
 
 
-def _detect_row(
-    detector: Detector, u8: np.ndarray, valid: np.ndarray, r0: int, col_starts: list[int],
-    tile: int, batch_size: int, timings: StageTimings, pacer: Pacer | None = None,
-) -> tuple[Detections, int, int]:
-    """Run the detector on the tiles of one row; drop all-nodata tiles and nodata detections."""
-    t0 = time.perf_counter()
-    todo = [c for c in col_starts if valid[:tile, c : c + tile].any()]
-    skipped = len(col_starts) - len(todo)
-    timings.preprocess += time.perf_counter() - t0
-    found: list[Detections] = []
-    for b in range(0, len(todo), batch_size):
-        cols = todo[b : b + batch_size]
-        t0 = time.perf_counter()
-        batch = np.stack([u8[:, :tile, c : c + tile] for c in cols])
+@dataclass
+class _Row:
+    """One tile row between the stages: its tiles batched for the backend (or its resumed
+    detections), then the backend's raw outputs."""
+
+    index: int
+    r0: int
+    #: Detections of a row resumed from the journal (nothing to run).
+    resumed: Detections | None = None
+    #: (tile columns, uint8 batch [B, C, T, T]) per backend call.
+    batches: list[tuple[list[int], np.ndarray]] = field(default_factory=list)
+    #: Valid-pixel mask of each tile run, by column.
+    valid: dict[int, np.ndarray] = field(default_factory=dict)
+    #: Raw backend output per batch (filled by the infer stage).
+    raws: list[Any] = field(default_factory=list)
+
+
+class _RowSource:
+    """Read → preprocess → tile: yields each tile row's batches (copies: the row buffers are
+    reused), checks the units, keeps the thumbnail, counts all-nodata tiles skipped."""
+
+    def __init__(self, scene: Scene, row_starts: list[int], col_starts: list[int], tile: int,
+                 ranges: tuple[BandRange, ...], timings: StageTimings,
+                 done_rows: dict[int, Detections], *, batch_size: int, thumb_step: int) -> None:
+        self.scene, self.tile = scene, tile
+        self.row_starts, self.col_starts = row_starts, col_starts
+        self.ranges, self.timings, self.done_rows = ranges, timings, done_rows
+        self.batch_size, self.f = batch_size, thumb_step
+        self.thumb_rows: list[np.ndarray] = []
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[_Row]:
+        scene, tile, f = self.scene, self.tile, self.f
+        units_checked = False
+        next_thumb_row = 0
+        for i, (r0, u8, valid) in enumerate(
+                _row_bands(scene, self.row_starts, tile, self.ranges, self.timings)):
+            if not units_checked:
+                units_checked = _check_units(scene, u8, valid, r0, self.ranges)
+            rows_here = range(max(next_thumb_row, r0 + (-r0) % f), min(r0 + tile, scene.height),
+                              f)
+            if len(rows_here):
+                self.thumb_rows.append(u8[0, [r - r0 for r in rows_here], : scene.width : f])
+                next_thumb_row = rows_here[-1] + f
+            if i in self.done_rows:
+                yield _Row(i, r0, resumed=self.done_rows[i])
+                continue
+            t0 = time.perf_counter()
+            todo = [c for c in self.col_starts if valid[:tile, c : c + tile].any()]
+            self.skipped += len(self.col_starts) - len(todo)
+            row = _Row(i, r0, valid={c: valid[:tile, c : c + tile].copy() for c in todo})
+            for b in range(0, len(todo), self.batch_size):
+                cols = todo[b : b + self.batch_size]
+                row.batches.append((cols, np.stack([u8[:, :tile, c : c + tile] for c in cols])))
+            self.timings.preprocess += time.perf_counter() - t0
+            yield row
+
+
+def _infer_row(detector: Detector, row: _Row, timings: StageTimings,
+               pacer: Pacer | None) -> _Row:
+    """Infer: the backend on each batch of the row, paced by ``pacer``."""
+    for cols, batch in row.batches:
         t1 = time.perf_counter()
         if pacer:
             pacer.before_batch(len(cols))
             t_paced = time.perf_counter()
             timings.throttle += t_paced - t1
             t1 = t_paced
-        raw = detector.infer(batch)
+        row.raws.append(detector.infer(batch))
         if pacer:
             pacer.after_batch(len(cols))
-        t2 = time.perf_counter()
-        results = detector.post(raw, batch)
-        t3 = time.perf_counter()
-        if len(results) != len(cols):
-            raise RuntimeError(f"backend {detector.name} returned {len(results)} results for "
-                               f"{len(cols)} tiles")
-        for c, dets in zip(cols, results, strict=True):
-            if len(dets):
-                inside = _on_valid(dets, valid[:tile, c : c + tile])
-                found.append(dets.select(inside).shifted(r0, c))
-        timings.preprocess += t1 - t0
-        timings.infer += t2 - t1
-        timings.post += t3 - t2
-        timings.merge += time.perf_counter() - t3
-    return Detections.concat(found), len(todo), skipped
+        timings.infer += time.perf_counter() - t1
+    return row
+
+
+class _RowSink:
+    """Post-process → shift → drop nodata and land → merge → journal, strictly in row order."""
+
+    def __init__(self, scene: Scene, detector: Detector, config: PipelineConfig,
+                 timings: StageTimings, journal: _Journal | None, n_total: int, per_row: int,
+                 progress: ProgressFn | None, pacer: Pacer | None) -> None:
+        self.scene, self.detector, self.config, self.timings = scene, detector, config, timings
+        self.journal, self.n_total, self.per_row = journal, n_total, per_row
+        self.progress, self.pacer = progress, pacer
+        self.merger = SceneMerger(radius_px=config.nms_radius_px)
+        self.ran = self.resumed = self.done = 0
+
+    def __call__(self, row: _Row) -> None:
+        if row.resumed is not None:
+            self.merger.add(row.resumed, row0=row.r0)
+            self.resumed += self.per_row
+        else:
+            found: list[Detections] = []
+            for (cols, batch), raw in zip(row.batches, row.raws, strict=True):
+                t2 = time.perf_counter()
+                results = self.detector.post(raw, batch)
+                t3 = time.perf_counter()
+                if len(results) != len(cols):
+                    raise RuntimeError(f"backend {self.detector.name} returned {len(results)} "
+                                       f"results for {len(cols)} tiles")
+                for c, dets in zip(cols, results, strict=True):
+                    if len(dets):
+                        found.append(dets.select(_on_valid(dets, row.valid[c])).shifted(row.r0, c))
+                self.timings.post += t3 - t2
+                self.timings.merge += time.perf_counter() - t3
+            t0 = time.perf_counter()
+            row_dets = Detections.concat(found)
+            if self.config.mask_land:
+                row_dets = _drop_on_land(self.scene, row_dets)
+            self.merger.add(row_dets, row0=row.r0)
+            if self.journal:
+                self.journal.append(row.index, row_dets)
+            self.timings.merge += time.perf_counter() - t0
+            self.ran += sum(len(cols) for cols, _ in row.batches)
+        self.done += self.per_row
+        if self.pacer:
+            self.pacer.mark_row(row.index)
+        if self.progress:
+            self.progress(self.done, self.n_total)
+
+
+#: Seconds a stage waits on a full or empty queue before it looks whether another stage failed.
+_POLL_S = 0.1
+
+
+def _run_concurrently(rows: _RowSource, detector: Detector, sink: _RowSink,
+                      timings: StageTimings, pacer: Pacer | None) -> None:
+    """Read/preprocess (a thread), infer (this thread) and post/merge (a thread) on neighbouring
+    rows, through queues of one row each: memory stays bounded by a few rows in flight, and
+    rows merge in order.
+
+    When reading or inferring fails, every row already inferred is still merged (and
+    journaled) before the error is raised here, as in the sequential loop; when merging fails,
+    everything stops at once.
+    """
+    to_infer: queue.Queue[_Row | BaseException | None] = queue.Queue(maxsize=1)
+    to_merge: queue.Queue[_Row | None] = queue.Queue(maxsize=1)
+    reader_stop = threading.Event()  # the consumer of the read queue is gone
+    merge_failed = threading.Event()
+    merge_errors: list[BaseException] = []
+
+    def put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for row in rows:
+                if not put(to_infer, row, reader_stop):
+                    return
+            put(to_infer, None, reader_stop)
+        except BaseException as exc:  # noqa: BLE001 - handed to the inferring thread
+            put(to_infer, exc, reader_stop)
+
+    def merge() -> None:
+        try:
+            while (row := to_merge.get()) is not None:
+                sink(row)
+        except BaseException as exc:  # noqa: BLE001 - handed to the inferring thread
+            merge_errors.append(exc)
+            merge_failed.set()
+
+    reader = threading.Thread(target=read, name="sarvessel-read", daemon=True)
+    merger = threading.Thread(target=merge, name="sarvessel-merge", daemon=True)
+    reader.start()
+    merger.start()
+    failure: BaseException | None = None
+    try:
+        while not merge_failed.is_set():
+            try:
+                item = to_infer.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                failure = item
+                break
+            if item.resumed is None:
+                item = _infer_row(detector, item, timings, pacer)
+            if not put(to_merge, item, merge_failed):
+                break
+    except BaseException as exc:
+        failure = exc
+    finally:
+        reader_stop.set()
+        put(to_merge, None, merge_failed)  # the merge thread drains what was inferred, then ends
+        merger.join()
+        reader.join()
+    if merge_errors:
+        raise merge_errors[0]
+    if failure is not None:
+        raise failure
 
 
 def _on_valid(dets: Detections, valid: np.ndarray) -> np.ndarray:

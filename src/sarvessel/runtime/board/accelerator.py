@@ -259,16 +259,24 @@ class SimAccelerator(PackedAccelerator):
     takes at least the package's estimated accelerator time (``estimate.cycles_per_tile`` at
     ``clock_mhz``) on ``clock`` (a :class:`~sarvessel.runtime.power.clock.Clock`; default its
 ``SystemClock``). threads: onnxruntime intra-op
-    threads (default: onnxruntime's).
+    threads (default: onnxruntime's). timing_only: skip the simulator graph and return a fixed
+    open-sea output at the accelerator's pace (implies ``paced``): the host side (packing,
+    unpacking, tail, decode, merge) runs as it would around the real accelerator, for
+    throughput measurements; its detections mean nothing.
     """
 
     kind = AcceleratorKind.SIM
 
     def __init__(self, package: Path | str | DeployPackage, *, model: Path | None = None,
                  batch_size: int = 1, paced: bool = False, clock: Clock | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, timing_only: bool = False) -> None:
         pkg = package if isinstance(package, DeployPackage) else load_package(package)
         super().__init__(pkg, batch_size=batch_size)
+        #: Return a fixed "open sea" output instead of running the simulator graph (paced runs
+        #: that measure the pipeline around an accelerator this CPU cannot emulate in time).
+        self.timing_only = bool(timing_only)
+        if self.timing_only:
+            paced = True
         path = Path(model) if model is not None else pkg.sim_model
         if path is None:
             raise PackageError(f"{pkg.root}: no simulator model (driver_config.json sim.model)")
@@ -304,12 +312,35 @@ class SimAccelerator(PackedAccelerator):
         self._obuf = np.zeros((self.batch_size, *self._out_packed), np.uint8)
         #: Seconds spent waiting to match the accelerator's pace (for overlap measurements).
         self.paced_wait_s = 0.0
+        if self.timing_only:
+            quiet = np.broadcast_to(self._quiet_accumulators(), (self.batch_size,
+                                                                 *self._out_normal))
+            pack(quiet.reshape(self.batch_size, *self._out_folded), self._odt, out=self._obuf)
+
+    def _quiet_accumulators(self) -> np.ndarray:
+        """One tile's output ``[H, W, C]`` for an empty sea: every class logit near -20 after
+        the tail (nothing to decode), box channels 0."""
+        m = self.package.model
+        n_box = 4 * int(m.get("reg_max", 16))
+        c = self._out_normal[-1]
+        scale = np.broadcast_to(self.tail.scale, (c,)).astype(np.float64)
+        bias = np.broadcast_to(self.tail.bias, (c,)).astype(np.float64)
+        acc = np.zeros(c, np.int64)
+        cls = np.arange(c) % (n_box + int(m.get("nc", 1))) >= n_box
+        with np.errstate(divide="ignore", invalid="ignore"):
+            want = np.where(scale != 0, np.rint((-20.0 - bias) / scale), 0)
+        lo, hi = self._odt.min, self._odt.max
+        acc[cls] = np.clip(want[cls], lo, hi).astype(np.int64)
+        return np.broadcast_to(acc, self._out_normal)
 
     def _input_buffer(self, n: int) -> np.ndarray:
         return self._ibuf[:n]
 
     def _run(self, n: int) -> np.ndarray:
         t0 = self.clock.now()
+        if self.timing_only:
+            self._pace(n, t0)
+            return self._obuf[:n]
         ibuf = self._ibuf[:n]
         if self._idt.bits == 8 and self._idt.byte_aligned:
             x = ibuf.view(np.int8 if self._idt.signed else np.uint8)
@@ -335,12 +366,16 @@ class SimAccelerator(PackedAccelerator):
             pack(y.reshape(n, *self._out_folded), self._odt, out=self._obuf[:n])
         except ValueError as exc:
             raise BoardError(f"{self.model_path.name}: {exc}") from exc
+        self._pace(n, t0)
+        return self._obuf[:n]
+
+    def _pace(self, n: int, t0: float) -> None:
+        """With ``paced``, wait until ``n`` tiles' accelerator time has passed since ``t0``."""
         if self.paced:
             wait = n * float(self.seconds_per_tile or 0.0) - (self.clock.now() - t0)
             if wait > 0:
                 self.clock.sleep(wait)
                 self.paced_wait_s += wait
-        return self._obuf[:n]
 
 
 def open_accelerator(kind: AcceleratorKind | str, package: Path | str, **kwargs: Any
