@@ -31,9 +31,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Memory a worker is given room for when sizing a LocalCluster (bytes): a full-width xView3
-#: scene streams in a band of rows (~29,400 px wide: a few hundred MB, docs/runtime.md), plus
-#: the model, the quicklook thumbnail and the Dask worker itself.
+#: Memory a worker is given room for when sizing a LocalCluster (bytes): a scene streams in a
+#: band of rows, 660 MB peak for a 20,000 px wide scene (docs/results.md, "Scene runtime");
+#: xView3 scenes reach ~29,400 px, and the Dask worker itself needs ~150 MB more.
 MEMORY_PER_WORKER = 2 * 2**30
 #: How long to wait for an existing scheduler to answer (s).
 CONNECT_TIMEOUT_S = 20
