@@ -33,6 +33,7 @@ def test_local_cluster_fills_the_cores(cores, mem_gib, workers, threads, want):
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "--workers sizes a LocalCluster"),
     (["--lock-wait", "-1"], "--lock-wait must be >= 0"),
     (["--workers", "0"], "--workers must be >= 1, got 0"),
+    (["--power-budget", "5"], "--power-budget paces one scene on one board"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     pytest.importorskip("distributed")

@@ -20,7 +20,6 @@ import pytest
 import tifffile
 
 from sarvessel.cli import main
-
 from tests.archive.conftest import BACKEND
 
 pytest.importorskip("distributed")

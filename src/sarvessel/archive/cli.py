@@ -61,10 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder of <scene_id>_shoreline.npy for the close-to-shore score "
                    "(default: a shoreline/ folder beside the scenes, if all share one)")
     add_backend_args(p)
-    for action in p._actions:  # the archive's own meaning of --threads
-        if action.dest == "threads":
+    for action in p._actions:
+        if action.dest == "threads":  # the archive's own meaning
             action.help = ("onnxruntime threads per task (default: cores / workers, so "
                            "workers x threads = cores)")
+        elif action.dest in ("power_budget", "power_window"):  # one board's, not a cluster's
+            action.help = argparse.SUPPRESS
     p.set_defaults(func=cmd_detect_many)
 
 
@@ -79,6 +81,9 @@ def cmd_detect_many(args: argparse.Namespace) -> int:
                            "workers run the scenes")
     if args.lock_wait < 0:
         raise ArchiveError(f"--lock-wait must be >= 0, got {args.lock_wait:g}")
+    if getattr(args, "power_budget", None) is not None:
+        raise ArchiveError("--power-budget paces one scene on one board: use `sarvessel "
+                           "detect`; detect-many runs scenes on a cluster")
     if not 0 <= args.dashboard_port <= 65535:
         raise ArchiveError(f"--dashboard-port must be in 0..65535, got {args.dashboard_port}")
     detector = make_cli_detector(args)  # validates the backend options before any scene
@@ -100,8 +105,9 @@ def cmd_detect_many(args: argparse.Namespace) -> int:
         plan = plan_local(cores=cores, memory_bytes=memory, workers=args.workers,
                           threads=args.threads)
         threads = plan.threads
-    spec = DetectorSpec(backend=args.backend, model=str(Path(args.model).resolve())
-                        if args.model else None, tta=args.tta, threads=threads)
+    spec = DetectorSpec(backend=args.backend, model=_abs(args.model), tta=args.tta,
+                        threads=threads, package=_abs(getattr(args, "package", None)),
+                        paced=bool(getattr(args, "paced", False)))
     job = ArchiveJob(out_dir=os.path.abspath(args.out), detector=spec, config=config,
                      lock_wait_s=args.lock_wait,
                      quiet_user_errors=not getattr(args, "verbose", False))
@@ -125,6 +131,11 @@ def cmd_detect_many(args: argparse.Namespace) -> int:
 
 
 # -- helpers ------------------------------------------------------------------------------
+
+
+def _abs(path: Path | None) -> str | None:
+    """An absolute path for the workers (their working folder is not the client's)."""
+    return os.path.abspath(path) if path else None
 
 
 def _common_shoreline(plans: Sequence[ScenePlan]) -> Path | None:

@@ -72,11 +72,16 @@ class DetectorSpec:
     model: str | None = None
     tta: int = 1
     threads: int | None = None
+    #: Deploy package of the sim backend (an fpga backend needs a board per worker).
+    package: str | None = None
+    paced: bool = False
 
     def build(self, threads: int | None = None) -> Detector:
         """The detector, with ``threads`` onnxruntime threads (the default is ``self.threads``)."""
         return make_detector(self.backend, model=Path(self.model) if self.model else None,
-                             threads=threads or self.threads, tta=self.tta)
+                             threads=threads or self.threads, tta=self.tta,
+                             package=Path(self.package) if self.package else None,
+                             paced=self.paced)
 
 
 @dataclass(frozen=True)
