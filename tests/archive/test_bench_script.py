@@ -25,7 +25,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_bench_archive_reports_scenes_per_hour(tmp_path):
-    r = _run("--scenes", "2", "--size", "512x512", "--shapes", "1x1", "--data",
+    r = _run("--scenes", "2", "--size", "512x512", "--shapes", "1x1", "--repeat", "1", "--data",
              str(tmp_path / "d"), "--out", str(tmp_path / "o"), "--json", str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr
     (run,) = json.loads((tmp_path / "b.json").read_text())["runs"]
