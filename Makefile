@@ -40,7 +40,7 @@ $(VENV)/.dev: pyproject.toml requirements/hw.txt | $(VENV)/bin/python
 	$(PIP) install -q -r requirements/hw.txt
 	$(PIP) install -q --no-deps $(FINN)
 	sed 's/\[[^]]*\]//' requirements/hw.txt > $(VENV)/constraints.txt  # pip: no extras in -c
-	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[train,hw,dev]"
+	$(PIP) install -q -c $(VENV)/constraints.txt -e ".[train,hw,dev,archive]"
 	touch $@ $(VENV)/.runtime
 
 clean:
