@@ -100,7 +100,7 @@ def write_sim_package(
         np.save(out / SELFTEST_INPUTS, tiles)
         np.save(out / SELFTEST_EXPECTED, _accumulators(out / SIM_MODEL, tiles))
         driver["selftest"] = {"inputs": SELFTEST_INPUTS, "expected_acc": SELFTEST_EXPECTED}
-    driver["build"] = {"flow": "estimate (no bitstream)", "qonnx": Path(qonnx_path).name,
+    driver["build"] = {"flow": "estimate (no bitstream)", "source_model": Path(qonnx_path).name,
                        **_versions()}
     (out / DRIVER_CONFIG).write_text(json.dumps(driver, indent=2) + "\n")
     load_package(out)
