@@ -304,11 +304,12 @@ _LAYOUTS = ("NHWC", "NCHW")
 _IO_KEYS = ("finn_datatype", "layout", "shape_normal", "shape_folded", "shape_packed")
 
 
-def read_deploy_package(path: Path | str) -> dict[str, Any]:
+def read_deploy_package(path: Path | str, *, need_bitstream: bool = True) -> dict[str, Any]:
     """Check a deploy package folder; return its parsed ``driver_config.json``.
 
-    Its ``model`` entry must be a valid sidecar (:class:`ModelMetadata`).
-
+    Its ``model`` entry must be a valid sidecar (:class:`ModelMetadata`); the files it names
+    (runtime weights, the simulator graph) must be there. need_bitstream: require the bitstream
+    and its ``.hwh`` (the default); False accepts a simulator package written without Vivado.
     Raises :class:`DeployPackageError` naming the folder and the first problem found.
     """
     root = Path(path)
@@ -316,7 +317,7 @@ def read_deploy_package(path: Path | str) -> dict[str, Any]:
         raise DeployPackageError(f"{root}: deploy package folder not found")
     cfg_path = root / DRIVER_CONFIG
     if not cfg_path.is_file():
-        raise DeployPackageError(f"{root}: missing {DRIVER_CONFIG}")
+        raise DeployPackageError(f"{root}: not a deploy package (no {DRIVER_CONFIG})")
     try:
         data = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -325,19 +326,25 @@ def read_deploy_package(path: Path | str) -> dict[str, Any]:
         validate_driver_config(data)
     except DeployPackageError as exc:
         raise DeployPackageError(f"{cfg_path}: {exc}") from exc
-    for key in ("bitfile", "hwh"):
-        f = root / data[key]
-        if not f.is_file() or f.stat().st_size == 0:
-            raise DeployPackageError(f"{root}: {key} {data[key]!r} missing or empty")
     if Path(data["bitfile"]).stem != Path(data["hwh"]).stem:
         raise DeployPackageError(
             f"{root}: bitfile and hwh must share a name (PYNQ finds the .hwh beside the .bit)"
         )
+    if need_bitstream:
+        for key in ("bitfile", "hwh"):
+            f = root / data[key]
+            if not f.is_file() or f.stat().st_size == 0:
+                raise DeployPackageError(f"{root}: bitstream file {data[key]!r} ({key}) missing "
+                                         "or empty (a simulator-only package cannot drive the "
+                                         "FPGA)")
     for w in data["runtime_weights"]:
         if not (root / RUNTIME_WEIGHTS_DIR / w).is_file():
             raise DeployPackageError(
                 f"{root}: runtime weight file {RUNTIME_WEIGHTS_DIR}/{w} missing"
             )
+    sim = data.get("sim")
+    if sim is not None and not (root / sim["model"]).is_file():
+        raise DeployPackageError(f"{root}: simulator model {sim['model']} missing")
     return data
 
 

@@ -19,7 +19,8 @@ from enum import Enum
 from typing import Any
 
 from sarvessel.runtime.board.errors import PackageError
-from sarvessel.runtime.board.package import RUNTIME_WEIGHTS_DIR, DeployPackage
+from sarvessel.runtime.board.package import DeployPackage
+from sarvessel.runtime.contract import RUNTIME_WEIGHTS_DIR
 
 __all__ = ["Platform", "OverlayArgs", "io_shape_dict", "overlay_args", "DEFAULT_DRIVER"]
 

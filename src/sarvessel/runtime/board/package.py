@@ -12,7 +12,6 @@ format, so ``sha256sum -c MANIFEST.sha256`` checks it on a board without Python)
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 
 from sarvessel.runtime import contract
 from sarvessel.runtime.board.errors import ChecksumError, PackageError
-from sarvessel.runtime.contract import DRIVER_CONFIG, RUNTIME_WEIGHTS_DIR, SCHEMA_VERSION
+from sarvessel.runtime.contract import DRIVER_CONFIG, SCHEMA_VERSION
 from sarvessel.runtime.errors import DeployPackageError
 
 __all__ = [
@@ -125,39 +124,20 @@ class DeployPackage:
 
 
 def load_package(path: Path | str, *, need_bitstream: bool = False) -> DeployPackage:
-    """Validate the deploy package folder ``path`` and return it.
+    """Validate the deploy package folder ``path`` (:func:`~sarvessel.runtime.contract.
+    read_deploy_package`) and return it.
 
     need_bitstream: also require the bitstream and ``.hwh`` (the ``fpga`` backend); the
     default accepts a simulator package without them. Raises :class:`PackageError` naming
     the folder and the first problem.
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise PackageError(f"{root}: deploy package folder not found")
-    cfg_path = root / DRIVER_CONFIG
-    if not cfg_path.is_file():
-        raise PackageError(f"{root}: not a deploy package (no {DRIVER_CONFIG})")
     try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PackageError(f"{cfg_path}: not valid JSON: {exc}") from exc
-    try:
-        validate_driver_config(data)
-    except PackageError as exc:
-        raise PackageError(f"{cfg_path}: {exc}") from exc
-    pkg = DeployPackage(root, data)
-    if Path(data["bitfile"]).stem != Path(data["hwh"]).stem:
-        raise PackageError(f"{root}: bitfile and hwh must share a name (PYNQ finds the .hwh "
-                           "beside the .bit)")
-    if need_bitstream and not pkg.has_bitstream:
-        raise PackageError(f"{root}: bitstream {data['bitfile']} or {data['hwh']} missing or "
-                           "empty (a simulator-only package cannot drive the FPGA)")
-    for w in data["runtime_weights"]:
-        if not (root / RUNTIME_WEIGHTS_DIR / w).is_file():
-            raise PackageError(f"{root}: runtime weight file {RUNTIME_WEIGHTS_DIR}/{w} missing")
-    if pkg.sim_model is not None and not pkg.sim_model.is_file():
-        raise PackageError(f"{root}: simulator model {data['sim']['model']} missing")
-    return pkg
+        data = contract.read_deploy_package(path, need_bitstream=need_bitstream)
+    except PackageError:
+        raise
+    except DeployPackageError as exc:
+        raise PackageError(str(exc)) from exc
+    return DeployPackage(Path(path), data)
 
 
 def validate_driver_config(data: Any) -> None:
