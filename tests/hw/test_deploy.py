@@ -93,7 +93,8 @@ def test_schema_violations(mutate, match: str) -> None:
 def test_package_file_problems(tmp_path: Path) -> None:
     pkg = _package(tmp_path, _example_config())
     (pkg / "accelerator.hwh").unlink()
-    with pytest.raises(DeployPackageError, match=r"bitstream file 'accelerator.hwh' \(hwh\) missing"):
+    with pytest.raises(DeployPackageError,
+                       match=r"bitstream file 'accelerator.hwh' \(hwh\) missing"):
         validate_deploy_package(pkg)
     with pytest.raises(DeployPackageError, match="not found"):
         validate_deploy_package(tmp_path / "nothing")
