@@ -153,6 +153,14 @@ class Scene:
         c = np.clip((np.asarray(cols, np.float64) + 0.5) * aw / self.width, 0, aw - 1)
         return full[r.astype(np.intp), c.astype(np.intp)]
 
+    def aux_shape(self, name: str) -> tuple[int, int]:
+        """(rows, columns) of auxiliary raster ``name`` in its own coarse pixels: a scene pixel
+        spans ``height / rows`` scene rows (the cell size :meth:`aux_at` resamples from)."""
+        rd = self._aux.get(name)
+        if rd is None:
+            raise SceneError(f"{self.source}: scene has no auxiliary raster {name!r}")
+        return rd.height, rd.width
+
     def on_land(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """True where a scene pixel is land by ``owiMask`` (all False if the scene has none)."""
         if "owiMask" not in self._aux:
