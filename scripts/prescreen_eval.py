@@ -17,6 +17,10 @@ the brightness gate at each threshold (:func:`~sarvessel.runtime.prescreen.brigh
 (b) SSDD test images (8-bit grey, tiled as ``sarvessel eval`` tiles them): tiles skipped and
 ships lost (every tile covering the box centre skipped) per grey-level threshold.
 
+(c) OpenSARShip (real Sentinel-1 GRD ship chips, calibrated sigma0), with ``--opensarship``: the
+ships whose own brightest VV pixel stays below each gate (an upper bound on what the gate can
+lose on real ships).
+
     python scripts/prescreen_eval.py --seeds 900-931 --root out/prescreen_scenes \\
         --json out/prescreen.json --markdown out/prescreen.md
 """
@@ -33,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from scipy.optimize import linear_sum_assignment
 
 from sarvessel.evaluation.datasets import load_image_grey
@@ -152,10 +157,23 @@ def eval_scene(folder: Path, labels: list[dict[str, str]], detector: Detector,
         bright = {name: np.zeros(shape, bool) for name in gates}
         t_sea = t_bright = 0.0
         n_bright_calls = 0
+        sea_px = 0
+        sea_px_above = dict.fromkeys(gates, 0)
         rows = []
         it = iter(post.tiles)
         for i, (r0, u8, valid) in enumerate(row_bands(scene, tile, row_starts)):
             has_data[i] = [valid[:tile, c : c + tile].any() for c in col_starts]
+            a = max(0, row_starts[i - 1] + tile - r0) if i else 0  # each scene row once
+            n = min(tile, scene.height - r0)
+            if "owiMask" in scene.aux_names:
+                open_sea = scene.read_aux_rows("owiMask", r0 + a, r0 + n) == 0
+            else:
+                open_sea = np.ones((n - a, scene.width), bool)
+            open_sea &= valid[a:n, : scene.width]
+            sea_px += int(open_sea.sum())
+            for name, thr in gates.items():
+                sea_px_above[name] += int(np.count_nonzero(
+                    (u8[0, a:n, : scene.width] >= thr) & open_sea))
             t1 = time.perf_counter()
             sea[i] = sea_mask(scene, r0, col_starts, tile)
             t_sea += time.perf_counter() - t1
@@ -227,6 +245,8 @@ def eval_scene(folder: Path, labels: list[dict[str, str]], detector: Detector,
             "tiles_land": int((has_data & ~sea).sum()),
             "tiles_land_margin0": int((has_data & ~sea0).sum()),
             "tiles_dark": {name: int((has_data & sea & ~b).sum()) for name, b in bright.items()},
+            "sea_pixels": sea_px,
+            "sea_pixels_at_or_above": sea_px_above,
             "labels_all": len(pts),
             "labels_vessel": int(vessel.sum()),
             "land_kept_detections_from_skipped_tiles": kept_from_land,
@@ -245,10 +265,12 @@ def eval_ssdd(split: str, levels: list[int]) -> dict:
     ships_lost = dict.fromkeys(levels, 0)
     n_ships = 0
     t_gate = 0.0
+    tile_max: list[int] = []
     for item in items:
         grey = load_image_grey(item.path)
         windows, batch = image_tiles(grey, tile=TILE_SIZE, channels=1, overlap=OVERLAP)
         n_tiles += len(windows)
+        tile_max += [int(b[0].max()) for b in batch]
         cx = 0.5 * (item.boxes[:, 0] + item.boxes[:, 2])
         cy = 0.5 * (item.boxes[:, 1] + item.boxes[:, 3])
         n_ships += len(cx)
@@ -269,7 +291,44 @@ def eval_ssdd(split: str, levels: list[int]) -> dict:
     return {"split": split, "images": len(items), "tiles": n_tiles, "ships": n_ships,
             "by_level": {str(t): {"tiles_skipped": tiles_dark[t], "ships_lost": ships_lost[t]}
                          for t in levels},
+            "tile_max_percentiles": {str(p): float(np.percentile(tile_max, p))
+                                     for p in (0, 1, 5, 50)},
             "gate_us_per_tile": 1e6 * t_gate / max(1, n_tiles * len(levels))}
+
+
+def eval_opensarship(root: Path, gates: dict[str, int], ring_px: int = 8) -> dict:
+    """Real Sentinel-1 ships: per VV gate, the GRD ship chips whose brightest VV pixel is below
+    it. A 512² tile around the ship holds the chip and more, so this bounds the ships the gate
+    could lose from above. VV: the only band of single-pol chips; of dual-pol chips the band
+    with the higher median (co-pol sea is brighter than cross-pol).
+
+    Also, per scene, the share of the chips' outer ``ring_px`` ring (mostly sea, some ship
+    sidelobes and neighbours) at or above each gate: times the 262,144 pixels of a tile, how
+    many pixels a sea tile there would have above the gate.
+    """
+    chip_max_db = []
+    rings: dict[str, list[np.ndarray]] = defaultdict(list)
+    for f in sorted(root.glob("scenes/*_GRDH_*/Patch_Cal/*.tif")):
+        a = tifffile.imread(f).astype(np.float32)
+        a = a.reshape(a.shape[0], a.shape[1], -1)
+        vv = a[..., int(np.argmax(np.median(a.reshape(-1, a.shape[-1]), axis=0)))]
+        chip_max_db.append(10.0 * np.log10(max(float(vv.max()), 1e-10)))
+        ring = np.ones(vv.shape, bool)
+        ring[ring_px:-ring_px, ring_px:-ring_px] = False
+        rings[f.parents[1].name].append(vv[ring])
+    db = np.array(chip_max_db)
+    u8 = to_uint8(db.astype(np.float32), VV)
+    sea = {}
+    for scene, parts in rings.items():
+        ring_u8 = to_uint8(10.0 * np.log10(np.concatenate(parts) + 1e-10), VV)
+        sea[scene] = {"pixels": int(ring_u8.size),
+                      "share_at_or_above": {name: float((ring_u8 >= thr).mean())
+                                            for name, thr in gates.items()}}
+    return {"ships": len(db),
+            "chip_max_db_percentiles": {str(p): float(np.percentile(db, p))
+                                        for p in (0, 1, 5, 10, 50)} if len(db) else {},
+            "ships_below": {name: int((u8 < thr).sum()) for name, thr in gates.items()},
+            "sea_ring": sea}
 
 
 def markdown(result: dict) -> str:
@@ -308,6 +367,11 @@ def markdown(result: dict) -> str:
                 f"{c['labels_uncovered_all']} ({c['labels_uncovered_vessel']}) | "
                 f"{c['tp_all']} ({c['tp_vessel']}) | {base['tp_all'] - c['tp_all']} "
                 f"({base['tp_vessel'] - c['tp_vessel']}) | {c['detections']} |")
+        spx = sum(s["sea_pixels"] for s in sc)
+        share = ", ".join(
+            f"{name}: {sum(s['sea_pixels_at_or_above'][name] for s in sc) / spx:.1e}"
+            for name in result["gates"])
+        lines += ["", f"Share of open-sea VV pixels (owiMask 0) at or above each gate: {share}."]
         us_sea = np.median([s["sea_mask_us_per_tile"] for s in sc])
         us_b = np.median([s["bright_mask_us_per_tile"] for s in sc])
         lines += ["", f"sea_mask {us_sea:.0f} µs per tile, bright_mask {us_b:.0f} µs per tile "
@@ -321,7 +385,25 @@ def markdown(result: dict) -> str:
             lines.append(f"| {lvl} | {v['tiles_skipped']} "
                          f"({100 * v['tiles_skipped'] / ss['tiles']:.1f} %) | "
                          f"{v['ships_lost']} ({100 * v['ships_lost'] / ss['ships']:.1f} %) |")
-        lines += ["", f"bright_mask {ss['gate_us_per_tile']:.0f} µs per tile."]
+        pct = ", ".join(f"{p} %: {v:.0f}" for p, v in ss["tile_max_percentiles"].items())
+        lines += ["", f"Brightest grey level per SSDD tile, percentiles {pct}; "
+                  f"bright_mask {ss['gate_us_per_tile']:.0f} µs per tile."]
+    osh = result.get("opensarship")
+    if osh and osh["ships"]:
+        pct = ", ".join(f"{p} %: {v:+.1f} dB" for p, v in osh["chip_max_db_percentiles"].items())
+        lines += ["", f"OpenSARShip GRD chips (real Sentinel-1): {osh['ships']} ships; brightest "
+                  f"VV pixel per chip, percentiles {pct}.", "",
+                  "| gate | ships whose chip stays below it |", "|---|---:|"]
+        for name, n in osh["ships_below"].items():
+            lines.append(f"| {name} | {n} ({100 * n / osh['ships']:.1f} %) |")
+        names = list(osh["ships_below"])
+        lines += ["", "Chip border rings (8 px; sea, some sidelobes): share of VV pixels at or "
+                  "above each gate, per GRD scene.", "",
+                  "| scene | pixels | " + " | ".join(names) + " |",
+                  "|---|---:|" + "---:|" * len(names)]
+        for scene, v in osh["sea_ring"].items():
+            lines.append(f"| {scene[:33]}… | {v['pixels']} | " + " | ".join(
+                f"{v['share_at_or_above'][n]:.1e}" for n in names) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -337,8 +419,12 @@ def main() -> int:
     ap.add_argument("--drop-scenes", action="store_true",
                     help="delete each generated scene's rasters after use (saves disk)")
     ap.add_argument("--ssdd-split", default="test", help="SSDD split; '' to skip SSDD")
-    ap.add_argument("--ssdd-levels", default="32,64,96,128,160,192,224")
+    ap.add_argument("--ssdd-levels", default="64,128,192,224,240,248,255")
+    ap.add_argument("--opensarship", type=Path,
+                    help="OpenSARShip folder (scenes/*/Patch_Cal): real-ship check of the gate")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the scenes already in --json (same gates) instead of rerunning")
     ap.add_argument("--markdown", type=Path)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -355,10 +441,18 @@ def main() -> int:
             args.markdown.parent.mkdir(parents=True, exist_ok=True)
             args.markdown.write_text(markdown(result))
 
+    done: dict[str, dict] = {}
+    if args.resume and args.json and args.json.is_file():
+        old = json.loads(args.json.read_text())
+        if old.get("gates") == gates and old.get("match_px") == args.match_px:
+            done = {s["scene_id"]: s for s in old.get("scenes", [])}
     if args.seeds:
         detector = make_detector("onnx", model=args.model)
         for seed in parse_seeds(args.seeds):
             sid = f"synth{seed:04d}{args.size}x{args.size}v"
+            if sid in done:
+                result["scenes"].append(done[sid])
+                continue
             folder = args.root / sid
             if not (folder / "VH_dB.tif").is_file():
                 synthesize_scene(args.root, height=args.size, width=args.size, seed=seed)
@@ -375,6 +469,9 @@ def main() -> int:
     if args.ssdd_split:
         levels = [int(v) for v in args.ssdd_levels.split(",")]
         result["ssdd"] = eval_ssdd(args.ssdd_split, levels)
+        save()
+    if args.opensarship:
+        result["opensarship"] = eval_opensarship(args.opensarship, gates)
         save()
     sys.stdout.write(markdown(result))
     return 0

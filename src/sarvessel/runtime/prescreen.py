@@ -6,7 +6,8 @@ Two tests, each a pure function of what the pipeline holds for one tile row (the
 
 - :func:`sea_mask` — land. A tile is skipped only when every place a detection of that tile
   could be centred is land by ``owiMask``; the pipeline drops exactly those detections
-  afterwards (``mask_land``), so skipping such a tile changes no output. This is exact, not a
+  afterwards, so skipping such a tile changes no output. (Only while the pipeline's land
+  filter is on, ``PipelineConfig.mask_land``: without it, land tiles must run.) This is exact, not a
   heuristic: the mask is sampled through :meth:`~sarvessel.runtime.io.scene.Scene.on_land`,
   the same function the land filter calls, at a step shorter than one auxiliary cell and
   including both ends, so no sea cell in reach of the tile is stepped over.
