@@ -23,6 +23,7 @@ from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.io.xview3_csv import read_labels_csv
 from sarvessel.runtime.pipeline import PipelineConfig, SceneResult, run_scene
 from sarvessel.runtime.power import DEFAULT_WINDOW_S, PowerGovernor, detect_sensor
+from sarvessel.runtime.prescreen import PrescreenConfig, db_to_u8
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,10 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Backe
     g.add_argument("--overlap", type=int,
                    help=f"tile overlap in pixels (default {PipelineConfig.overlap}, or half the "
                    "tile for models with tiles under twice that)")
+    g.add_argument("--gate-db", type=float, metavar="DB",
+                   help="skip tiles whose brightest VV pixel is under DB dB (nothing bright "
+                   "enough to be a ship; -10 lost no ship on the held-out scenes, "
+                   "docs/prescreen.md); default: off")
     g.add_argument("--batch", type=int, default=PipelineConfig.batch_size,
                    help=f"tiles per backend call (default {PipelineConfig.batch_size})")
     add_power_args(p)
@@ -166,13 +171,15 @@ def make_cli_detector(args: argparse.Namespace) -> Detector:
 def pipeline_config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:
     """The pipeline settings; the overlap may be at most half a tile (more would run every
     pixel more than four times for no gain, and near a whole tile the step falls to 1 px)."""
+    screen = PrescreenConfig(min_u8=None if getattr(args, "gate_db", None) is None
+                             else db_to_u8(args.gate_db))
     if args.overlap is None:
         return PipelineConfig(overlap=min(PipelineConfig.overlap, tile_size // 2),
-                              batch_size=_batch(args))
+                              batch_size=_batch(args), prescreen=screen)
     if not 0 <= args.overlap <= tile_size // 2:
         raise SarvesselError(f"--overlap must be between 0 and half the {tile_size} px tile "
                              f"({tile_size // 2}), got {args.overlap}")
-    return PipelineConfig(overlap=args.overlap, batch_size=_batch(args))
+    return PipelineConfig(overlap=args.overlap, batch_size=_batch(args), prescreen=screen)
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -191,7 +198,8 @@ def report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
             f"[/] (read {t.read:.2f} s, preprocess {t.preprocess:.2f} s, infer {t.infer:.2f} s, "
             f"post {t.post:.2f} s, merge {t.merge:.2f} s, write {t.write:.2f} s, throttled "
             f"{t.throttle:.2f} s; {result.tiles_run} tiles run, "
-            f"{result.tiles_skipped_nodata} all-nodata skipped, {result.tiles_resumed} resumed)",
+            f"{result.tiles_skipped_nodata} all-nodata, {result.tiles_skipped_land} land and "
+            f"{result.tiles_skipped_dark} dark skipped, {result.tiles_resumed} resumed)",
             highlight=False)
     if result.power is not None:
         c.print(result.power.summary_line(), highlight=False)

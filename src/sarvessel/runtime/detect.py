@@ -117,6 +117,8 @@ def scene_summary(result: SceneResult, backend: str) -> dict:
             "width": result.width, "megapixels": result.megapixels,
             "detections": len(result.detections), "tiles_total": result.tiles_total,
             "tiles_run": result.tiles_run, "tiles_skipped_nodata": result.tiles_skipped_nodata,
+            "tiles_skipped_land": result.tiles_skipped_land,
+            "tiles_skipped_dark": result.tiles_skipped_dark,
             "tiles_resumed": result.tiles_resumed, "mpx_per_s": result.mpx_per_s,
             "timings_s": result.timings.as_dict()}
 

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +41,7 @@ from sarvessel.runtime.preprocess import (
     to_uint8,
     valid_mask,
 )
+from sarvessel.runtime.prescreen import PrescreenConfig, PrescreenCounts, keep_tiles
 from sarvessel.runtime.tiling import tile_starts
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class PipelineConfig:
     #: queues of one row each; results, journal and merge order are the same as sequential).
     #: On the board this keeps the accelerator fed while the ARM cores do the rest.
     concurrent: bool = True
+    #: Tiles never sent to the backend (docs/prescreen.md): land (exact) on, brightness gate off.
+    prescreen: PrescreenConfig = PrescreenConfig()
 
 
 @dataclass
@@ -119,6 +122,9 @@ class SceneResult:
     tiles_skipped_nodata: int
     tiles_resumed: int
     timings: StageTimings
+    #: Tiles with data the pre-screen skipped: no sea in reach (land), below the gate (dark).
+    tiles_skipped_land: int = 0
+    tiles_skipped_dark: int = 0
     #: Downsampled VV (uint8) for quicklooks, and the scene pixels per thumbnail pixel.
     thumbnail: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((0, 0), np.uint8))
     thumbnail_scale: float = 1.0
@@ -172,12 +178,17 @@ def run_scene(
     col_starts = tile_starts(scene.width, tile, config.overlap)
     n_total = len(row_starts) * len(col_starts)
     timings = StageTimings()
-    jr = _Journal(journal, _journal_key(scene, detector, tile, config)) if journal else None
+    # the land pre-screen is exact only while land detections are dropped
+    screen = config.prescreen if config.mask_land else replace(config.prescreen, skip_land=False)
+    counts = PrescreenCounts()
+    jr = (_Journal(journal, _journal_key(scene, detector, tile, config, screen))
+          if journal else None)
     done_rows = jr.load() if jr else {}
 
     f = max(1, -(-max(scene.height, scene.width) // config.thumbnail_max_side))
     rows = _RowSource(scene, row_starts, col_starts, tile, ranges, timings, done_rows,
-                      batch_size=config.batch_size, thumb_step=f)
+                      batch_size=config.batch_size, thumb_step=f, screen=screen,
+                      counts=counts)
     merge = _RowSink(scene, detector, config, timings, jr, n_total, len(col_starts), progress,
                      pacer)
     if config.concurrent:
@@ -198,6 +209,7 @@ def run_scene(
         scene_id=scene.scene_id, detections=merged, height=scene.height, width=scene.width,
         tiles_total=n_total, tiles_run=n_run, tiles_skipped_nodata=n_skip,
         tiles_resumed=n_resumed, timings=timings, thumbnail=thumb, thumbnail_scale=float(f),
+        tiles_skipped_land=counts.land, tiles_skipped_dark=counts.dark,
     )
 
 
@@ -346,13 +358,16 @@ class _RowSource:
 
     def __init__(self, scene: Scene, row_starts: list[int], col_starts: list[int], tile: int,
                  ranges: tuple[BandRange, ...], timings: StageTimings,
-                 done_rows: dict[int, Detections], *, batch_size: int, thumb_step: int) -> None:
+                 done_rows: dict[int, Detections], *, batch_size: int, thumb_step: int,
+                 screen: PrescreenConfig | None = None,
+                 counts: PrescreenCounts | None = None) -> None:
         self.scene, self.tile = scene, tile
         self.row_starts, self.col_starts = row_starts, col_starts
         self.ranges, self.timings, self.done_rows = ranges, timings, done_rows
         self.batch_size, self.f = batch_size, thumb_step
         self.thumb_rows: list[np.ndarray] = []
         self.skipped = 0
+        self.screen, self.counts = screen, counts
 
     def __iter__(self) -> Iterator[_Row]:
         scene, tile, f = self.scene, self.tile, self.f
@@ -373,6 +388,9 @@ class _RowSource:
             t0 = time.perf_counter()
             todo = [c for c in self.col_starts if valid[:tile, c : c + tile].any()]
             self.skipped += len(self.col_starts) - len(todo)
+            if self.screen is not None and self.screen.active and todo:
+                keep = keep_tiles(scene, u8, valid, r0, todo, tile, self.screen, self.counts)
+                todo = [c for c, k in zip(todo, keep, strict=True) if k]
             row = _Row(i, r0, valid={c: valid[:tile, c : c + tile].copy() for c in todo})
             for b in range(0, len(todo), self.batch_size):
                 cols = todo[b : b + self.batch_size]
@@ -535,13 +553,15 @@ def _drop_on_land(scene: Scene, dets: Detections) -> Detections:
     return dets.select(~scene.on_land(dets.rows, dets.cols))
 
 
-def _journal_key(scene: Scene, detector: Detector, tile: int, config: PipelineConfig) -> dict:
+def _journal_key(scene: Scene, detector: Detector, tile: int, config: PipelineConfig,
+                 screen: PrescreenConfig) -> dict:
     """What makes a finished row reusable: the same files (path, size, mtime), the same
     detector (its fingerprint: model bytes and thresholds) and the same tiling."""
     return {"scene_id": scene.scene_id, "height": scene.height, "width": scene.width,
             "files": scene.fingerprint(),
             "backend": detector.fingerprint, "tile": tile,
-            "overlap": config.overlap, "mask_land": config.mask_land}
+            "overlap": config.overlap, "mask_land": config.mask_land,
+            "prescreen": asdict(screen)}
 
 
 class _Journal:
