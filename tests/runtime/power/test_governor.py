@@ -206,3 +206,24 @@ def test_sampler_thread_runs_with_the_system_clock() -> None:
     cost = gov.sampler.cost()
     assert cost.samples >= 5 and cost.cpu_s >= 0.0
     assert gov.report().peak_w == pytest.approx(IDLE_W + BUSY_W)
+
+
+class TickingClock(ManualClock):
+    """A manual clock that also moves 1 µs at every reading, as a real clock does between two
+    calls: the governor once measured no batch energy on a real clock (it read the clock after
+    the batch's closing sample, one tick past the trace), so it never paced."""
+
+    def now(self) -> float:
+        self.advance(1e-6)
+        return super().now()
+
+
+def test_a_clock_that_moves_between_readings_still_paces() -> None:
+    clock = TickingClock(100.0)
+    act = Activity(clock)
+    act.clock_start = 100.0  # type: ignore[attr-defined]
+    sensor = ScriptedSensor(IDLE_W, BUSY_W, activity=act, clock=clock)
+    with PowerGovernor(sensor, 6.5, WINDOW_S, clock=clock, activity=act) as gov:
+        _stream(gov, clock, act, 40)
+    assert gov.pauses and all(b.energy_j is not None for b in gov.batches)
+    assert gov.report().max_window_w <= 6.5 + 1e-6

@@ -314,8 +314,8 @@ class PowerGovernor:
         with self._lock:
             if self._batch_t0 is None:
                 raise RuntimeError("after_batch() without before_batch()")
+            t1 = self.clock.now()  # before the closing sample, so the trace covers [t0, t1]
             self.sampler.poll()
-            t1 = self.clock.now()
             if self.activity is not None:
                 self.activity.end()
             t0, self._batch_t0 = self._batch_t0, None
