@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "sarvessel.demo",
     "sarvessel.runtime.cli",
     "sarvessel.runtime.board.cli",
+    "sarvessel.runtime.server.cli",
     "sarvessel.archive.cli",
     "sarvessel.synth.cli",
     "sarvessel.evaluation.cli",

@@ -1,0 +1,1 @@
+"""The HTTP routes, one module per resource: :mod:`.jobs`, :mod:`.tiles`, :mod:`.system`."""
