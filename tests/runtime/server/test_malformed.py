@@ -241,3 +241,16 @@ def test_no_request_above_caused_an_internal_error(server: ServerProcess) -> Non
     assert 'status="500"' not in metrics
     wait_for(lambda: server.log.exists(), what="server log")
     assert "Traceback" not in server.log.read_text()
+
+
+def test_chunked_body_over_the_limit_is_cut_off_with_413(server: ServerProcess) -> None:
+    """No Content-Length to judge by: the body is counted as it arrives."""
+    chunks = [b"{" + b" " * (256 << 10)] * 4 + [b" " * 1024 + b"}"]  # just over 1 MiB
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/v1/jobs", body=iter(chunks), headers=JSON, encode_chunked=True)
+        r = conn.getresponse()
+        status, detail = r.status, json.loads(r.read())["detail"]
+    finally:
+        conn.close()
+    assert status == 413 and f"over {1 << 20} bytes" in detail

@@ -27,7 +27,7 @@ from sarvessel import __version__
 from sarvessel.runtime.contract import TILE_SIZE
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.server.deps import ServerContext, require_token
-from sarvessel.runtime.server.errors import PayloadTooLarge, ServerError
+from sarvessel.runtime.server.errors import ServerError
 from sarvessel.runtime.server.jobs import JobStore
 from sarvessel.runtime.server.metrics import Metrics
 from sarvessel.runtime.server.routers import jobs, system, tiles
@@ -175,7 +175,8 @@ def _describe(errors: list[dict], *, prefix: str = "") -> str:
 
 class BodyLimit:
     """Refuse request bodies over the route's limit with 413, before they are read (by
-    Content-Length) or as soon as they pass it (a chunked body): uploads
+    Content-Length) or as soon as they pass it (a chunked body: the app is then told the
+    client left, and its own reply is dropped): uploads
     ``max_upload_bytes``, tiles ``max_tile_batch`` float32 tiles of up to 4 channels, the
     rest ``max_json_bytes``."""
 
@@ -208,19 +209,29 @@ class BodyLimit:
                 await _send_json(send, 413, f"request body of {n} bytes; this route takes at "
                                  f"most {limit}")
                 return
-        seen = 0
+        seen, started, cut_off = 0, False, False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, cut_off
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > limit:
-                    raise PayloadTooLarge(f"request body over {limit} bytes, the most this "
-                                          "route takes")
+                    if not started:
+                        await _send_json(send, 413, f"request body over {limit} bytes, the "
+                                         "most this route takes")
+                    cut_off = True
+                    return {"type": "http.disconnect"}  # the app stops reading
             return msg
 
-        await self.app(scope, limited, send)
+        async def guarded(msg: Message) -> None:
+            nonlocal started
+            if cut_off:  # the app's reply to a cut-off body goes nowhere: 413 was sent
+                return
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        await self.app(scope, limited, guarded)
 
 
 class RequestMetrics:
