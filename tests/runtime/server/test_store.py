@@ -112,3 +112,21 @@ def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     # the lock was released: a good database opens after
     path.unlink()
     JobStore(path).close()
+
+
+def test_a_job_the_server_keeps_dying_under_fails_instead_of_looping(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.sqlite3"
+    store = JobStore(path)
+    job = store.create(_job(), max_queued=4, retry_after_s=1)
+    store.close()
+    for attempt in (1, 2, 3):
+        store = JobStore(path)
+        assert [j.id for j in store.recover(max_attempts=3)] == ([job.id] if attempt > 1
+                                                                else [])
+        assert store.claim_next().attempts == attempt  # ... and the server dies again
+        store.close()
+    store = JobStore(path)
+    assert store.recover(max_attempts=3) == []
+    failed = store.get(job.id)
+    assert failed.state is JobState.FAILED and "each of 3 attempts" in failed.error
+    store.close()

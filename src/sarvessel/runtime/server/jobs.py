@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Schema version (``PRAGMA user_version``); a database of another version is refused.
 SCHEMA_VERSION = 1
+#: Starts after which a job the server keeps dying under is failed (:meth:`JobStore.recover`).
+MAX_ATTEMPTS = 5
 #: Characters of a job id (hex).
 JOB_ID_CHARS = 16
 
@@ -171,9 +173,13 @@ class JobStore:
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def recover(self) -> list[JobRecord]:
-        """Put jobs left ``running`` by a server that died back in the queue (or mark them
-        cancelled if a cancel was asked); return the jobs requeued."""
+    def recover(self, *, max_attempts: int = MAX_ATTEMPTS) -> list[JobRecord]:
+        """Put jobs left ``running`` by a server that died back in the queue; return them.
+
+        A job whose cancel was asked is cancelled instead, and one that has already been
+        started ``max_attempts`` times fails: a scene that kills the server (memory, a driver)
+        must not put it in a crash loop.
+        """
         with self._tx() as db:
             rows = db.execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq",
                               (JobState.RUNNING.value,)).fetchall()
@@ -183,6 +189,14 @@ class JobStore:
                 if job.cancel_requested:
                     db.execute("UPDATE jobs SET state = ?, finished_at = ? WHERE id = ?",
                                (JobState.CANCELLED.value, time.time(), job.id))
+                    continue
+                if job.attempts >= max_attempts:
+                    error = (f"the server died during each of {job.attempts} attempts; "
+                             "giving up (see the server log)")
+                    db.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ? "
+                               "WHERE id = ?",
+                               (JobState.FAILED.value, time.time(), error, job.id))
+                    log.error("job %s: %s", job.id, error)
                     continue
                 note = (f"the server stopped during attempt {job.attempts} at "
                         f"{job.tiles_done}/{job.tiles_total} tiles; resumes from its journal")
