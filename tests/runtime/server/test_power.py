@@ -4,6 +4,7 @@ this process so the test can hand the app a scripted sensor (the hardware bounda
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,15 +42,28 @@ def powered(scenes: Path, tmp_path: Path) -> Iterator[str]:
 
 
 @needs_web
-def test_job_status_and_metrics_report_measured_watts(powered: str) -> None:
+def test_jobs_run_under_the_power_governor_and_report_measured_watts(powered: str) -> None:
+    """Every job runs through a governor on the server's sensor (as ``detect`` does): its
+    summary carries the energy report, its status the draw; a budget below the idle draw
+    fails the job with the governor's reason."""
     from sarvessel.runtime.server.client import ServerClient
 
     with ServerClient(powered, timeout=60) as c:
-        job = c.wait(c.submit(SID, backend="cfar", power_budget_w=6.0)["id"], poll_s=0.05,
-                     timeout_s=120)
-        assert job["state"] == "done" and job["watts"] == 3.5
-        assert "power budget recorded, not enforced" in job["note"]
+        job = c.wait(c.submit(SID, backend="cfar", power_budget_w=6.0,
+                              power_window_s=2.0)["id"], poll_s=0.05, timeout_s=120)
+        assert job["state"] == "done" and job["watts"] == pytest.approx(3.5)
+        power = json.loads(c.result(job["id"], "summary"))["power"]
+        assert power["budget_w"] == 6.0 and power["window_s"] == 2.0
+        assert power["idle_w"] == pytest.approx(3.5) and power["within_budget"] is not False
+        assert power["sensor_kind"] == "scripted"
+        assert "power" in job["results"]
+        assert c.result(job["id"], "power")[:8] == b"\x89PNG\r\n\x1a\n"  # the trace
         assert "sarvessel_power_watts 3.5" in c.metrics()
+        plain = c.wait(c.submit(SID, backend="cfar")["id"], poll_s=0.05, timeout_s=120)
+        assert json.loads(c.result(plain["id"], "summary"))["power"]["budget_w"] is None
+        low = c.wait(c.submit(SID, backend="cfar", power_budget_w=2.0)["id"], poll_s=0.05,
+                     timeout_s=120)
+        assert low["state"] == "failed" and "below the measured idle draw" in low["error"]
 
 
 def test_a_probe_without_a_sensor_or_with_a_vanished_one_reads_none() -> None:

@@ -87,7 +87,8 @@ def _start(settings: ServerSettings, sensor: object | None) -> ServerContext:
             sensor = detect_sensor()
         power = PowerProbe(sensor)  # type: ignore[arg-type]
         metrics = Metrics(power=power.available)
-        detectors = DetectorPool(model=settings.model, threads=settings.threads)
+        detectors = DetectorPool(model=settings.model, package=settings.package,
+                                 threads=settings.threads)
         runner = JobRunner(settings, store, detectors, metrics=metrics, power=power)
         runner.start()
     except BaseException:

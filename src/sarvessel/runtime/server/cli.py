@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="backend of the tile endpoint when a request names none (default auto)")
     p.add_argument("--model", type=Path, help="ONNX model of the onnx/auto backends "
                    "(default: the shipped scene model)")
+    p.add_argument("--package", type=Path, help="deploy package of the sim/fpga backends "
+                   "(default: as for `detect`)")
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     p.add_argument("--no-power-sensor", action="store_true",
                    help="do not read a power sensor (watts stay unreported)")
@@ -80,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views per tile (default 1)")
     p.add_argument("--power-budget", type=float, metavar="W",
-                   help="power budget in watts, recorded with the job")
+                   help="keep the job's moving-average power at or under W watts (the server "
+                   "needs a power sensor)")
     p.add_argument("--wait", action="store_true", help="wait for the job and download results")
     p.add_argument("--out", type=Path, default=Path("out"),
                    help="where --wait saves the results (default out)")
@@ -94,8 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("job", nargs="?", help="job id")
     p.add_argument("--out", type=Path, default=Path("out"),
                    help="folder for the result files (default out)")
-    p.add_argument("--kind", choices=["csv", "geojson", "png", "summary", "all"], default="all",
-                   help="which result to save (default all)")
+    p.add_argument("--kind", choices=["csv", "geojson", "png", "summary", "power", "all"],
+                   default="all", help="which result to save (default all the job has)")
     p.add_argument("--wait", action="store_true", help="wait until the job has finished")
     _add_server_args(p)
     p.set_defaults(func=cmd_results)
@@ -110,7 +113,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_roots=tuple(args.data_root), max_queue=args.max_queue, workers=args.workers,
         max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
         max_tile_batch=args.max_tile_batch, tile_backend=args.tile_backend, model=args.model,
-        threads=args.threads, power_sensor=not args.no_power_sensor)
+        package=args.package, threads=args.threads, power_sensor=not args.no_power_sensor)
     missing = [m for m in WEB_MODULES if not _importable(m)]
     if missing:
         raise SarvesselError(f"serve needs {', '.join(missing)}, which is not installed here: "
@@ -142,7 +145,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     print(job["id"])
     if not args.wait:
         return 0
-    return _finish(client, job["id"], args.out, ("csv", "geojson", "png", "summary"))
+    return _finish(client, job["id"], args.out, None)
 
 
 def cmd_results(args: argparse.Namespace) -> int:
@@ -154,7 +157,7 @@ def cmd_results(args: argparse.Namespace) -> int:
                   f"{p['tiles_done']}/{p['tiles_total']} tiles"
                   + (f"  {j['detections']} detections" if j["detections"] is not None else ""))
         return 0
-    kinds = ("csv", "geojson", "png", "summary") if args.kind == "all" else (args.kind,)
+    kinds = None if args.kind == "all" else (args.kind,)
     if args.wait:
         return _finish(client, args.job, args.out, kinds)
     job = client.job(args.job)
@@ -183,7 +186,7 @@ def _client(args: argparse.Namespace):  # -> ServerClient
     return ServerClient(args.server or DEFAULT_URL, token=token)
 
 
-def _finish(client, job_id: str, out: Path, kinds: tuple[str, ...]) -> int:
+def _finish(client, job_id: str, out: Path, kinds: tuple[str, ...] | None) -> int:
     last = [""]
 
     def show(job: dict) -> None:
@@ -199,7 +202,7 @@ def _finish(client, job_id: str, out: Path, kinds: tuple[str, ...]) -> int:
     return _save(client, job, out, kinds)
 
 
-def _save(client, job: dict, out: Path, kinds: tuple[str, ...]) -> int:
+def _save(client, job: dict, out: Path, kinds: tuple[str, ...] | None) -> int:
     paths = client.download(job["id"], out, kinds)
     print(f"{job['id']}: {job['detections']} detections")
     for kind, path in paths.items():

@@ -104,19 +104,23 @@ class ServerClient:
             time.sleep(poll_s)
 
     def result(self, job_id: str, kind: str = "csv") -> bytes:
-        """A finished job's ``csv``, ``geojson``, ``png`` or ``summary`` file."""
+        """A finished job's ``csv``, ``geojson``, ``png``, ``summary`` or ``power`` file."""
         status, headers, body = self._request(
             "GET", f"/v1/jobs/{_quote(job_id)}/results/{_quote(kind)}")
         _raise_for(status, headers, body)
         return body
 
-    def download(self, job_id: str, out_dir: Path, kinds: tuple[str, ...] = (
-            "csv", "geojson", "png", "summary")) -> dict[str, Path]:
-        """Save results into ``out_dir`` under the server's file names; returns kind → path."""
+    def download(self, job_id: str, out_dir: Path, kinds: tuple[str, ...] | None = None
+                 ) -> dict[str, Path]:
+        """Save results into ``out_dir`` under the server's file names; returns kind → path.
+        ``kinds``: the default is every result the finished job has."""
         job = self.job(job_id)
-        names = {"csv": f"{job['scene_id']}.csv", "geojson": f"{job['scene_id']}.geojson",
-                 "png": f"{job['scene_id']}_quicklook.png",
-                 "summary": f"{job['scene_id']}_summary.json"}
+        sid = job["scene_id"]
+        names = {"csv": f"{sid}.csv", "geojson": f"{sid}.geojson",
+                 "png": f"{sid}_quicklook.png", "summary": f"{sid}_summary.json",
+                 "power": f"{sid}_power.png"}
+        if kinds is None:
+            kinds = tuple(k for k in names if k in job.get("results", {}))
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         out = {}

@@ -10,19 +10,23 @@ stored field never leaks by accident (the server's own paths stay private).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sarvessel.runtime.backends import BackendKind
 from sarvessel.runtime.backends.tta import TTA_SETS
+from sarvessel.runtime.detect import POWER_PNG, output_paths
 from sarvessel.runtime.pipeline import PipelineConfig
+from sarvessel.runtime.power import DEFAULT_WINDOW_S
 from sarvessel.runtime.server.jobs import JobRecord, JobState
 
 #: Result kinds a finished job serves, and their media types.
 RESULT_TYPES: dict[str, str] = {"csv": "text/csv", "geojson": "application/geo+json",
-                                "png": "image/png", "summary": "application/json"}
-ResultKind = Literal["csv", "geojson", "png", "summary"]
+                                "png": "image/png", "summary": "application/json",
+                                "power": "image/png"}
+ResultKind = Literal["csv", "geojson", "png", "summary", "power"]
 
 
 class _Strict(BaseModel):
@@ -32,8 +36,9 @@ class _Strict(BaseModel):
 class JobOptions(_Strict):
     """How a scene job runs. Every field is optional; the defaults are ``sarvessel detect``'s."""
 
-    backend: BackendKind = Field(BackendKind.AUTO, description="tile detector: auto (the "
-                                 "server's model, else CFAR), onnx, cfar or noop")
+    backend: BackendKind = Field(BackendKind.AUTO, description="tile detector: auto (fpga "
+                                 "on a board with a deploy package, else the server's model, "
+                                 "else CFAR), onnx, sim, fpga, cfar or noop")
     conf_threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
         None, description="score threshold; the default is the model's own")
     iou_threshold: Annotated[float, Field(gt=0, lt=1)] | None = Field(
@@ -46,7 +51,10 @@ class JobOptions(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=256)] = Field(
         PipelineConfig.batch_size, description="tiles per backend call")
     power_budget_w: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="power budget (W) for the power governor; recorded with the job")
+        None, description="keep the moving average of measured power at or under this many "
+        "watts by pausing between backend calls (the power governor); needs a power sensor")
+    power_window_s: Annotated[float, Field(gt=0)] = Field(
+        DEFAULT_WINDOW_S, description="moving-average window of the power budget (s)")
 
     @field_validator("tta")
     @classmethod
@@ -55,11 +63,11 @@ class JobOptions(_Strict):
             raise ValueError(f"tta must be one of {sorted(TTA_SETS)}")
         return v
 
-    @field_validator("power_budget_w")
+    @field_validator("power_budget_w", "power_window_s")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
-            raise ValueError("power_budget_w must be a finite number of watts")
+            raise ValueError("must be a finite number")
         return v
 
 
@@ -102,7 +110,8 @@ class JobPublic(BaseModel):
     detections: int | None
     error: str | None
     note: str | None
-    results: dict[str, str] = Field(description="result kind -> URL, once done")
+    results: dict[str, str] = Field(description="result kind -> URL, once done (power only "
+                                    "where a sensor gave readings)")
 
 
 class JobList(BaseModel):
@@ -154,7 +163,8 @@ class ErrorBody(BaseModel):
 def job_public(job: JobRecord, *, base_url: str = "/v1") -> JobPublic:
     """The public view of a stored job (no server paths)."""
     total = job.tiles_total
-    results = ({k: f"{base_url}/jobs/{job.id}/results/{k}" for k in RESULT_TYPES}
+    results = ({k: f"{base_url}/jobs/{job.id}/results/{k}" for k, p in
+                result_paths(job).items() if k != "power" or p.is_file()}
                if job.state is JobState.DONE else {})
     return JobPublic(
         id=job.id, state=job.state, scene_id=job.scene_id, uploaded=job.uploaded,
@@ -167,6 +177,15 @@ def job_public(job: JobRecord, *, base_url: str = "/v1") -> JobPublic:
                           mpx_per_s=_finite(job.mpx_per_s), eta_s=_finite(job.eta_s)),
         watts=job.watts, detections=job.detections, error=job.error, note=job.note,
         results=results)
+
+
+def result_paths(job: JobRecord) -> dict[str, Path]:
+    """Where a job's results are, by :data:`RESULT_TYPES` kind (the power trace exists only
+    where a sensor gave readings)."""
+    paths = output_paths(Path(job.out_dir), job.scene_id)
+    return {"csv": paths["csv"], "geojson": paths["geojson"], "png": paths["png"],
+            "summary": paths["json"],
+            "power": Path(job.out_dir) / POWER_PNG.format(sid=job.scene_id)}
 
 
 def _finite(v: float | None) -> float | None:

@@ -11,12 +11,14 @@ for reuse (loading an ONNX session costs more than a tile row).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +29,7 @@ from sarvessel.runtime.detect import detect_scene, journal_path
 from sarvessel.runtime.detector import Detector, make_detector
 from sarvessel.runtime.errors import ModelError, SarvesselError
 from sarvessel.runtime.pipeline import PipelineConfig
+from sarvessel.runtime.power import DEFAULT_WINDOW_S, NullSensor, PowerGovernor, SensorKind
 from sarvessel.runtime.server.errors import QueueFull, Unprocessable
 from sarvessel.runtime.server.inputs import check_scene
 from sarvessel.runtime.server.jobs import JobRecord, JobState, JobStore, new_job_id
@@ -43,11 +46,6 @@ DEFAULT_RETRY_AFTER_S = 10
 MAX_RETRY_AFTER_S = 600
 #: Detectors kept built (distinct backend/threshold combinations).
 DETECTOR_CACHE = 8
-#: What a job with a power budget is told while the pipeline has no pacing hook.
-POWER_NOTE = ("power budget recorded, not enforced: the scene pipeline has no pacing hook for "
-              "the power governor yet (watts are still measured where a sensor reads)")
-
-
 @dataclass(frozen=True)
 class DetectorSpec:
     """What builds a detector: the options of a job or tile request that change detections."""
@@ -69,11 +67,13 @@ class DetectorSpec:
 
 class DetectorPool:
     """Built detectors by :class:`DetectorSpec`, least recently used dropped past
-    :data:`DETECTOR_CACHE`. ``model``/``threads`` are the server's (a request cannot name a
-    model file)."""
+    :data:`DETECTOR_CACHE`. ``model``, ``package`` and ``threads`` are the server's (a request
+    cannot name a file)."""
 
-    def __init__(self, *, model: Path | None = None, threads: int | None = None) -> None:
+    def __init__(self, *, model: Path | None = None, package: Path | None = None,
+                 threads: int | None = None) -> None:
         self.model = model
+        self.package = package
         self.threads = threads
         self._cache: OrderedDict[DetectorSpec, Detector] = OrderedDict()
         self._lock = threading.Lock()
@@ -86,8 +86,11 @@ class DetectorPool:
             if det is not None:
                 self._cache.move_to_end(spec)
                 return det
-            network = spec.backend in (BackendKind.ONNX, BackendKind.AUTO)
-            det = make_detector(spec.backend, model=self.model if network else None,
+            b = spec.backend  # the server's model / package go where `detect` would take them
+            model = self.model if b in (BackendKind.ONNX, BackendKind.AUTO) else None
+            package = self.package if b in (BackendKind.SIM, BackendKind.FPGA,
+                                            BackendKind.AUTO) else None
+            det = make_detector(b, model=model, package=package,
                                 threads=self.threads, conf_threshold=spec.conf_threshold,
                                 iou_threshold=spec.iou_threshold, tta=spec.tta,
                                 second_stage=spec.second_stage)
@@ -106,36 +109,76 @@ def job_pipeline_config(options: dict, tile_size: int) -> PipelineConfig:
 
 
 class PowerProbe:
-    """Last power reading of a sensor, read at most every ``min_interval_s``; None where the
-    host has no sensor or it stopped answering. Thread-safe."""
+    """The server's power sensor, shared by the jobs' governors and the status readers.
+
+    While a job runs, its :class:`~sarvessel.runtime.power.PowerGovernor` samples the sensor and
+    :meth:`watts` is the mean of that trace over the last second; with no job running it reads
+    the sensor itself, at most every ``min_interval_s`` (never both at once: some sensors keep
+    state between reads). None where the host has no sensor or it stopped answering.
+    """
 
     def __init__(self, sensor: PowerSensor | None, *, min_interval_s: float = 0.5) -> None:
-        self.sensor = sensor
+        self.sensor: PowerSensor = sensor if sensor is not None else NullSensor()
         self.min_interval_s = min_interval_s
         self._last: float | None = None
         self._at = -math.inf
         self._lock = threading.Lock()
+        self._active: list[PowerGovernor] = []
 
     @property
     def available(self) -> bool:
-        return self.sensor is not None and getattr(self.sensor, "kind", None) != "none"
+        return self.sensor.kind is not SensorKind.NONE
+
+    def governor(self, budget_w: float | None, window_s: float) -> PowerGovernor:
+        """A governor on this sensor: paces to ``budget_w`` (None: measures only)."""
+        return PowerGovernor(self.sensor, budget_w, window_s)
+
+    @contextlib.contextmanager
+    def running(self, governor: PowerGovernor) -> Iterator[PowerGovernor]:
+        """Start ``governor`` for a job; :meth:`watts` reads its trace until it stops."""
+        with self._lock:
+            self._active.append(governor)
+        try:
+            with governor:
+                yield governor
+        finally:
+            with self._lock:
+                self._active.remove(governor)
 
     def watts(self) -> float | None:
         if not self.available:
             return None
         with self._lock:
+            for gov in self._active:
+                w = _recent_watts(gov)
+                if w is not None:
+                    self._last = w
+                    return w
+            if self._active:
+                return self._last
             now = time.monotonic()
             if now - self._at >= self.min_interval_s:
                 self._at = now
                 try:
-                    w = self.sensor.read().watts  # type: ignore[union-attr]
+                    w = self.sensor.read().watts
                 except SarvesselError as exc:  # SensorGone, PowerError: stop reading
                     log.warning("power sensor stopped answering: %s", exc)
-                    self.sensor = None
+                    self.sensor = NullSensor(reason=str(exc))
                     return None
                 if w is not None and math.isfinite(w):
                     self._last = float(w)
             return self._last
+
+
+def _recent_watts(gov: PowerGovernor, span_s: float = 1.0) -> float | None:
+    """Mean power of the governor's trace over its last ``span_s`` seconds (None if empty)."""
+    trace = gov.sampler.trace
+    end, start = trace.end, trace.start
+    if end is None or start is None or end <= start:
+        return None
+    t0 = max(start, end - span_s)
+    w = (trace.energy_at_time(end) - trace.energy_at_time(t0)) / (end - t0)
+    return float(w) if math.isfinite(w) else None
 
 
 class _Stop(Exception):
@@ -202,6 +245,9 @@ class JobRunner:
             job_pipeline_config(options, detector.tile_size)
         except SarvesselError as exc:
             raise Unprocessable(f"options: {str(exc).lstrip('-')}") from exc
+        if options.get("power_budget_w") is not None and not self.power.available:
+            raise Unprocessable(f"options: a power budget needs a power sensor, and this server "
+                                f"has none ({getattr(self.power.sensor, 'note', 'none')})")
         scene_id, height, width = check_scene(scene_path, label=label)
         job_id = job_id or new_job_id()
         job = JobRecord(id=job_id, state=JobState.QUEUED, scene_path=str(scene_path),
@@ -260,15 +306,16 @@ class JobRunner:
 
     def _run(self, job: JobRecord) -> None:
         log.info("job %s: running %s (attempt %d)", job.id, job.scene_path, job.attempts)
-        if job.options.get("power_budget_w") is not None:
-            self.store.set_note(job.id, POWER_NOTE if job.attempts == 1 or not job.note
-                                else f"{job.note}; {POWER_NOTE}")
         progress = _Progress(self, job)
         try:
             detector = self.detectors.get(DetectorSpec.from_options(job.options))
             config = job_pipeline_config(job.options, detector.tile_size)
-            result, _ = detect_scene(Path(job.scene_path), detector, out_dir=Path(job.out_dir),
-                                     config=config, resume=True, progress=progress)
+            governor = self.power.governor(job.options.get("power_budget_w"),
+                                           job.options.get("power_window_s", DEFAULT_WINDOW_S))
+            with self.power.running(governor):  # paces to the budget, measures energy
+                result, _ = detect_scene(Path(job.scene_path), detector,
+                                         out_dir=Path(job.out_dir), config=config, resume=True,
+                                         progress=progress, governor=governor)
         except _Stop as stop:
             if stop.cancelled:
                 self.store.finish(job.id, JobState.CANCELLED,

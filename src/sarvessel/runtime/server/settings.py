@@ -61,6 +61,8 @@ class ServerSettings:
     max_json_bytes: int = MIB
     #: ONNX model of the ``onnx``/``auto`` backends. The default is the shipped scene model.
     model: Path | None = None
+    #: Deploy package of the ``sim``/``fpga`` backends. The defaults are ``detect``'s.
+    package: Path | None = None
     #: onnxruntime threads per detector. The default (None) is every core.
     threads: int | None = None
     #: Backend of ``POST /v1/tiles`` when the request names none. The default is ``auto``.
@@ -79,8 +81,9 @@ class ServerSettings:
         set_(self, "work_dir", Path(os.path.abspath(self.work_dir)))
         set_(self, "data_roots", tuple(Path(os.path.realpath(p)) for p in self.data_roots))
         set_(self, "tile_backend", _backend(self.tile_backend))
-        if self.model is not None:
-            set_(self, "model", Path(os.path.abspath(self.model)))
+        for name in ("model", "package"):
+            if getattr(self, name) is not None:
+                set_(self, name, Path(os.path.abspath(getattr(self, name))))
         if not 0 < self.port < 65536:
             raise SettingsError(f"--port must be in 1..65535, got {self.port}")
         for name in ("max_queue", "workers", "max_upload_bytes", "max_tile_batch",

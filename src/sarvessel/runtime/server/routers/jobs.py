@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -16,7 +15,6 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.types import Message, Receive
 
-from sarvessel.runtime.detect import output_paths
 from sarvessel.runtime.server.deps import RunnerDep, SettingsDep, StoreDep
 from sarvessel.runtime.server.errors import (
     BadRequest,
@@ -40,6 +38,7 @@ from sarvessel.runtime.server.models import (
     JobPublic,
     ResultKind,
     job_public,
+    result_paths,
 )
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -130,16 +129,18 @@ def cancel_job(job_id: str, runner: RunnerDep) -> JobPublic:
 
 
 @router.get("/{job_id}/results/{kind}", response_class=FileResponse,
-            summary="a finished job's CSV (xView3), GeoJSON, quicklook PNG or summary JSON",
+            summary="a finished job's CSV (xView3), GeoJSON, quicklook PNG, summary JSON or "
+            "power trace PNG",
             responses={200: {"content": {t: {} for t in RESULT_TYPES.values()}}})
 def get_result(job_id: str, kind: ResultKind, store: StoreDep) -> FileResponse:
     job = store.get(job_id)
     if job.state is not JobState.DONE:
         raise Conflict(f"job {job_id} is {job.state.value}; results exist once it is done")
-    paths = output_paths(Path(job.out_dir), job.scene_id)
-    path = paths["json" if kind == "summary" else kind]
+    path = result_paths(job)[kind]
     if not path.is_file():
-        raise NotFound(f"job {job_id} has no {kind} result (removed from the server?)")
+        why = ("no power sensor gave readings" if kind == "power"
+               else "removed from the server?")
+        raise NotFound(f"job {job_id} has no {kind} result ({why})")
     return FileResponse(path, media_type=RESULT_TYPES[kind], filename=path.name)
 
 
