@@ -202,7 +202,6 @@ class JobRunner:
         self._wake = threading.Condition()
         self._stopping = threading.Event()
         self._cancel: set[str] = set()
-        self._running: dict[str, JobRecord] = {}
         self._threads: list[threading.Thread] = []
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -293,7 +292,6 @@ class JobRunner:
                 with self._wake:
                     self._wake.wait(timeout=1.0)
                 continue
-            self._running[job.id] = job
             try:
                 self._run(job)
             except Exception:  # keep the worker alive; the job says what happened
@@ -301,7 +299,6 @@ class JobRunner:
                 self.store.finish(job.id, JobState.FAILED,
                                   error="internal error (see the server log)")
             finally:
-                self._running.pop(job.id, None)
                 self._cancel.discard(job.id)
 
     def _run(self, job: JobRecord) -> None:
