@@ -38,7 +38,7 @@ ACCELERATOR_TILES_PER_S = 364.0
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backend", default="onnx", choices=["onnx", "cfar"],
+    p.add_argument("--backend", default="onnx", choices=["onnx", "sim", "cfar"],
                    help="backend compared in-process and over HTTP (default onnx)")
     p.add_argument("--batch", type=int, default=8, help="tiles per request (default 8)")
     p.add_argument("--batches", type=int, default=20,
