@@ -13,7 +13,7 @@ import pytest
 
 from sarvessel.runtime.server.client import ServerClient
 from sarvessel.runtime.server.errors import ClientError
-from tests.runtime.server.conftest import SMALL, ServerProcess, free_port, needs_web
+from tests.runtime.server.conftest import SMALL, ServerProcess, free_port, needs_web, wait_for
 
 pytestmark = needs_web
 SID = SMALL[0]
@@ -56,8 +56,9 @@ def test_upload_gives_the_same_detections_as_a_path(server: ServerProcess, scene
         job = c.wait(job["id"], poll_s=0.05, timeout_s=120)
         assert job["state"] == "done", job
         assert c.result(job["id"], "csv") == (ref / f"{SID}.csv").read_bytes()
-    # the uploaded copy is removed once the job has finished; its results stay
-    assert not any((server.work_dir / "uploads").iterdir())
+    # the uploaded copy is removed once the job has finished (just after); its results stay
+    wait_for(lambda: not any((server.work_dir / "uploads").iterdir()), timeout=30,
+             what="the uploaded copy to be removed")
 
 
 def test_concurrent_submissions_all_finish_with_the_same_results(server: ServerProcess,

@@ -36,6 +36,9 @@ def test_full_queue_says_429_with_retry_after_and_cancel_frees_it(start_server,
             c.submit(TALL_ID, backend="cfar")
         assert err.value.status == 429 and "queue is full" in str(err.value)
         assert int(err.value.headers["retry-after"]) >= 1
+        with pytest.raises(ClientError) as err:  # 16 MB of bands, refused before they are sent
+            c.upload(scenes / TALL_ID, backend="cfar")
+        assert err.value.status == 429
         assert c.ready()["queue_depth"] == 1
 
         assert c.cancel(queued)["state"] == "cancelled"
@@ -57,7 +60,8 @@ def test_full_queue_says_429_with_retry_after_and_cancel_frees_it(start_server,
 def test_bearer_token_is_required_and_checked(start_server, scenes: Path) -> None:
     srv = start_server(data_roots=[scenes], token=TOKEN)
     anon = ServerClient(srv.url, timeout=10)
-    for call in (anon.jobs, anon.metrics, lambda: anon.submit(TALL_ID)):
+    for call in (anon.jobs, anon.metrics, lambda: anon.submit(TALL_ID),
+                 lambda: anon.upload(scenes / TALL_ID)):
         with pytest.raises(ClientError) as err:
             call()
         assert err.value.status == 401 and "needs a bearer token" in str(err.value)

@@ -130,3 +130,22 @@ def test_a_job_the_server_keeps_dying_under_fails_instead_of_looping(tmp_path: P
     failed = store.get(job.id)
     assert failed.state is JobState.FAILED and "each of 3 attempts" in failed.error
     store.close()
+
+
+def test_start_up_sweeps_upload_folders_no_waiting_job_needs(tmp_path: Path) -> None:
+    from sarvessel.runtime.server.runner import DetectorPool, JobRunner
+    from sarvessel.runtime.server.settings import ServerSettings
+
+    settings = ServerSettings(work_dir=tmp_path / "work")
+    store = JobStore(settings.db_path)
+    try:
+        queued = store.create(_job(uploaded=True), max_queued=4, retry_after_s=1)
+        done = store.create(_job(uploaded=True), max_queued=4, retry_after_s=1)
+        store.finish(done.id, JobState.DONE, detections=0)
+        for name in (queued.id, done.id, new_job_id(), f".{new_job_id()}.tmp"):
+            (settings.uploads_dir / name / "scene").mkdir(parents=True)
+        runner = JobRunner(settings, store, DetectorPool())
+        assert runner.sweep_uploads() == 3
+        assert [p.name for p in settings.uploads_dir.iterdir()] == [queued.id]
+    finally:
+        store.close()

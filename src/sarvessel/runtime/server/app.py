@@ -37,6 +37,8 @@ from sarvessel.runtime.server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1"
+#: Bytes of an over-limit chunked body still read (and dropped) after the 413 is sent.
+DRAIN_BYTES = 4 << 20
 
 
 def create_app(settings: ServerSettings, *, sensor: object | None = None) -> FastAPI:
@@ -90,6 +92,7 @@ def _start(settings: ServerSettings, sensor: object | None) -> ServerContext:
         detectors = DetectorPool(model=settings.model, package=settings.package,
                                  threads=settings.threads)
         runner = JobRunner(settings, store, detectors, metrics=metrics, power=power)
+        runner.sweep_uploads()
         runner.start()
     except BaseException:
         store.close()
@@ -222,6 +225,13 @@ class BodyLimit:
                         await _send_json(send, 413, f"request body over {limit} bytes, the "
                                          "most this route takes")
                     cut_off = True
+                    # read (and drop) a little more of the body, so a client that sends it
+                    # all before reading still gets the 413 rather than a reset connection
+                    drained, more = 0, msg.get("more_body", False)
+                    while more and drained < DRAIN_BYTES:
+                        nxt = await receive()
+                        drained += len(nxt.get("body", b""))
+                        more = nxt["type"] == "http.request" and nxt.get("more_body", False)
                     return {"type": "http.disconnect"}  # the app stops reading
             return msg
 

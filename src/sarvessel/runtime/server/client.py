@@ -11,6 +11,8 @@ import http.client
 import json
 import logging
 import secrets
+import select
+import socket
 import threading
 import time
 import urllib.parse
@@ -198,16 +200,21 @@ class ServerClient:
             hdrs["Authorization"] = f"Bearer {self.token}"
         if isinstance(body, _MultipartBody):
             hdrs["Content-Length"] = str(body.length)
+            hdrs["Expect"] = "100-continue"  # a refusal (401, 413, 429) comes before the body
         with self._lock:
             for attempt in (0, 1):  # a kept-alive connection the server closed: reconnect once
                 conn = self._connection()
+                body_unsent = False
                 try:
                     if isinstance(body, _MultipartBody):
                         conn.putrequest(method, path)
                         for k, v in hdrs.items():
                             conn.putheader(k, v)
                         conn.endheaders()
-                        body.write_to(conn)
+                        if _await_continue(conn):
+                            body.write_to(conn)
+                        else:  # refused first: the server still waits for that body
+                            body_unsent = True
                     else:
                         conn.request(method, path, body=body, headers=hdrs)
                     resp = conn.getresponse()
@@ -223,7 +230,7 @@ class ServerClient:
                         raise ClientError(f"cannot reach {self.base_url}: connection refused "
                                           "(is `sarvessel serve` running there?)") from exc
                     raise ClientError(f"{self.base_url}: {exc}") from exc
-                if resp.getheader("Connection", "").lower() == "close":
+                if body_unsent or resp.getheader("Connection", "").lower() == "close":
                     self._conn = None
                     conn.close()
                 return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
@@ -265,6 +272,31 @@ class _MultipartBody:
                         conn.send(chunk)
             else:
                 conn.send(part)
+
+
+def _await_continue(conn: http.client.HTTPConnection, timeout: float = 5.0) -> bool:
+    """After headers with ``Expect: 100-continue``: True to send the body (the server said
+    100 Continue, or said nothing within ``timeout`` s, as RFC 9110 §10.1.1 allows), False if
+    its final reply came first (then the body is not sent and the reply is read as usual).
+
+    The reply is only peeked at, never consumed, except the interim 100 response itself.
+    """
+    sock = conn.sock
+    if sock is None:
+        return True
+    t_end = time.monotonic() + timeout
+    while True:
+        ready, _, _ = select.select([sock], [], [], max(0.0, t_end - time.monotonic()))
+        if not ready:
+            return True
+        head = sock.recv(4096, socket.MSG_PEEK)
+        if not head.startswith(b"HTTP/1.1 100"[: len(head)]) or not head:
+            return False  # a final reply (or a closed connection): getresponse() reads it
+        end = head.find(b"\r\n\r\n")
+        if end >= 0:
+            sock.recv(end + 4)  # consume the interim response only
+            return True
+        time.sleep(0.01)  # the interim response arrives in pieces: wait for its end
 
 
 def _quote(s: str) -> str:

@@ -30,9 +30,15 @@ from sarvessel.runtime.detector import Detector, make_detector
 from sarvessel.runtime.errors import ModelError, SarvesselError
 from sarvessel.runtime.pipeline import PipelineConfig
 from sarvessel.runtime.power import DEFAULT_WINDOW_S, NullSensor, PowerGovernor, SensorKind
-from sarvessel.runtime.server.errors import QueueFull, Unprocessable
+from sarvessel.runtime.server.errors import NotFound, QueueFull, Unprocessable
 from sarvessel.runtime.server.inputs import check_scene
-from sarvessel.runtime.server.jobs import JobRecord, JobState, JobStore, new_job_id
+from sarvessel.runtime.server.jobs import (
+    JobRecord,
+    JobState,
+    JobStore,
+    new_job_id,
+    valid_job_id,
+)
 from sarvessel.runtime.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -226,6 +232,23 @@ class JobRunner:
         return bool(self._threads) and all(t.is_alive() for t in self._threads) \
             and not self._stopping.is_set()
 
+    def sweep_uploads(self) -> int:
+        """At start-up, before any request: delete upload folders no queued or running job
+        needs (half-written ones a killed upload left, and those of finished jobs whose
+        clean-up a crash cut short). Returns how many were removed."""
+        removed = 0
+        for path in sorted(self.settings.uploads_dir.iterdir()):
+            job = None
+            if valid_job_id(path.name):
+                with contextlib.suppress(NotFound):
+                    job = self.store.get(path.name)
+            if job is None or job.state.finished:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        if removed:
+            log.info("removed %d stale upload folder(s)", removed)
+        return removed
+
     def wake(self) -> None:
         """A job was queued: let an idle worker take it."""
         with self._wake:
@@ -271,8 +294,9 @@ class JobRunner:
         job = self.store.request_cancel(job_id)
         if job.state is JobState.RUNNING:
             self._cancel.add(job_id)
-        elif job.state is JobState.CANCELLED:
-            self._cleanup(job)
+        elif job.state is JobState.CANCELLED:  # was queued: the store says so already
+            self._tidy(job, JobState.CANCELLED, detections=None)
+            self._remove_upload(job)
         return job
 
     def retry_after_s(self) -> int:
@@ -296,8 +320,7 @@ class JobRunner:
                 self._run(job)
             except Exception:  # keep the worker alive; the job says what happened
                 log.exception("job %s: internal error", job.id)
-                self.store.finish(job.id, JobState.FAILED,
-                                  error="internal error (see the server log)")
+                self._end(job, JobState.FAILED, error="internal error (see the server log)")
             finally:
                 self._cancel.discard(job.id)
 
@@ -315,9 +338,8 @@ class JobRunner:
                                          progress=progress, governor=governor)
         except _Stop as stop:
             if stop.cancelled:
-                self.store.finish(job.id, JobState.CANCELLED,
-                                  note=f"cancelled at {progress.done}/{progress.total} tiles")
-                self._cleanup(self.store.get(job.id))
+                self._end(job, JobState.CANCELLED,
+                          note=f"cancelled at {progress.done}/{progress.total} tiles")
                 log.info("job %s: cancelled", job.id)
             else:
                 self.store.requeue(job.id, f"stopped with the server at {progress.done}/"
@@ -325,28 +347,35 @@ class JobRunner:
                 log.info("job %s: stopped with the server after a tile row (resumable)", job.id)
             return
         except SarvesselError as exc:
-            self.store.finish(job.id, JobState.FAILED, error=str(exc))
+            self._end(job, JobState.FAILED, error=str(exc))
             log.warning("job %s: failed: %s", job.id, exc)
-            self._cleanup(self.store.get(job.id))
             return
         n = len(result.detections)
         self.store.update_progress(job.id, tiles_done=result.tiles_total,
                                    tiles_total=result.tiles_total, mpx_per_s=result.mpx_per_s,
                                    eta_s=0.0, watts=self.power.watts(),
                                    tiles_resumed=result.tiles_resumed)
-        self.store.finish(job.id, JobState.DONE, detections=n)
-        self._cleanup(self.store.get(job.id))
+        self._end(job, JobState.DONE, detections=n)
         log.info("job %s: done, %d detections, %.2f MPx/s", job.id, n, result.mpx_per_s)
 
-    def _cleanup(self, job: JobRecord) -> None:
-        """Remove what a finished job no longer needs: an uploaded scene's band files, and the
-        journal of a cancelled or failed job (a done job's journal is gone already)."""
-        if job.state in (JobState.CANCELLED, JobState.FAILED):
+    def _end(self, job: JobRecord, state: JobState, *, detections: int | None = None,
+             error: str | None = None, note: str | None = None) -> None:
+        """Finish a job. What a client may check once it sees the final state (the journal
+        gone, the metrics counted) is done first; the uploaded scene is removed only after the
+        state is stored, so a crash in between still finds the scene for the resumed job."""
+        self._tidy(job, state, detections=detections)
+        self.store.finish(job.id, state, detections=detections, error=error, note=note)
+        self._remove_upload(job)
+
+    def _tidy(self, job: JobRecord, state: JobState, *, detections: int | None) -> None:
+        if state in (JobState.CANCELLED, JobState.FAILED):  # nothing to resume
             journal_path(Path(job.out_dir), job.scene_id).unlink(missing_ok=True)
+        if self.metrics:
+            self.metrics.job_finished(state.value, detections=detections or 0)
+
+    def _remove_upload(self, job: JobRecord) -> None:
         if job.uploaded:
             shutil.rmtree(self.settings.uploads_dir / job.id, ignore_errors=True)
-        if self.metrics:
-            self.metrics.job_finished(job.state.value, detections=job.detections or 0)
 
 
 class _Progress:
