@@ -137,18 +137,19 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def reference(scenes: Path, tmp_path_factory: pytest.TempPathFactory):
-    """``reference(scene_id, backend)``: the output folder of ``sarvessel detect`` on that
-    scene (run once per pair, in this process, through the real CLI entry)."""
+    """``reference(scene_id, backend, *args)``: the output folder of ``sarvessel detect`` on
+    that scene with those extra arguments (run once each, in this process, through the real
+    CLI entry)."""
     from sarvessel.cli import main
 
-    done: dict[tuple[str, str], Path] = {}
+    done: dict[tuple[str, ...], Path] = {}
 
-    def get(scene_id: str, backend: str) -> Path:
-        key = (scene_id, backend)
+    def get(scene_id: str, backend: str, *args: str) -> Path:
+        key = (scene_id, backend, *args)
         if key not in done:
             out = tmp_path_factory.mktemp(f"ref-{backend}")
             rc = main(["-q", "detect", str(scenes / scene_id), "--backend", backend, "--out",
-                       str(out), "--threads", "2"])
+                       str(out), "--threads", "2", *args])
             assert rc == 0
             done[key] = out
         return done[key]

@@ -50,6 +50,9 @@ class JobOptions(_Strict):
         None, description="tile overlap (px); the default is 64 or half a small tile")
     batch_size: Annotated[int, Field(ge=1, le=256)] = Field(
         PipelineConfig.batch_size, description="tiles per backend call")
+    gate_db: Annotated[float, Field(ge=-50, le=20)] | None = Field(
+        None, description="skip tiles whose brightest VV pixel is under this many dB (as "
+        "`detect --gate-db`); the default is off")
     power_budget_w: Annotated[float, Field(gt=0)] | None = Field(
         None, description="keep the moving average of measured power at or under this many "
         "watts by pausing between backend calls (the power governor); needs a power sensor")

@@ -108,9 +108,10 @@ class DetectorPool:
 
 def job_pipeline_config(options: dict, tile_size: int) -> PipelineConfig:
     """The pipeline settings of a job, with the same defaults and checks as ``sarvessel
-    detect``'s ``--overlap``/``--batch``."""
+    detect``'s ``--overlap``/``--batch``/``--gate-db``."""
     args = argparse.Namespace(overlap=options.get("overlap"),
-                              batch=int(options.get("batch_size", PipelineConfig.batch_size)))
+                              batch=int(options.get("batch_size", PipelineConfig.batch_size)),
+                              gate_db=options.get("gate_db"))
     return pipeline_config(args, tile_size)
 
 
