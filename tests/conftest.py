@@ -11,6 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 #: SSDD is read in place from ../shared/data/ssdd (never copied into the repo);
 #: SARVESSEL_SSDD overrides the location.
 SSDD_DIR = Path(os.environ.get("SARVESSEL_SSDD", REPO.parent / "shared" / "data" / "ssdd"))
+#: OpenSARShip likewise (../shared/data/opensarship; SARVESSEL_OPENSARSHIP overrides).
+OPENSARSHIP_DIR = Path(os.environ.get("SARVESSEL_OPENSARSHIP",
+                                      REPO.parent / "shared" / "data" / "opensarship"))
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,13 @@ def ssdd_dir() -> Path:
     if not (SSDD_DIR / "ImageSets" / "Main" / "test.txt").is_file():
         pytest.skip(f"SSDD not found at {SSDD_DIR} (set SARVESSEL_SSDD to its folder)")
     return SSDD_DIR
+
+
+@pytest.fixture(scope="session")
+def opensarship_dir() -> Path:
+    """The OpenSARShip root (``yolo_uint8/`` and ``scenes/``), or skip with the path looked at."""
+    if not ((OPENSARSHIP_DIR / "yolo_uint8" / "images").is_dir()
+            and (OPENSARSHIP_DIR / "scenes").is_dir()):
+        pytest.skip(f"OpenSARShip not found at {OPENSARSHIP_DIR} "
+                    "(set SARVESSEL_OPENSARSHIP to its folder)")
+    return OPENSARSHIP_DIR

@@ -1,4 +1,5 @@
-"""Evaluation commands: ``score`` and ``eval``, and the scoring behind ``detect --labels``."""
+"""Evaluation commands: ``score``, ``eval`` and ``eval-proxy``, and the scoring behind
+``detect --labels``."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``score`` and ``eval``; let ``detect --labels`` score its result."""
-    from sarvessel.evaluation import evaluate, scoring
+    """Add ``score``, ``eval`` and ``eval-proxy``; let ``detect --labels`` score its result."""
+    from sarvessel.evaluation import evaluate, proxy, scoring
 
     scoring.register_cli(sub)
     evaluate.register_cli(sub)
+    proxy.register_cli(sub)
     if "detect" in sub.choices:
         sub.choices["detect"].set_defaults(score_fn=print_scene_score)
 
