@@ -22,6 +22,7 @@ from sarvessel.evaluation.proxy import (
     ap50_by_size,
     apply_variant,
     centre_recall,
+    centre_recall_by_size,
     dense_crop,
     run_proxy,
 )
@@ -123,6 +124,11 @@ def test_centre_recall() -> None:
     assert centre_recall([near], [truth], conf_threshold=0.4, classes=[2]) == 0.0
     far = ImageDetections(np.array([[70, 70, 90, 80]]), np.array([0.9]), np.array([1]))
     assert centre_recall([far], [truth], conf_threshold=0.4) == 0.0
+    small = ImageTruth(np.array([[20, 20, 60, 30], [100, 100, 108, 104]], float),
+                       np.zeros(2, int))
+    bands = centre_recall_by_size([near], [small], conf_threshold=0.4)
+    assert bands["<16"] == {"n": 1, "recall": 0.0} and bands["32-64"] == {"n": 1, "recall": 1.0}
+    assert bands["16-32"]["n"] == 0
 
 
 def _write_voc(root: Path, n: int = 4) -> Path:
@@ -190,6 +196,8 @@ def test_eval_proxy_command_end_to_end(tmp_path: Path, capsys: pytest.CaptureFix
     assert rep["variants"]["clean"]["images"] == 4 and rep["variants"]["clean"]["objects"] == 16
     assert rep["variants"]["opensarship"]["weak"] is True
     assert "centre_recall" in rep["variants"]["opensarship"]
+    assert set(rep["variants"]["opensarship"]["centre_by_size"]) == {"<16", "16-32", "32-64",
+                                                                      ">=64"}
     assert set(rep["variants"]["scale0.5"]["by_size"]) == {"<16", "16-32", "32-64", ">=64"}
     assert rep["skipped"] == {}
     assert "| scale2 |" in capsys.readouterr().out

@@ -82,7 +82,8 @@ from sarvessel.runtime.tiling import tile_grid
 log = logging.getLogger(__name__)
 
 __all__ = ["ProxyReport", "ProxyVariant", "VariantResult", "apply_variant", "ap50_by_size",
-           "centre_recall", "opensarship_root", "run_proxy", "register_cli"]
+           "centre_recall", "centre_recall_by_size", "opensarship_root", "run_proxy",
+           "register_cli"]
 
 #: Upper edges of the size bands of #41 (px, longest box side).
 SIZE_BANDS: tuple[float, ...] = (16.0, 32.0, 64.0, math.inf)
@@ -219,6 +220,8 @@ def score_variant(
         by_size=by_size)
     if variant in WEAK_VARIANTS:
         result.centre_recall = centre_recall(dets, truths, conf_threshold=conf_threshold)
+        result.centre_by_size = centre_recall_by_size(dets, truths,
+                                                      conf_threshold=conf_threshold)
         if vessel_classes is not None:
             result.centre_recall_vessel = centre_recall(
                 typed, truths, conf_threshold=conf_threshold, classes=vessel_classes)
@@ -274,7 +277,34 @@ def centre_recall(detections: Sequence[ImageDetections], truths: Sequence[ImageT
     """Share of (not ignored) truth boxes with a detection scoring ``conf_threshold`` or more
     (of ``classes``, default any) whose centre lies within ``tolerance`` px of the box centre:
     the weak-box-free test of "the AIS ship was found"."""
-    hits = total = 0
+    found, _ = _centre_found(detections, truths, conf_threshold=conf_threshold,
+                             tolerance=tolerance, classes=classes)
+    return float(found.mean()) if len(found) else float("nan")
+
+
+def centre_recall_by_size(detections: Sequence[ImageDetections], truths: Sequence[ImageTruth],
+                          *, conf_threshold: float, tolerance: float = CENTRE_TOLERANCE_PX,
+                          edges: Sequence[float] = SIZE_BANDS) -> dict[str, dict[str, float]]:
+    """:func:`centre_recall` per band of the truth box's longest side (names as
+    :func:`recall_by_size`)."""
+    found, side = _centre_found(detections, truths, conf_threshold=conf_threshold,
+                                tolerance=tolerance)
+    lows = [0.0, *edges[:-1]]
+    out = {}
+    for lo, hi in zip(lows, edges, strict=True):
+        name = (f"<{hi:g}" if lo == 0 else (f">={lo:g}" if math.isinf(hi) else f"{lo:g}-{hi:g}"))
+        m = (side >= lo) & (side < hi)
+        out[name] = {"n": int(m.sum()),
+                     "recall": float(found[m].mean()) if m.any() else float("nan")}
+    return out
+
+
+def _centre_found(detections: Sequence[ImageDetections], truths: Sequence[ImageTruth], *,
+                  conf_threshold: float, tolerance: float,
+                  classes: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per (not ignored) truth box: found by a detection centre within ``tolerance``, and its
+    longest side."""
+    found, sides = [], []
     for det, gt in zip(detections, truths, strict=True):
         keep = det.scores >= conf_threshold
         if classes is not None:
@@ -282,11 +312,14 @@ def centre_recall(detections: Sequence[ImageDetections], truths: Sequence[ImageT
         dc = _centres(det.boxes[keep])
         real = ~gt.ignore
         gc = _centres(gt.boxes[real])
-        total += len(gc)
+        sides.append(_longest(gt.boxes[real]))
+        hit = np.zeros(len(gc), bool)
         if len(gc) and len(dc):
             dist = np.hypot(*(gc[:, None, :] - dc[None, :, :]).transpose(2, 0, 1))
-            hits += int((dist.min(axis=1) <= tolerance).sum())
-    return hits / total if total else float("nan")
+            hit = dist.min(axis=1) <= tolerance
+        found.append(hit)
+    return (np.concatenate(found) if found else np.zeros(0, bool),
+            np.concatenate(sides) if sides else np.zeros(0))
 
 
 # --- the variants: pure functions of one image ----------------------------------------------
@@ -501,7 +534,8 @@ def _centres(boxes: np.ndarray) -> np.ndarray:
 class VariantResult:
     """The scores of one variant. by_size: per band of the longest box side, ``n``, ``recall``
     at the threshold and ``ap50``. centre_recall: weak variants only (see
-    :func:`centre_recall`); centre_recall_vessel: the same, vessel classes only (scene model)."""
+    :func:`centre_recall`); centre_recall_vessel: the same, vessel classes only (scene model);
+    centre_by_size: the centre recall by size band."""
 
     variant: str
     weak: bool
@@ -518,6 +552,7 @@ class VariantResult:
     by_size: dict[str, dict[str, float]] = field(default_factory=dict)
     centre_recall: float | None = None
     centre_recall_vessel: float | None = None
+    centre_by_size: dict[str, dict[str, float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
