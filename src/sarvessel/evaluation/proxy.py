@@ -15,8 +15,9 @@ this proxy is built only from data available here, read in place and never copie
     its 1-99.9 percentiles;
   - ``looks1`` / ``looks4``: speckle of 1 and 4 looks re-synthesised on the linearised image
     (grey taken as amplitude, intensity multiplied by Gamma(L, 1/L) noise);
-  - ``dense``: crops (256 px) of the inshore images where the most ship centres fall: ports and
-    anchorages, side by side. Boxes cut below half their area by the crop are ignored.
+  - ``dense``: crops (256 px) of the inshore images (``<split>_inshore``; every image of the
+    split where there is no such list) where the most ship centres fall: ports and anchorages,
+    side by side. Boxes cut below half their area by the crop are ignored.
 
 * **OpenSARShip** (Huang et al., IEEE JSTARS 11(1), 2018): real Sentinel-1 chips, one AIS ship
   at the centre of each, with weak boxes (Head-Tail extent padded by the AIS beam). ``opensarship``
@@ -596,8 +597,10 @@ class ProxyReport:
                 "skipped": self.skipped}
 
     def table(self) -> str:
-        """A markdown table: one row per variant."""
-        bands = list(next(iter(self.results.values())).by_size) if self.results else []
+        """A markdown table: one row per variant (empty when none ran)."""
+        if not self.results:
+            return ""
+        bands = list(next(iter(self.results.values())).by_size)
         head = ("| variant | images | ships | AP50 | P / R at threshold | centre R | "
                 + " | ".join(f"R / AP50 {b}" for b in bands) + " |")
         lines = [head, "|" + "---|" * (6 + len(bands))]
