@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "sarvessel.archive.cli",
     "sarvessel.synth.cli",
     "sarvessel.evaluation.cli",
+    "sarvessel.benchmark.cli",
     "sarvessel.model.cli",
     "sarvessel.quantize.cli",
     "sarvessel.hw.cli",

@@ -80,6 +80,7 @@ def evaluate(
     input_scale: float | None = None,
     rescore: bool = True,
     stretch: Stretch | None = None,
+    limit: int | None = None,
 ) -> EvalResult:
     """Evaluate the ONNX model ``model_path`` on ``data`` (``"ssdd"`` or a dataset folder).
 
@@ -96,9 +97,11 @@ def evaluate(
     (:func:`~sarvessel.evaluation.datasets.load_image_grey`); the default is the model's own
     (``stretch`` in its sidecar, set by ``sarvessel train --stretch``), else such images are
     refused. rescore: apply the model's second stage (box refiner and rescorer) when its sidecar
-    names one (:mod:`sarvessel.runtime.post.rescore`); the default is True.
+    names one (:mod:`sarvessel.runtime.post.rescore`); the default is True. limit: the first
+    ``limit`` images of the split only (a quick check, e.g. a CI benchmark); the default (None)
+    is every image.
     """
-    items = load_dataset(data, split=split)
+    items = load_dataset(data, split=split)[:limit]
     onnx = OnnxBackend(model_path, threads=threads)
     meta = onnx.metadata
     detector = compose(with_tta(onnx, tta), conf_threshold=eval_conf,

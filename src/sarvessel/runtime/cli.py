@@ -1,5 +1,6 @@
 """Runtime commands: ``detect`` and ``bench`` (``demo`` is :mod:`sarvessel.demo`; ``synth``,
-``score`` and ``eval`` are the ground tools' own commands).
+``score`` and ``eval`` are the ground tools' own commands; ``bench --quick|--full`` is run by
+the benchmark suite, :mod:`sarvessel.benchmark`, which adds its options here).
 
 Thin handlers: parse, call the library, print a short report. User errors are raised as
 :class:`~sarvessel.runtime.errors.SarvesselError` and printed by :mod:`sarvessel.cli`.
@@ -10,11 +11,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from sarvessel.runtime.backends import BackendKind
 from sarvessel.runtime.backends.tta import TTA_SETS
+from sarvessel.runtime.bench.latency import LatencyRecorder, timed_detector
+from sarvessel.runtime.bench.measure import available_kinds
+from sarvessel.runtime.bench.memory import peak_rss_bytes, reset_peak_rss
 from sarvessel.runtime.detect import check_writable_file, detect_scene
 from sarvessel.runtime.detector import Detector, make_detector
 from sarvessel.runtime.errors import SarvesselError
@@ -45,14 +50,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser(
-        "bench", help="measure scene throughput (MPx/s) cold and warm",
-        description="Time the pipeline on a scene: cold (the scene's files evicted from the page "
-        "cache first) and warm, per stage. Use --backend noop for the I/O path alone.",
+        "bench", help="benchmarks: a scene's throughput cold and warm, a report per backend, "
+        "or the whole suite (--quick / --full)",
+        description="Three ways to run: `bench SCENE` times the pipeline on a scene, cold (the "
+        "scene's files evicted from the page cache first) and warm, per stage (--backend noop "
+        "for the I/O path alone). `bench SCENE --report DIR` measures every backend (and any "
+        "--peer) on SCENE, each in its own process: per-tile p50/p99 by stage, MPx/s, peak RSS, "
+        "energy where a sensor exists, the FPGA side, as JSON, Markdown and PNG plots. "
+        "`bench --quick|--full` is the suite behind the documented figures: generated scenes "
+        "up to 700 MPx, the YOLOv8n peer, accuracy beside speed (docs/benchmarks.md).",
     )
-    p.add_argument("scene", type=Path, help="xView3 scene folder or GeoTIFF to time")
+    p.add_argument("scene", type=Path, nargs="?",
+                   help="xView3 scene folder or GeoTIFF to time (not with --quick/--full)")
     p.add_argument("--repeat", type=int, default=3, help="warm repetitions (default 3)")
     p.add_argument("--json", type=Path, help="write the figures as JSON here")
     add_backend_args(p, default=BackendKind.NOOP)
+    g = p.add_argument_group("report (--report, --quick, --full)")
+    g.add_argument("--quick", action="store_true",
+                   help="the suite's CI preset (a few minutes on 2 cores)")
+    g.add_argument("--full", action="store_true",
+                   help="the suite's documented run (scenes up to 700 MPx; tens of minutes)")
+    g.add_argument("--report", type=Path, metavar="DIR",
+                   help="write bench.json, bench.md and the PNG plots here (with SCENE: a "
+                   "report on that scene; default for the suite: out/bench/quick|full)")
+    g.add_argument("--backends", type=_specs, metavar="KIND[:MODEL],...",
+                   help="backends to measure (default: every kind of this build: "
+                   f"{','.join(available_kinds())})")
+    g.add_argument("--peer", type=Path, action="append", metavar="ONNX",
+                   help="a peer network (float [B,3,T,T] ONNX, e.g. the YOLOv8n export) run "
+                   "through the same tiling and timed per tile beside ours (repeatable)")
+    g.add_argument("--hw-estimate", type=Path, metavar="JSON",
+                   help="`sarvessel hw estimate` report for the FPGA side (default for the "
+                   "suite: models/xview3_w4a4/hw_estimate/estimate.json)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -78,6 +107,22 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.quick or args.full:
+        if args.quick and args.full:
+            raise SarvesselError("--quick and --full are two presets: choose one")
+        if args.scene is not None:
+            raise SarvesselError("--quick/--full generate their own scenes: give no SCENE "
+                                 "(or use `bench SCENE --report DIR`)")
+        suite_fn = getattr(args, "suite_fn", None)
+        if suite_fn is None:
+            raise SarvesselError("--quick/--full need the ground tools (sarvessel.benchmark, "
+                                 "sarvessel.synth), which are not installed here; on a "
+                                 "runtime-only install use `bench SCENE --report DIR`")
+        return suite_fn(args)
+    if args.scene is None:
+        raise SarvesselError("give a SCENE to time, or --quick / --full for the suite")
+    if args.report is not None:
+        return cmd_bench_report(args)
     if args.repeat < 0:
         raise SarvesselError(f"--repeat must be >= 0, got {args.repeat}")
     if args.json:
@@ -91,12 +136,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if cold:
                 evicted = _evict_page_cache(args.scene)
             t_power = governor.clock.now()
+            recorder = LatencyRecorder()
+            reset_peak_rss()
             with open_scene(args.scene) as scene:
-                res = run_scene(scene, detector, config=config, pacer=governor)
+                res = run_scene(scene, timed_detector(detector, recorder), config=config,
+                                pacer=governor, on_row=recorder.on_row)
             power = governor.report(start=t_power, megapixels=res.megapixels)
             rows.append({"run": "cold" if cold else f"warm{i}", "cold_evicted": cold and evicted,
                          "mpx": res.megapixels, "mpx_per_s": res.mpx_per_s,
-                         **res.timings.as_dict(), "power": power.to_dict()})
+                         **res.timings.as_dict(), "latency_ms_per_tile": recorder.summary(),
+                         "peak_rss_mb": peak_rss_bytes() / 1e6, "power": power.to_dict()})
             log.info("%s run: %s", rows[-1]["run"], power.summary_line())
     warm = [r["mpx_per_s"] for r in rows[1:]]
     summary = {"scene": str(args.scene), "backend": detector.name, "runs": rows,
@@ -107,6 +156,75 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, summary)
     return 0
+
+
+def cmd_bench_report(args: argparse.Namespace) -> int:
+    """``bench SCENE --report DIR``: every backend and peer on one scene, runtime only."""
+    from datetime import datetime, timezone
+
+    from sarvessel.runtime.bench import bench_scene, default_threads, host_info, write_report
+    from sarvessel.runtime.bench.host import load_average
+    from sarvessel.runtime.bench.measure import RunSpec
+    from sarvessel.runtime.bench.report import SCHEMA
+    from sarvessel.runtime.power import detect_sensor
+
+    if not Path(args.scene).exists():
+        raise SarvesselError(f"{args.scene}: scene not found")
+    if args.threads is not None and args.threads < 1:
+        raise SarvesselError(f"--threads must be >= 1, got {args.threads}")
+    threads = args.threads or default_threads()
+    batch = _batch(args)
+    specs = [RunSpec.parse(b, threads=threads, batch=batch, overlap=args.overlap)
+             for b in (args.backends or available_kinds())]
+    peers = {p.stem: p for p in args.peer or []}
+    for p in peers.values():
+        if not p.is_file():
+            raise SarvesselError(f"--peer {p}: file not found")
+    report = {"schema": SCHEMA, "mode": "scene",
+              "command": "sarvessel " + " ".join(sys.argv[1:]),
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "host": host_info(), "notes": []}
+    report |= bench_scene(args.scene, specs=specs, out_dir=args.report / "runs", peers=peers,
+                          threads=threads, batch=batch, hw_estimate=args.hw_estimate,
+                          sensor=detect_sensor())
+    report["load_average_end"] = load_average()
+    paths = write_report(report, args.report)
+    print_bench_report(report, paths)
+    return 0
+
+
+def print_bench_report(report: dict, paths: dict[str, Path]) -> None:
+    """A short summary of a benchmark report on the terminal, and where its files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    c = Console()
+    tab = Table(title=f"sarvessel bench ({report.get('mode')}): "
+                f"{report.get('host', {}).get('cpu_model')}")
+    for col in ("backend", "MPx/s", "wall s", "infer p50/p99 ms/tile", "peak RSS MB", "J/MPx"):
+        tab.add_column(col, justify="right")
+    for r in report.get("backends", []):
+        if r.get("skipped"):
+            tab.add_row(r["label"], "skipped", r["skipped"][:60], "", "", "")
+            continue
+        inf = r.get("latency_ms_per_tile", {}).get("infer", {})
+        e = r.get("energy") or {}
+        tab.add_row(r["label"], f"{r['mpx_per_s']:.1f}", f"{r['wall_s']:.1f}",
+                    f"{inf.get('p50_ms', 0):.1f} / {inf.get('p99_ms', 0):.1f}" if inf else "",
+                    f"{r['peak_rss_mb']:.0f}",
+                    f"{e['joules_per_mpx']:.3g}" if e.get("joules_per_mpx") is not None else
+                    "no sensor")
+    c.print(tab)
+    head = (report.get("scaling") or {}).get("headline")
+    if head:
+        c.print(f"largest scene {head['height']:,} x {head['width']:,} "
+                f"({head['megapixels']:.0f} MPx): [bold]{head['wall_s']:.1f} s[/], peak RSS "
+                f"{head['peak_rss_mb']:.0f} MB")
+    pp = (report.get("fpga") or {}).get("power_projection")
+    if pp:
+        c.print(pp["line"])
+    for kind, path in paths.items():
+        c.print(f"  {kind:10s} {path}")
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -213,13 +331,25 @@ def _print_bench(summary: dict) -> None:
 
     tab = Table(title=f"pipeline throughput, backend {summary['backend']}, "
                 f"{summary['cpu_count']} cores")
-    for col in ("run", "MPx", "MPx/s", "read s", "preprocess s", "infer s", "merge s", "total s"):
+    for col in ("run", "MPx", "MPx/s", "read s", "preprocess s", "infer s", "post s", "merge s",
+                "total s", "infer p50/p99 ms/tile", "peak RSS MB"):
         tab.add_column(col, justify="right")
     for r in summary["runs"]:
+        inf = r["latency_ms_per_tile"].get("infer")
         tab.add_row(r["run"], f"{r['mpx']:.0f}", f"{r['mpx_per_s']:.1f}", f"{r['read']:.2f}",
-                    f"{r['preprocess']:.2f}", f"{r['infer']:.2f}", f"{r['merge']:.2f}",
-                    f"{r['total']:.2f}")
+                    f"{r['preprocess']:.2f}", f"{r['infer']:.2f}", f"{r['post']:.2f}",
+                    f"{r['merge']:.2f}", f"{r['total']:.2f}",
+                    f"{inf['p50_ms']:.1f} / {inf['p99_ms']:.1f}" if inf else "",
+                    f"{r['peak_rss_mb']:.0f}")
     Console().print(tab)
+
+
+def _specs(text: str) -> list[str]:
+    """``--backends``: comma-separated ``KIND[:MODEL]`` specs."""
+    specs = [s.strip() for s in text.split(",") if s.strip()]
+    if not specs:
+        raise argparse.ArgumentTypeError("expected backends such as noop,cfar,onnx")
+    return specs
 
 
 def _evict_page_cache(scene: Path) -> bool:

@@ -27,7 +27,13 @@ from sarvessel.runtime.io.outputs import (
     write_submission_csv,
 )
 from sarvessel.runtime.io.scene import open_scene
-from sarvessel.runtime.pipeline import PipelineConfig, ProgressFn, SceneResult, run_scene
+from sarvessel.runtime.pipeline import (
+    PipelineConfig,
+    ProgressFn,
+    RowHook,
+    SceneResult,
+    run_scene,
+)
 from sarvessel.runtime.power import PowerGovernor, write_power_trace_png
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,7 @@ def detect_scene(
     resume: bool = True,
     progress: ProgressFn | None = None,
     governor: PowerGovernor | None = None,
+    on_row: RowHook | None = None,
 ) -> tuple[SceneResult, dict[str, Path]]:
     """Run one scene through ``detector`` and write its outputs into ``out_dir``.
 
@@ -68,6 +75,7 @@ def detect_scene(
     governor: a started power governor that paces the backend calls and measures the scene's
     energy (its report goes into the summary under ``power``, and a trace PNG beside the
     quicklook when a sensor gave readings); the default measures nothing.
+    on_row: per-row stage timings for benchmarks (:data:`~sarvessel.runtime.pipeline.RowHook`).
     Output paths are checked before any tile runs; the journal is removed only after all
     outputs are written.
     """
@@ -83,7 +91,8 @@ def detect_scene(
             journal.unlink()
         t_power = governor.clock.now() if governor else 0.0
         result = run_scene(scene, detector, config=config or PipelineConfig(),
-                           journal=journal, progress=progress, pacer=governor)
+                           journal=journal, progress=progress, pacer=governor,
+                           on_row=on_row)
         power = (governor.report(start=t_power, megapixels=result.megapixels)
                  if governor else None)
         result.power = power

@@ -109,6 +109,12 @@ class StageTimings:
         return asdict(self)
 
 
+#: Called after each tile row with (row index, tiles done, the running :class:`StageTimings`):
+#: per-row stage samples for benchmarks (:mod:`sarvessel.runtime.bench`). The timings object is
+#: live; copy what you keep.
+RowHook = Callable[[int, int, StageTimings], None]
+
+
 @dataclass
 class SceneResult:
     """Detections of one scene (scene pixel coordinates) and how they were made."""
@@ -154,6 +160,7 @@ def run_scene(
     journal: Path | None = None,
     progress: ProgressFn | None = None,
     pacer: Pacer | None = None,
+    on_row: RowHook | None = None,
 ) -> SceneResult:
     """Run ``detector`` over every tile of ``scene`` and merge the detections once per scene.
 
@@ -164,6 +171,8 @@ def run_scene(
     same scene, backend and tiling, those rows are not run again. The caller deletes it after the
     outputs are safely written. The default is no journal. ``pacer``: paces the backend calls
     (the power governor); the default is none.
+
+    ``on_row``: called after each tile row (:data:`RowHook`); the default is none.
     """
     t_start = time.perf_counter()
     if not isinstance(detector, Detector):  # a bare backend: compose its post stage
@@ -190,7 +199,7 @@ def run_scene(
                       batch_size=config.batch_size, thumb_step=f, screen=screen,
                       counts=counts)
     merge = _RowSink(scene, detector, config, timings, jr, n_total, len(col_starts), progress,
-                     pacer)
+                     pacer, on_row=on_row)
     if config.concurrent:
         _run_concurrently(rows, detector, merge, timings, pacer)
     else:
@@ -421,10 +430,11 @@ class _RowSink:
 
     def __init__(self, scene: Scene, detector: Detector, config: PipelineConfig,
                  timings: StageTimings, journal: _Journal | None, n_total: int, per_row: int,
-                 progress: ProgressFn | None, pacer: Pacer | None) -> None:
+                 progress: ProgressFn | None, pacer: Pacer | None, *,
+                 on_row: RowHook | None = None) -> None:
         self.scene, self.detector, self.config, self.timings = scene, detector, config, timings
         self.journal, self.n_total, self.per_row = journal, n_total, per_row
-        self.progress, self.pacer = progress, pacer
+        self.progress, self.pacer, self.on_row = progress, pacer, on_row
         self.merger = SceneMerger(radius_px=config.nms_radius_px)
         self.ran = self.resumed = self.done = 0
 
@@ -460,6 +470,8 @@ class _RowSink:
             self.pacer.mark_row(row.index)
         if self.progress:
             self.progress(self.done, self.n_total)
+        if self.on_row:
+            self.on_row(row.index, self.done, self.timings)
 
 
 #: Seconds a stage waits on a full or empty queue before it looks whether another stage failed.
