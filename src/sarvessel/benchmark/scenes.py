@@ -41,8 +41,10 @@ def ensure_scene(root: Path, *, height: int, width: int, seed: int) -> Path:
     generating it first if it is not there."""
     from sarvessel.synth.generate import synthesize_scene
 
-    folder = Path(root) / scene_id(height, width, seed)
-    if (folder / "VV_dB.tif").is_file() and (folder / "VH_dB.tif").is_file():
+    sid = scene_id(height, width, seed)
+    folder = Path(root) / sid
+    # the shoreline is written after every raster: a scene whose generation was killed has none
+    if (Path(root) / "shoreline" / f"{sid}_shoreline.npy").is_file():
         return folder
     log.info("generating %s (%.0f MPx) under %s", folder.name, height * width / 1e6, root)
     return synthesize_scene(root, height=height, width=width, seed=seed).scene_dir
