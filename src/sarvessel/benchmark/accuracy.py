@@ -21,7 +21,7 @@ from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FIRST_HELD_OUT_SEED", "ssdd_accuracy", "xview3_accuracy"]
+__all__ = ["FIRST_HELD_OUT_SEED", "ssdd_accuracy", "ssdd_counterpart", "xview3_accuracy"]
 
 #: Generated scenes from this seed on are never trained on (sarvessel.model.data).
 FIRST_HELD_OUT_SEED = 900
@@ -78,13 +78,27 @@ def xview3_accuracy(specs: Sequence[RunSpec], *, root: Path, seeds: Sequence[int
             "root": str(root), "results": results}
 
 
+def ssdd_counterpart(scene_model: Path, ssdd_model: Path) -> Path:
+    """The SSDD model exported like ``scene_model``: the same suffix after the model name
+    (``xview3_w4a4_intfloat.onnx`` → ``ssdd_w4a4_intfloat.onnx``), when that file exists;
+    else ``ssdd_model``."""
+    stem, base = Path(scene_model).stem, "xview3_w4a4"
+    suffix = stem[len(base):] if stem.startswith(base) else ""
+    cand = Path(ssdd_model).with_name(Path(ssdd_model).stem + suffix + ".onnx")
+    return cand if suffix and cand.is_file() else Path(ssdd_model)
+
+
 def ssdd_accuracy(specs: Sequence[RunSpec], *, model: Path, split: str = "test",
                   limit: int | None = None, threads: int | None = None) -> dict[str, Any]:
     """SSDD AP50 / AP50-95 for each spec: the SSDD ``model`` on the spec's engine where there
-    is one (``onnx``), else the reason there is no figure. limit: the first images only."""
+    is one (``onnx``: the SSDD export of the same kind as the spec's scene model,
+    :func:`ssdd_counterpart`), else the reason there is no figure. limit: the first images
+    only."""
     from sarvessel.evaluation.evaluate import evaluate
+    from sarvessel.runtime.backends import DEFAULT_SCENE_MODEL
 
     results: dict[str, Any] = {}
+    done: dict[Path, dict[str, Any]] = {}
     images = None
     for spec in specs:
         if spec.kind == "noop":
@@ -98,16 +112,18 @@ def ssdd_accuracy(specs: Sequence[RunSpec], *, model: Path, split: str = "test",
             results[spec.name] = {"skipped": f"no SSDD model for the {spec.kind} backend: "
                                   "it needs its own SSDD deploy package"}
         else:
-            try:
-                r = evaluate(model, "ssdd", split=split, threads=threads, limit=limit)
-            except SarvesselError as exc:
-                return {"skipped": str(exc), "split": split}
-            images = r.images
-            results[spec.name] = {"ap50": round(r.report.ap50, 4),
-                                  "ap50_95": round(r.report.ap50_95, 4),
-                                  "model": str(model), "images": r.images,
-                                  "ms_per_image": round(1e3 * r.seconds / max(1, r.images), 1)}
-            log.info("%s: SSDD AP50 %.4f on %d images", spec.name, r.report.ap50, r.images)
+            m = ssdd_counterpart(spec.model or DEFAULT_SCENE_MODEL, model)
+            if m not in done:
+                try:
+                    r = evaluate(m, "ssdd", split=split, threads=threads, limit=limit)
+                except SarvesselError as exc:
+                    return {"skipped": str(exc), "split": split}
+                images = r.images
+                done[m] = {"ap50": round(r.report.ap50, 4), "ap50_95": round(r.report.ap50_95, 4),
+                           "model": str(m), "images": r.images,
+                           "ms_per_image": round(1e3 * r.seconds / max(1, r.images), 1)}
+                log.info("%s: SSDD AP50 %.4f on %d images", m.name, r.report.ap50, r.images)
+            results[spec.name] = done[m]
     return {"split": split, "images": images, "limit": limit,
             "models": {k: v["model"] for k, v in results.items() if "model" in v},
             "results": results}

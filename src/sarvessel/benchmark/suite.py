@@ -42,7 +42,7 @@ from sarvessel.runtime.power import detect_sensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Mode", "SuiteSettings", "repo_file", "run_suite"]
+__all__ = ["Mode", "SuiteSettings", "default_backends", "repo_file", "run_suite"]
 
 #: The repository checkout this module runs from (models/ and the hardware estimate live there).
 REPO = Path(__file__).resolve().parents[3]
@@ -53,6 +53,19 @@ class Mode(str, Enum):
 
     QUICK = "quick"  #: CI: small scenes, few repeats, a slice of the accuracy sets
     FULL = "full"  #: the documented run, up to a 700 MPx scene
+
+
+def default_backends() -> list[str]:
+    """Every backend kind of this build, and each other scene model shipped beside the default
+    one as an ``onnx`` configuration of its own (the QCDQ export beside the integer-exact graph:
+    the before and after of the CPU fallback, in the same run)."""
+    from sarvessel.runtime.backends import DEFAULT_SCENE_MODEL, SHIPPED_MODELS
+
+    kinds = available_kinds()
+    others = [p for p in sorted(SHIPPED_MODELS.glob("*.onnx"))
+              if p != DEFAULT_SCENE_MODEL and p.with_suffix(".json").is_file()]
+    i = kinds.index("onnx") + 1 if "onnx" in kinds else len(kinds)
+    return kinds[:i] + [f"onnx:{p}" for p in others] + kinds[i:]
 
 
 def repo_file(relative: str) -> Path:
@@ -77,8 +90,8 @@ class SuiteSettings:
     #: Size of the scene every backend and peer runs on (MPx); one of the scaling scenes shares
     #: it when the sizes include it.
     scene_mpx: float = 2.0
-    #: Backend specs (``KIND[:MODEL]``); the default is every kind of this build.
-    backends: list[str] = field(default_factory=available_kinds)
+    #: Backend specs (``KIND[:PATH]``); the default is :func:`default_backends`.
+    backends: list[str] = field(default_factory=default_backends)
     #: The backend of the scaling runs (the CPU fallback).
     scaling_backend: str = "onnx"
     #: Run the scaling scenes at all.

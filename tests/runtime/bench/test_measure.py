@@ -23,12 +23,16 @@ from sarvessel.runtime.tiling import tile_starts
 def test_spec_parsing_and_names() -> None:
     s = RunSpec.parse("onnx:models/x.onnx", threads=2)
     assert (s.kind, s.model, s.threads, s.name, s.arg) == (
-        "onnx", Path("models/x.onnx"), 2, "onnx", "onnx:models/x.onnx")
+        "onnx", Path("models/x.onnx"), 2, "onnx-x", "onnx:models/x.onnx")
     assert RunSpec.parse("peer:/a/yolov8n_640.onnx").name == "yolov8n_640"
     assert RunSpec.parse("cfar", label="baseline").name == "baseline"
     assert RunSpec("onnx", overlap=200).config(128).overlap == 64  # at most half a tile
     assert {"noop", "cfar", "onnx"} <= set(available_kinds())
-    assert "auto" not in available_kinds()
+    kinds = available_kinds()
+    assert "auto" not in kinds
+    if "sim" in kinds:  # the paced simulator is benchmarked beside the functional one
+        assert kinds[kinds.index("sim") + 1] == "sim-paced"
+    assert RunSpec.parse("sim:/pkg/xview3_w4a4_sim").name == "sim-xview3_w4a4_sim"
 
 
 def test_unknown_kind_and_peer_without_model_are_refused() -> None:

@@ -7,9 +7,10 @@ process (``python -m sarvessel.runtime.bench``), so each backend's peak RSS is i
 not the high-water mark of everything the benchmark did before, while this process samples the
 power sensor around it (RAPL and the INA260 see the whole machine, not one process).
 
-A run is named by a spec ``KIND[:MODEL]``: any kind :func:`~sarvessel.runtime.detector.
-make_detector` knows (``noop``, ``cfar``, ``onnx``, and ``sim``/``fpga`` where the board
-backends exist), or ``peer:PATH.onnx`` (:class:`~sarvessel.runtime.bench.networks.PeerBackend`).
+A run is named by a spec ``KIND[:PATH]``: any kind :func:`~sarvessel.runtime.detector.
+make_detector` knows (``noop``, ``cfar``, ``onnx:MODEL``, ``sim:PACKAGE``, ``fpga:PACKAGE``),
+``sim-paced[:PACKAGE]`` (the simulator held to the package's estimated accelerator time per
+transfer), or ``peer:PATH.onnx`` (:class:`~sarvessel.runtime.bench.networks.PeerBackend`).
 """
 
 from __future__ import annotations
@@ -45,11 +46,15 @@ from sarvessel.runtime.power import NO_SENSOR, NullSensor, PowerSensor, Sampler,
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PEER", "RunSpec", "available_kinds", "build_detector", "energy_between",
+__all__ = ["PEER", "SIM_PACED", "RunSpec", "available_kinds", "build_detector", "energy_between",
            "measure_in_child", "measure_scene"]
 
 #: Spec kind of a peer network (:class:`~sarvessel.runtime.bench.networks.PeerBackend`).
 PEER = "peer"
+#: Spec kind of the paced board simulator (``sim`` with ``paced=True``).
+SIM_PACED = "sim-paced"
+#: Backend kinds whose PATH is a deploy package, not a model.
+_PACKAGE_KINDS = (BackendKind.SIM.value, BackendKind.FPGA.value)
 _MB = 1e6
 
 
@@ -77,11 +82,13 @@ class RunSpec:
 
     @property
     def name(self) -> str:
+        """The label, else ``kind`` (``kind-<file stem>`` with an explicit model or package,
+        the file stem for peers)."""
         if self.label:
             return self.label
         if self.kind == PEER and self.model is not None:
             return self.model.stem
-        return self.kind
+        return self.kind + (f"-{self.model.stem}" if self.model else "")
 
     @property
     def arg(self) -> str:
@@ -93,9 +100,16 @@ class RunSpec:
 
 
 def available_kinds() -> list[str]:
-    """Backend kinds this build knows (``auto`` left out): the benchmark's default list, so a
-    backend added to :class:`~sarvessel.runtime.backends.BackendKind` is benchmarked too."""
-    return [k.value for k in BackendKind if k is not BackendKind.AUTO]
+    """Backend kinds this build knows (``auto`` left out; ``sim-paced`` after ``sim``): the
+    benchmark's default list, so a backend added to
+    :class:`~sarvessel.runtime.backends.BackendKind` is benchmarked too."""
+    kinds = []
+    for k in BackendKind:
+        if k is not BackendKind.AUTO:
+            kinds.append(k.value)
+        if k.value == "sim":
+            kinds.append(SIM_PACED)
+    return kinds
 
 
 def build_detector(spec: RunSpec) -> Detector:
@@ -110,7 +124,11 @@ def build_detector(spec: RunSpec) -> Detector:
     if spec.kind not in available_kinds():
         raise SarvesselError(f"backend {spec.kind!r} is not in this build (known: "
                              f"{', '.join(available_kinds())})")
-    return make_detector(spec.kind, model=spec.model, threads=spec.threads)
+    kind, paced = (BackendKind.SIM.value, True) if spec.kind == SIM_PACED else (spec.kind, False)
+    if kind in _PACKAGE_KINDS:
+        return make_detector(kind, package=spec.model, threads=spec.threads, paced=paced,
+                             batch_size=spec.batch)
+    return make_detector(kind, model=spec.model, threads=spec.threads)
 
 
 def measure_scene(scene: Path, spec: RunSpec, *, out_dir: Path, warmup: bool = True,
@@ -148,6 +166,7 @@ def measure_scene(scene: Path, spec: RunSpec, *, out_dir: Path, warmup: bool = T
     timings = result.timings.as_dict()
     return {
         "label": spec.name, "spec": spec.arg, "backend": detector.name,
+        "model": _model_file(detector),
         "scene": str(scene), "scene_id": result.scene_id,
         "height": result.height, "width": result.width, "megapixels": result.megapixels,
         "tile": detector.tile_size, "overlap": spec.config(detector.tile_size).overlap,
@@ -246,6 +265,17 @@ def energy_between(sampler: Sampler | None, t0: float, t1: float, megapixels: fl
     if trace.gone_at is not None and trace.gone_at <= t1:
         out["note"] = f"sensor disappeared during the run ({trace.gone_reason})"
     return out
+
+
+def _model_file(detector: Detector) -> str | None:
+    """The file or package the detector runs (None for noop and CFAR)."""
+    backend = detector.backend
+    for attr in ("model_path", "path"):  # onnx, peer
+        v = getattr(backend, attr, None)
+        if v is not None:
+            return str(v)
+    pkg = getattr(getattr(backend, "core", None), "package", None)  # sim, fpga
+    return str(getattr(pkg, "root", pkg)) if pkg is not None else None
 
 
 def _child_env() -> dict[str, str]:

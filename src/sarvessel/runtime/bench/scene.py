@@ -15,7 +15,7 @@ from typing import Any
 
 from sarvessel.runtime.backends import DEFAULT_SCENE_MODEL, BackendKind
 from sarvessel.runtime.bench.fpga import fpga_side
-from sarvessel.runtime.bench.measure import PEER, RunSpec, measure_in_child
+from sarvessel.runtime.bench.measure import PEER, SIM_PACED, RunSpec, measure_in_child
 from sarvessel.runtime.bench.networks import network_ratios, time_networks
 from sarvessel.runtime.bench.report import mean_ms_per_tile
 from sarvessel.runtime.errors import SarvesselError
@@ -74,13 +74,15 @@ def bench_scene(
         runs.append(measure_in_child(scene, spec, out_dir=out_dir / "runs" / spec.name,
                                      sensor=sensor, timeout_s=timeout_s))
     out: dict[str, Any] = {"backends": runs}
-    onnx_spec = next((s for s in specs if s.kind == BackendKind.ONNX.value), None)
+    onnx_specs = [s for s in specs if s.kind == BackendKind.ONNX.value]
     if peers:
-        out["peers"] = compare_with_peers(onnx_spec, peers, threads=threads,
+        out["peers"] = compare_with_peers(onnx_specs, peers, threads=threads,
                                           batches=network_batches, repeats=network_repeats)
     onnx_run = next((r for r in runs if r.get("backend") == "onnx" and not r.get("skipped")),
                     None)
-    sim_run = next((r for r in runs if r.get("backend") == "sim"), None)
+    done = [r for r in runs if not r.get("skipped")]
+    sim_run = next((r for r in done if r["label"] == SIM_PACED),
+                   next((r for r in done if r.get("backend") == "sim"), None))
     host = mean_ms_per_tile(onnx_run) if onnx_run else None
     out["fpga"] = fpga_side(hw_estimate, host_ms_per_tile=host,
                             write_s_per_scene=onnx_run["timings_s"]["write"] if onnx_run
@@ -90,20 +92,22 @@ def bench_scene(
     return out
 
 
-def compare_with_peers(onnx_spec: RunSpec | None, peers: Mapping[str, Path], *, threads: int,
-                       batches: Sequence[int], repeats: int) -> dict[str, Any]:
-    """Our network and each peer timed per tile, round-robin, with the same threads; ratios
-    against ours."""
+def compare_with_peers(onnx_specs: Sequence[RunSpec], peers: Mapping[str, Path], *,
+                       threads: int, batches: Sequence[int], repeats: int) -> dict[str, Any]:
+    """Our networks (each ``onnx`` spec's model; the shipped default without one) and each peer
+    timed per tile, round-robin, with the same threads; ratios against the first of ours."""
     from sarvessel.runtime.backends.onnx import OnnxBackend
     from sarvessel.runtime.bench.networks import PeerBackend
 
-    model = (onnx_spec.model if onnx_spec and onnx_spec.model else DEFAULT_SCENE_MODEL)
-    ours = f"ours ({Path(model).stem})"
+    models = list(dict.fromkeys(Path(s.model) if s.model else DEFAULT_SCENE_MODEL
+                                for s in onnx_specs)) or [DEFAULT_SCENE_MODEL]
+    ours = [f"ours ({m.stem})" for m in models]
     try:
-        nets = {ours: OnnxBackend(model, threads=threads)}
+        nets = {label: OnnxBackend(m, threads=threads) for label, m in zip(ours, models,
+                                                                         strict=True)}
         nets |= {label: PeerBackend(p, threads=threads, name=label) for label, p in peers.items()}
     except SarvesselError as exc:
         return {"skipped": str(exc)}
     timings = time_networks(nets, batch_sizes=batches, repeats=repeats)
-    return {"threads": threads, "reference": ours, "networks": timings,
-            "ratios": network_ratios(timings, ours)}
+    return {"threads": threads, "reference": ours[0], "networks": timings,
+            "ratios": network_ratios(timings, ours[0])}
