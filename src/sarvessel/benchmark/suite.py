@@ -65,14 +65,23 @@ def default_backends() -> list[str]:
     others = [p for p in sorted(SHIPPED_MODELS.glob("*.onnx"))
               if p != DEFAULT_SCENE_MODEL and p.with_suffix(".json").is_file()]
     i = kinds.index("onnx") + 1 if "onnx" in kinds else len(kinds)
-    return kinds[:i] + [f"onnx:{p}" for p in others] + kinds[i:]
+    return kinds[:i] + [f"onnx:{_short(p)}" for p in others] + kinds[i:]
 
 
 def repo_file(relative: str) -> Path:
     """A file of the repository checkout (``models/...``), else relative to the current
     folder."""
     p = REPO / relative
-    return p if p.exists() else Path(relative)
+    return _short(p) if p.exists() else Path(relative)
+
+
+def _short(path: Path) -> Path:
+    """``path`` relative to the current folder when it lies inside it (reports stay readable
+    and comparable between checkouts)."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return Path(path)
 
 
 @dataclass

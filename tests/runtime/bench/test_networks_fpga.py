@@ -81,6 +81,9 @@ def test_fpga_side_from_the_shipped_estimate() -> None:
     assert est["ms_per_tile"] == pytest.approx(2.744, abs=1e-3)
     assert f["board_projection"]["bound_by"] == "host"
     assert "paper: < 10 W" in f["power_projection"]["line"]
+    hb = f["power_projection_host_bound"]  # idle power over the longer, host-bound scene
+    assert hb["tiles_per_s"] < f["power_projection"]["tiles_per_s"]
+    assert hb["joules"] > f["power_projection"]["joules"]
     dpu = f["published_dpu"]
     assert (dpu["pre_ms"], dpu["accel_ms"], dpu["post_ms"]) == (71.0, 33.0, 41.0)
     assert dpu["chips_per_scene"] == 31 * 37

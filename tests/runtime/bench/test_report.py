@@ -26,8 +26,8 @@ def _run(label: str, mpx: float, wall: float, rss: float, **kw: object) -> dict:
 
 
 def test_scaling_summary_linear_and_flat() -> None:
-    pts = [{"megapixels": m, "wall_s": 0.5 + 0.1 * m, "peak_rss_mb": 400.0} for m in
-           (10, 50, 200, 700)]
+    pts = [{"megapixels": m, "wall_s": 0.5 + 0.1 * m, "peak_rss_mb": 400.0, "width": 1000}
+           for m in (10, 50, 200, 700)]
     s = scaling_summary(pts)
     assert s["seconds_per_mpx"] == pytest.approx(0.1)
     assert s["intercept_s"] == pytest.approx(0.5)
@@ -35,6 +35,12 @@ def test_scaling_summary_linear_and_flat() -> None:
     assert s["peak_rss_mb_per_100_mpx"] == pytest.approx(0.0, abs=1e-6)
     assert s["within_rss_limit"] is True
     assert scaling_summary(pts[:1]) == {"points": 1}
+    assert "peak_rss_mb_per_1000_columns" not in s  # one width: nothing to fit
+    widths = [{"megapixels": m, "wall_s": m, "peak_rss_mb": 300 + 0.03 * w, "width": w}
+              for m, w in ((10, 3000), (200, 15000), (700, 29000))]
+    s = scaling_summary(widths)
+    assert s["peak_rss_mb_per_1000_columns"] == pytest.approx(30.0)
+    assert s["peak_rss_mb_at_zero_width"] == pytest.approx(300.0)
 
 
 def test_write_report(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ given the host-side costs measured here, and the published DPU system beside it.
   scene at < 10 W; per 800 × 800 chip 71 / 33 / 41 ms pre-processing / DPU / post-processing.
 - Power: :func:`~sarvessel.runtime.power.model.project_scene` with the published-figure KV260
   model (:data:`~sarvessel.runtime.power.KV260_PUBLISHED`, an estimate) at the estimated tile
-  rate, beside the paper's claim.
+  rate, and at the host-bound rate when the host stages are the slower side (idle power is paid
+  for the whole, longer scene), beside the paper's claim.
 """
 
 from __future__ import annotations
@@ -144,4 +145,12 @@ def fpga_side(
                           overlap=int(est.get("tile_overlap", 64)))
         out["power_projection"] = {**p.to_dict(), "line": format_projection(p),
                                    "model": KV260_PUBLISHED.to_dict()}
+        bp = out.get("board_projection")
+        if bp and bp["bound_by"] == "host":  # the board runs at the host stages' pace
+            rate = bp["tiles"] / bp["scene_s_overlapped"]
+            q = project_scene(KV260_PUBLISHED, rate,
+                              scene_mpx=XVIEW3_SCENE[0] * XVIEW3_SCENE[1] / 1e6,
+                              tile=int(est.get("tile_size", 512)),
+                              overlap=int(est.get("tile_overlap", 64)))
+            out["power_projection_host_bound"] = {**q.to_dict(), "line": format_projection(q)}
     return out
