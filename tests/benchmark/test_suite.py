@@ -97,7 +97,7 @@ def test_small_suite_in_process(tmp_path: Path) -> None:
     assert xv["noop"]["skipped"] and "aggregate" in xv["cfar"] and "aggregate" in xv["onnx"]
     ss = report["accuracy"]["ssdd"]
     assert ss.get("skipped") or "ap50" in ss["results"]["onnx"]
-    assert report["fpga"]["estimate"]["tiles_per_s"] > 300
+    assert report["fpga"]["estimate"]["tiles_per_s"] > 100
     assert {"json", "md", "throughput", "latency", "scaling", "energy"} <= set(paths)
     assert "## Scaling" in paths["md"].read_text()
 

@@ -203,9 +203,11 @@ def print_bench_report(report: dict, paths: dict[str, Path]) -> None:
                 f"{report.get('host', {}).get('cpu_model')}")
     for col in ("backend", "MPx/s", "wall s", "infer p50/p99 ms/tile", "peak RSS MB", "J/MPx"):
         tab.add_column(col, justify="right")
+    skipped = []
     for r in report.get("backends", []):
         if r.get("skipped"):
-            tab.add_row(r["label"], "skipped", r["skipped"][:60], "", "", "")
+            tab.add_row(r["label"], "skipped", "", "", "", "")
+            skipped.append(f"  {r['label']} skipped: {r['skipped']}")
             continue
         inf = r.get("latency_ms_per_tile", {}).get("infer", {})
         e = r.get("energy") or {}
@@ -215,6 +217,8 @@ def print_bench_report(report: dict, paths: dict[str, Path]) -> None:
                     f"{e['joules_per_mpx']:.3g}" if e.get("joules_per_mpx") is not None else
                     "no sensor")
     c.print(tab)
+    for line in skipped:
+        c.print(line, markup=False, highlight=False)
     head = (report.get("scaling") or {}).get("headline")
     if head:
         c.print(f"largest scene {head['height']:,} x {head['width']:,} "

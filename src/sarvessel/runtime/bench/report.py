@@ -291,8 +291,9 @@ def _fpga_md(f: Mapping[str, Any]) -> list[str]:
                    f"{bp['scene_s_serial']:.1f} s serial ({bp['bound_by']}-bound) | | derived |")
     sim = f.get("sim")
     if sim:
-        out.append(f"| ours, `sim` backend run here | | | {_n(sim.get('scene_s_at_this_rate'))}"
-                   f" s at {_n(sim.get('mpx_per_s'))} MPx/s | | measured |")
+        out.append(f"| ours, `{sim.get('label')}` run here (the accelerator simulated on this "
+                   f"CPU) | | | {_n(sim.get('scene_s_at_this_rate'))} s at "
+                   f"{_n(sim.get('mpx_per_s'))} MPx/s | | measured |")
     if dpu:
         out.append(f"| published DPU system: {dpu['model']} | {dpu['pre_ms']:g} / "
                    f"{dpu['accel_ms']:g} / {dpu['post_ms']:g} (pre / DPU / post per "
