@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sarvessel.benchmark.scenes import ensure_scene
-from sarvessel.runtime.bench.measure import PEER, RunSpec, build_detector
+from sarvessel.runtime.bench.measure import PEER, SIM_PACED, RunSpec, build_detector
 from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ def xview3_accuracy(specs: Sequence[RunSpec], *, root: Path, seeds: Sequence[int
             continue
         if spec.kind == PEER:
             results[spec.name] = {"skipped": _PEER}
+            continue
+        if spec.kind == SIM_PACED:
+            results[spec.name] = {"skipped": "the same detections as sim (pacing only waits)"}
             continue
         try:
             detector = build_detector(spec)
