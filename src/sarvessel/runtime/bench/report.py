@@ -252,8 +252,9 @@ def _scaling_md(sc: Mapping[str, Any]) -> list[str]:
                    f"{_n(p.get('peak_rss_mb'))} | {p.get('detections', '')} |")
     s = sc.get("summary") or {}
     if "seconds_per_mpx" in s:
-        out += ["", f"Time = {s['seconds_per_mpx'] * 1e3:.1f} ms/MPx × MPx + "
-                f"{s['intercept_s']:.2f} s (R² {s['r2']}, worst point "
+        b = s["intercept_s"]
+        out += ["", f"Time = {s['seconds_per_mpx'] * 1e3:.1f} ms/MPx × MPx "
+                f"{'+' if b >= 0 else '−'} {abs(b):.2f} s (R² {s['r2']}, worst point "
                 f"{100 * s['max_rel_deviation']:.1f} % off the line)."]
     if "peak_rss_mb_max" in s:
         out.append(f"Peak RSS {s['peak_rss_mb_min']:.0f}–{s['peak_rss_mb_max']:.0f} MB "
@@ -397,7 +398,9 @@ def _colour(run: Mapping[str, Any]) -> int:
     label = str(run.get("label", ""))
     if run.get("spec", "").startswith("peer"):
         return 5
-    return {"onnx": 0, "sim": 2, "fpga": 2, "cfar": 1, "noop": 7}.get(label, 4)
+    if label.startswith(("sim", "fpga")):
+        return 2
+    return {"onnx": 0, "cfar": 1, "noop": 7}.get(label, 4)
 
 
 def _energy_cell(e: Mapping[str, Any] | None) -> str:
