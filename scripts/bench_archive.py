@@ -15,10 +15,11 @@ alike. Example (the figures of docs/archive.md):
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
+
+from sarvessel.runtime.io.outputs import write_json
 
 
 def main() -> int:
@@ -102,7 +103,7 @@ def main() -> int:
     Console().print(tab)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

@@ -13,7 +13,6 @@ The budget is the accelerator's rate: 548,864 cycles at 200 MHz = 2.74 ms per ti
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import numpy as np
 
 from sarvessel.runtime.board.packing import pack, pack_tiles, unpack
 from sarvessel.runtime.board.tail import CpuTail
+from sarvessel.runtime.io.outputs import write_json
 
 #: Accelerator time per tile at the shipped model's estimate (ms): the budget of the ARM side.
 BUDGET_MS = 548_864 / 200e6 * 1e3
@@ -90,10 +90,8 @@ def main() -> None:
         print(f"  {v:8.3f} ms/tile  {k}")
     print(f"  {ours:8.3f} ms/tile  sarvessel I/O path total (budget {BUDGET_MS:.2f} ms/tile)")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"ms_per_tile": per_tile, "total_ms": ours,
-                                         "budget_ms": BUDGET_MS, "batch": b,
-                                         "numpy": np.__version__}, indent=2))
+        write_json(args.json, {"ms_per_tile": per_tile, "total_ms": ours,
+                               "budget_ms": BUDGET_MS, "batch": b, "numpy": np.__version__})
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sarvessel.runtime.io.outputs import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "src" / "sarvessel" / "runtime" / "models"
 
@@ -116,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{med['qcdq'] / med['intfloat']:>13.2f}x")
     if args.profile:
         prof = {k: op_profile(models[k][0], 2, args.threads) for k in ("qcdq", "intfloat")}
-        args.profile.write_text(json.dumps(prof, indent=2) + "\n")
+        write_json(args.profile, prof)
         for k, ops in prof.items():
             total = sum(ops.values())
             top = ", ".join(f"{op} {ms:.1f} ({100 * ms / total:.0f} %)"
                             for op, ms in list(ops.items())[:6])
             print(f"profile {k}: {total:.1f} ms in kernels per tile: {top}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0
 
 

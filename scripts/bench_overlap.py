@@ -28,6 +28,7 @@ from sarvessel.runtime.backends import DEFAULT_SIM_PACKAGE
 from sarvessel.runtime.backends.accelerator import AcceleratorBackend
 from sarvessel.runtime.board.accelerator import SimAccelerator
 from sarvessel.runtime.detector import compose
+from sarvessel.runtime.io.outputs import json_safe, write_json
 from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.pipeline import PipelineConfig, run_scene
 
@@ -82,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
            "batch": args.batch, "runs": runs,
            "host": {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": sys.version.split()[0],
                     "numpy": np.__version__, "machine": platform.machine()}}
-    print(json.dumps(out["runs"]["overlapped"]["ms_per_tile"], indent=1))
+    print(json.dumps(json_safe(out["runs"]["overlapped"]["ms_per_tile"]), indent=1,
+                     allow_nan=False))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.json, out)
     return 0
 
 

@@ -15,7 +15,6 @@ Training uses seeds < 900 (see sarvessel.model.data); keep evaluation seeds >= 9
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from sarvessel.evaluation.scoring import print_score, score_csv
 from sarvessel.runtime.backends.tta import TTA_SETS
 from sarvessel.runtime.detector import make_detector
-from sarvessel.runtime.io.outputs import write_submissions_csv
+from sarvessel.runtime.io.outputs import write_json, write_submissions_csv
 from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.pipeline import run_scene
 from sarvessel.synth.generate import synthesize_scene
@@ -84,8 +83,7 @@ def main() -> int:
                          "mpx_per_s": mpx / secs if secs else None}
     out = {"seeds": args.seeds, "size": args.size, "results": results}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=2, default=float))
+        write_json(args.json, out)
     for spec, r in results.items():
         print(f"{spec}: aggregate {r['score']['aggregate']:.4f}  "
               f"F1 {r['score']['loc_fscore']:.4f}  {r['mpx_per_s']:.1f} MPx/s")

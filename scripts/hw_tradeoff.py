@@ -11,13 +11,13 @@ expected totals (layers + DWCs + FIFOs + shell allowance; see sarvessel.hw.estim
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from sarvessel.hw.config import HWConfig
 from sarvessel.hw.estimate import estimate_model
 from sarvessel.hw.flow import run_flow
+from sarvessel.runtime.io.outputs import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "xview3_w4a4" / "xview3_w4a4_qonnx.onnx"
@@ -57,7 +57,7 @@ def main() -> None:
               f"{e['LUT']:,.0f} ({sh['LUT']:.1%}) | {e['BRAM_18K']:,.0f} ({sh['BRAM_18K']:.1%}) "
               f"| {e['DSP']:,.0f} ({sh['DSP']:.1%}) |", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tradeoff.json").write_text(json.dumps(rows, indent=2))
+    write_json(args.out / "tradeoff.json", rows)
 
 
 if __name__ == "__main__":

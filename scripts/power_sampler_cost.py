@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sarvessel.runtime.io.outputs import json_safe
 from sarvessel.runtime.power import (
     Activity,
     Ina260Sensor,
@@ -65,7 +66,7 @@ def main() -> int:
         dt = time.perf_counter() - t0
     out["governor_hooks"] = {"pairs": args.hooks, "us_per_pair": round(1e6 * dt / args.hooks, 1),
                              "trace_samples": len(gov.sampler.trace)}
-    print(json.dumps(out, indent=2))
+    print(json.dumps(json_safe(out), indent=2, allow_nan=False))
     return 0
 
 

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         sarvessel(command, dry_run=args.dry_run)
         if not args.dry_run:
             done.write_text(json.dumps({"stage": stage.name, "minutes": (time.time() - t0) / 60,
-                                        "args": command}, indent=2) + "\n")
+                                        "args": command}, indent=2, allow_nan=False) + "\n")
     export = args.runs / "export"
     sarvessel(["export", str(args.runs / STAGES[-1].name / "last.pt"), "--out", str(export),
                "--qonnx", "--qcdq", "--iou", "0.6"], dry_run=args.dry_run)

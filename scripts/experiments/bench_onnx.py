@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sarvessel.runtime.io.outputs import json_safe
+
 log = logging.getLogger("bench_onnx")
 
 
@@ -137,7 +139,7 @@ def main() -> int:
     ]
     for row in results["decode"]:
         log.info("decode %s", row)
-    text = json.dumps(results, indent=2)
+    text = json.dumps(json_safe(results), indent=2, allow_nan=False)
     if args.json:
         args.json.write_text(text + "\n")
     print(text)

@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sarvessel.runtime.io.outputs import write_json
+
 
 def sh(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "sarvessel", *args], check=True)
@@ -56,8 +58,7 @@ def main() -> int:
                      "lut_share": est["shares"]["LUT"], "bram_share": est["shares"]["BRAM_18K"],
                      "scene_seconds": est["scene_seconds"], "fits": est["fits_budget"]})
         rows.sort(key=lambda r: r["bits"])
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        write_json(args.json, rows)
     print("| body bits | aggregate | detect F1 | LUT | BRAM18 | 700 MPx scene s |")
     print("|---|---|---|---|---|---|")
     for r in rows:

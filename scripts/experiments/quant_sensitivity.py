@@ -14,10 +14,11 @@ loop's quick validation does. See ``sarvessel.model.sensitivity``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+
+from sarvessel.runtime.io.outputs import write_json
 
 DEFAULT_CHOICES = ("w4a4=", "w4a4_pc=dw_in_per_channel=1", "dw_weight8=dw_weight=8",
                    "dw_act8=dw_act=8", "dense_weight8=weight=8,dw_weight=4", "act8=act=8",
@@ -72,13 +73,11 @@ def main() -> int:
         spec = "" if r.bits is None else ",".join(f"{k}={v}" for k, v in asdict(r.bits).items())
         print(f"{r.label:<16} {r.ap50:7.4f} {r.ap50 - ref:+9.4f}  {spec}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "checkpoint": str(args.checkpoint), "split": args.split,
             "calib_batches": args.calib_batches,
             "rows": [{"label": r.label, "ap50": r.ap50,
-                      "bits": None if r.bits is None else asdict(r.bits)} for r in rows]},
-            indent=1))
+                      "bits": None if r.bits is None else asdict(r.bits)} for r in rows]})
     return 0
 
 

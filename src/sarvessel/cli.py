@@ -5,7 +5,9 @@ sub-commands with ``set_defaults(func=handler)``; a handler takes the parsed arg
 the exit code, importing heavy modules (torch, finn) only when it runs, so ``--help`` and the
 runtime commands work on the board where the host tools are not installed.
 User errors (:class:`~sarvessel.runtime.errors.SarvesselError`) print one line, no traceback,
-and exit 2.
+and exit 2. ``-v``/``-q`` work before or after the command. ``sarvessel`` without a command is
+a usage error, as argparse treats any missing required argument: the usage and a one-line hint
+on stderr, exit 2 (``sarvessel --help`` prints the help on stdout and exits 0).
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training and export of the detector, and its FINN build for a Kria KV260 FPGA.",
     )
     parser.add_argument("--version", action="version", version=f"sarvessel {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    _add_log_options(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -61,18 +62,44 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in _subparsers(parser):  # -v/-q after the command too
+        _add_log_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_log_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """``-v``/``-q``; a command's copies default to SUPPRESS so they never reset the
+    top-level value (``sarvessel -q detect ...``)."""
+    taken = {s for a in parser._actions for s in a.option_strings}
+    if not taken & {"-v", "--verbose"}:
+        parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                            help="log debug messages")
+    if not taken & {"-q", "--quiet"}:
+        parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                            help="log warnings only")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command parser below ``parser`` (nested ones such as ``hw estimate`` too)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                found += [child, *_subparsers(child)]
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        print("sarvessel: error: no command given; `sarvessel --help` lists the commands",
+              file=sys.stderr)
+        return 2
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
         return int(args.func(args) or 0)
     except SarvesselError as exc:

@@ -128,7 +128,7 @@ def test_input_scale_resamples_images_and_scales_boxes_back(model_path: Path,
     (tmp_path / "scaled.json").write_text(json.dumps({**meta, "input_scale": 2.0}))
     assert evaluate(scaled, folder, overlap=16).report.tp == 2
     assert OnnxBackend(scaled).metadata.input_scale == 2.0
-    with pytest.raises(SarvesselError, match="input_scale must be in"):
+    with pytest.raises(SarvesselError, match="input.scale must be in"):
         evaluate(model_path, folder, input_scale=0.0)
     assert main(["eval", str(model_path), "--data", str(folder), "--input-scale", "0"]) == 2
 

@@ -547,7 +547,7 @@ def _random_case(rng: np.random.Generator, root: Path, nan_lengths: bool
         n = int(rng.integers(3, 40))
         # clusters of points 0-80 px apart, clusters up to 1500 px apart: both conflicting
         # matches and scenes partly near, partly far from the shoreline
-        centres = rng.integers(0, 1500, (5, 2))
+        centres = rng.integers(80, 1580, (5, 2))  # >= 80: jitter keeps positions >= 0
         pts = centres[rng.integers(0, 5, n)] + rng.integers(-40, 41, (n, 2))
         for r, c in pts:
             labels.append([sid, int(r), int(c), rng.choice(bools, p=[.5, .35, .15]),

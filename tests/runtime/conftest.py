@@ -32,7 +32,12 @@ def toy_meta(**kw: object) -> ModelMetadata:
 
 
 def write_toy_model(path: Path, *, batch: int | str = "batch", channels: int = CHANNELS,
-                 props: dict[str, str] | None = None) -> Path:
+                 props: dict[str, str] | None = None, pool: int = STRIDE,
+                 symbolic_size: bool = False) -> Path:
+    """The toy network; ``pool`` (the default is the stride) sets its output map's side
+    ``TILE // pool``. symbolic_size: declare the input's and output's height and width as
+    symbolic names, which onnxruntime cannot resolve, so the load-time shape check passes
+    whatever map the graph makes (the default False declares them)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -46,14 +51,18 @@ def write_toy_model(path: Path, *, batch: int | str = "batch", channels: int = C
     b[4 * REG_MAX] = -10.0
     w[4 * REG_MAX + 1, channels - 1] = 0.1  # class 1 from the last channel
     b[4 * REG_MAX + 1] = -10.0
-    out = TILE // STRIDE
+    out = TILE // pool
     graph = helper.make_graph(
-        [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[STRIDE, STRIDE],
-                          strides=[STRIDE, STRIDE]),
+        [helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[pool, pool],
+                          strides=[pool, pool]),
          helper.make_node("Conv", ["p", "w", "b"], ["y"])],
         "toy",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, channels, TILE, TILE])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, nout, out, out])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                       [batch, channels, *(["h", "w"] if symbolic_size
+                                                           else [TILE, TILE])])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                       [batch, nout, *(["oh", "ow"] if symbolic_size
+                                                       else [out, out])])],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

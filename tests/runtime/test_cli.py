@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -163,7 +164,54 @@ def test_detect_dot_and_stale_temporaries_of_a_killed_run(tmp_path):
     mine.write_text("x")
     proc = run("detect", ".", "--out", str(out), "--backend", "cfar", cwd=scene)
     assert proc.returncode == 0, proc.stderr
+    # no GeoJSON: the scene has no georeferencing (issue #34, 7), and the summary says so
     assert sorted(p.name for p in out.iterdir()) == [
-        ".other.csv.999999999.tmp", "S6_v.csv", "S6_v.geojson", "S6_v_quicklook.png",
-        "S6_v_summary.json"]
-    assert json.loads((out / "S6_v_summary.json").read_text())["scene_id"] == "S6_v"
+        ".other.csv.999999999.tmp", "S6_v.csv", "S6_v_quicklook.png", "S6_v_summary.json"]
+    summary = json.loads((out / "S6_v_summary.json").read_text())
+    assert summary["scene_id"] == "S6_v"
+    assert "no GeoJSON: the scene has no georeferencing" in summary["notes"][0]
+
+
+def test_detect_labels_with_a_corrupt_shoreline_is_refused_before_the_scene_runs(tmp_path):
+    """Once an UnpicklingError traceback, after the outputs were written (issue #34, 3)."""
+    root = tmp_path / "scenes"
+    root.mkdir()
+    scene = _small_scene(root)
+    (root / "shoreline").mkdir()
+    (root / "shoreline" / "S6_v_shoreline.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
+    labels = root / "labels.csv"
+    labels.write_text("scene_id,detect_scene_row,detect_scene_column,is_vessel,is_fishing,"
+                      "vessel_length_m,confidence,distance_from_shore_km\n"
+                      "S6_v,10,10,True,False,50,HIGH,1\n")
+    out = tmp_path / "o"
+    proc = run("detect", str(scene), "--out", str(out), "--backend", "cfar", "--labels",
+               str(labels))
+    assert_user_error(proc, "S6_v_shoreline.npy: cannot read shoreline contours")
+    assert not out.exists() or not any(out.iterdir())  # refused before any output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "cfar", "--model", "m.onnx"],
+     "--model is for network backends; --backend cfar takes none"),
+    (["--backend", "cfar", "--conf", "0.5"],
+     "--conf is for network backends; --backend cfar has no score threshold"),
+    (["--conf", "1.5"], "--conf must be in (0, 1), got 1.5"),
+    (["--threads", "-3"], "--threads must be >= 1, got -3"),
+])
+def test_detect_refuses_options_that_would_be_ignored_or_mean_nothing(tmp_path, args, message):
+    scene = _small_scene(tmp_path)
+    proc = run("detect", str(scene), "--out", str(tmp_path / "o"), *args)
+    assert_user_error(proc, message)
+    assert not (tmp_path / "o" / "S6_v.csv").exists()
+
+
+def test_scene_ids_are_printed_as_they_are_not_highlighted_or_read_as_markup(tmp_path):
+    """rich coloured "0x8000" inside a scene id as a hex number, and a "[...]" in it would
+    be read as markup (issue #34, 9)."""
+    scene = _small_scene(tmp_path, name="S_0x8000_[v]")
+    env = {**os.environ, "FORCE_COLOR": "1", "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "sarvessel", "detect", str(scene), "--out",
+                           str(tmp_path / "o"), "--backend", "cfar"], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "S_0x8000_[v]" in proc.stdout, proc.stdout

@@ -219,8 +219,9 @@ def test_model_wanting_resampled_images_is_refused(tmp_path):
 @pytest.mark.parametrize("units", ["dn", "linear"])
 def test_bands_not_in_db_are_refused_before_any_tile_runs(tmp_path, units):
     """A raw GRD TIFF (uint16 digital numbers) or a linear sigma0 band is valid numbers, but
-    read as dB the detector would see a white or flat grey scene: refused, naming the file and
-    the first rows with data (rows 0-255 are nodata here, so the verdict comes from 256-511)."""
+    read as dB the detector would see a white or flat grey scene: refused, naming the file,
+    by the pre-scan's windows (rows 0-255 are nodata here), before any tile runs and before
+    a journal exists (issue #34, 4: the journal header was written first)."""
     rng = np.random.default_rng(1)
     h, w = 700, 600
     if units == "dn":
@@ -234,11 +235,13 @@ def test_bands_not_in_db_are_refused_before_any_tile_runs(tmp_path, units):
     two_bands = {"photometric": "minisblack", "planarconfig": "separate"}
     tifffile.imwrite(path, np.stack([vv, vv]).astype(np.float32), **two_bands)
     backend = BrightestPixel()
+    journal = tmp_path / "out" / f"{units}.journal.jsonl"
     with open_scene(path) as sc, pytest.raises(
-        SceneError, match=rf"{units}.tif: rows 256-512: 100% of the valid VV_dB samples are at or "
-                          r"above 0 dB.*convert it to dB"):
-        run_scene(sc, backend, config=PipelineConfig(overlap=0))
+        SceneError, match=rf"{units}.tif: 36 windows sampled over the scene: 100% of the valid "
+                          r"VV_dB samples are at or above 0 dB.*convert it to dB"):
+        run_scene(sc, backend, config=PipelineConfig(overlap=0), journal=journal)
     assert backend.calls == 0
+    assert sorted(p.name for p in journal.parent.iterdir()) == []  # no journal, no lock
     # the same scene in dB runs
     db = 10 * np.log10(np.clip(vv, 1e-6, None)) if units == "linear" else 20 * np.log10(
         np.clip(vv, 1, None)) - 80
@@ -299,3 +302,77 @@ def test_a_failing_post_stage_stops_the_concurrent_run(tmp_path):
     det = Detector(BrightestPixel(), FailingPost())
     with open_scene(_scene(tmp_path)) as sc, pytest.raises(RuntimeError, match="post stage broke"):
         run_scene(sc, det, config=PipelineConfig(overlap=0, batch_size=2))
+
+
+class PlacesDetections(BrightestPixel):
+    """Reports fixed tile positions in every tile (a backend with a decode bug)."""
+
+    def __init__(self, positions: list[tuple[float, float]], tile_size: int = 256) -> None:
+        super().__init__(tile_size=tile_size)
+        self.positions = positions
+
+    def infer(self, batch: np.ndarray) -> list[Detections]:
+        r = np.array([p[0] for p in self.positions], np.float32)
+        c = np.array([p[1] for p in self.positions], np.float32)
+        boxes = np.stack([r - 2, c - 2, r + 2, c + 2], 1)
+        n = len(r)
+        return [Detections(r, c, np.full(n, 0.9), np.ones(n), boxes, np.full(n, 3.0))
+                for _ in batch]
+
+
+def test_detections_outside_their_tile_are_dropped_not_clipped_onto_its_edge(tmp_path):
+    """A centre outside the tile was clipped onto the tile's edge and kept (issue #34, 2)."""
+    scene = _scene(tmp_path, h=256, w=256)
+    backend = PlacesDetections([(100.0, 100.0), (-5.0, 10.0), (300.0, 10.0), (10.0, 1e6),
+                                (np.nan, 5.0)])
+    with open_scene(scene) as sc:
+        res = run_scene(sc, backend, config=PipelineConfig(mask_land=False))
+    assert _positions(res.detections) == [(100, 100)]
+    assert res.detections_outside_tile == 4
+
+
+def test_a_head_map_larger_than_the_contract_is_refused_on_the_first_batch(tmp_path):
+    """A graph with symbolic output dims passes the load check; its 2x larger map once decoded
+    into boxes far outside the tile (issue #34, 2: 8,317 detections, rows past the scene)."""
+    from sarvessel.runtime.backends.onnx import OnnxBackend
+    from sarvessel.runtime.errors import ModelError
+    from tests.runtime.conftest import toy_meta, write_toy_model
+
+    model = write_toy_model(tmp_path / "wide.onnx", pool=4, symbolic_size=True)
+    toy_meta().write_sidecar(model)
+    backend = OnnxBackend(model)  # the load-time check cannot see the symbolic dims
+    scene = _scene(tmp_path, h=300, w=300)
+    with open_scene(scene) as sc, pytest.raises(
+            ModelError, match=r"head map of shape \[\d+, 18, 16, 16\].*contract says "
+                              r"\[\d+, 18, 8, 8\]"):
+        run_scene(sc, backend, config=PipelineConfig(overlap=0))
+
+
+def test_memory_per_scene_column_is_bounded(tmp_path, monkeypatch):
+    """The raw-read buffer once held two full-width tile rows per band and per thread
+    (~27 KB of memory per scene column: 488 MB at 16,000 columns, issue #34, 8). Measured
+    with tracemalloc (numpy reports its buffers to it) on two tiled scenes that differ only
+    in width; docs/runtime.md gives the bound (11 KB per column, 2 bands, 512 px tiles). The
+    read chunk is made one tile here so that both widths exceed it, as real scenes do."""
+    import tracemalloc
+
+    from sarvessel.runtime.io import raster
+
+    monkeypatch.setattr(raster, "READ_CHUNK_BYTES", 512 * 512 * 4)
+
+    def peak(width: int) -> int:
+        folder = tmp_path / f"w{width}_v"
+        folder.mkdir()
+        band = np.full((1100, width), -22.0, np.float32)
+        for name in ("VV_dB", "VH_dB"):
+            tifffile.imwrite(folder / f"{name}.tif", band, tile=(512, 512))
+        with open_scene(folder) as sc:
+            tracemalloc.start()
+            try:
+                run_scene(sc, NoopBackend(tile_size=512))
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+
+    per_column = (peak(6144) - peak(1024)) / (6144 - 1024)
+    assert per_column < 12 * 1024, f"{per_column / 1024:.1f} KB per scene column"

@@ -26,7 +26,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -173,7 +172,7 @@ def _process_scene(scene_path: str, job: ArchiveJob) -> SceneOutcome:
     return SceneOutcome(scene=scene_path, scene_id=sid, status=SceneStatus.DONE,
                         megapixels=mpx, detections=len(result.detections),
                         seconds=time.perf_counter() - t0,
-                        mpx_per_s=rate if math.isfinite(rate) else None,  # NaN: none ran
+                        mpx_per_s=rate,  # None: none ran (every row resumed)
                         tiles_total=result.tiles_total, tiles_resumed=result.tiles_resumed,
                         worker=worker, summary=summary)
 
@@ -186,7 +185,7 @@ def job_key(scene_id: str, height: int, width: int, files: list | tuple, detecto
     key = {"scene_id": scene_id, "height": int(height), "width": int(width),
            "files": [list(f) for f in files], "detector": detector, "tile": int(tile),
            "pipeline": asdict(config)}
-    return json.loads(json.dumps(key))
+    return json.loads(json.dumps(key, allow_nan=False))
 
 
 def record_path(out_dir: Path, scene_id: str) -> Path:
@@ -331,7 +330,7 @@ class SceneLock:
                 break
             os.close(fd)  # the holder removed the file as we opened it: lock the new one
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(_holder()).encode())
+        os.write(fd, json.dumps(_holder(), allow_nan=False).encode())
         os.fsync(fd)
         self._fd = fd
         return self

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sarvessel.runtime.io.outputs import atomic_open
 from sarvessel.runtime.post.nms import box_iou
 
 log = logging.getLogger(__name__)
@@ -283,7 +284,8 @@ def save_pr_curve(report: APReport, path: Path | str, *, title: str = "") -> Pat
     """Draw the IoU-0.5 precision-recall curve of every class to a PNG.
 
     Uses matplotlib when installed, else a plain pillow drawing (the runtime must not require
-    matplotlib).
+    matplotlib). Written atomically to exactly ``path`` (matplotlib would append ``.png`` to
+    a name without a suffix).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,7 +307,8 @@ def save_pr_curve(report: APReport, path: Path | str, *, title: str = "") -> Pat
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_open(path, binary=True) as fh:
+        fig.savefig(fh, format="png")
     plt.close(fig)
     return path
 
@@ -443,4 +446,5 @@ def _save_pr_curve_pillow(report: APReport, path: Path, label: str) -> None:
     draw.text((x0, 8), label, fill="black")
     draw.text(((x0 + x1) // 2 - 20, h - 24), "recall", fill="black")
     draw.text((4, y0), "precision", fill="black")
-    img.save(path)
+    with atomic_open(path, binary=True) as fh:
+        img.save(fh, format="PNG")

@@ -14,8 +14,8 @@ ultralytics validates); precision/recall/F1 use the model's own ``conf_threshold
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -50,6 +50,7 @@ from sarvessel.runtime.contract import INPUT_SCALE_RANGE, OVERLAP
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.detector import Detector, compose
 from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.io.outputs import check_writable_file, write_json
 from sarvessel.runtime.post.nms import box_nms
 from sarvessel.runtime.preprocess import stretch_percentiles
 from sarvessel.runtime.tiling import Window, tile_grid
@@ -99,8 +100,11 @@ def evaluate(
     refused. rescore: apply the model's second stage (box refiner and rescorer) when its sidecar
     names one (:mod:`sarvessel.runtime.post.rescore`); the default is True. limit: the first
     ``limit`` images of the split only (a quick check, e.g. a CI benchmark); the default (None)
-    is every image.
+    is every image. Options are checked before anything loads (:func:`check_options`).
     """
+    check_options(eval_conf=eval_conf, conf_threshold=conf_threshold,
+                  iou_threshold=iou_threshold, overlap=overlap, threads=threads,
+                  input_scale=input_scale)
     items = load_dataset(data, split=split)[:limit]
     onnx = OnnxBackend(model_path, threads=threads)
     meta = onnx.metadata
@@ -122,6 +126,30 @@ def evaluate(
         result.extra["rescorer"] = rescorer.spec.file if rescorer else None
         result.extra["refiner"] = rescorer.spec.refiner if rescorer else None
     return result
+
+
+def check_options(*, eval_conf: float = 0.001, conf_threshold: float | None = None,
+                  iou_threshold: float | None = None, overlap: int = OVERLAP,
+                  threads: int | None = None, input_scale: float | None = None) -> None:
+    """Refuse options that mean nothing, in one line naming the option, before any work."""
+    def prob(name: str, v: float | None, *, closed: bool) -> None:
+        if v is None:
+            return
+        ok = (0.0 <= v <= 1.0) if closed else (0.0 < v < 1.0)  # NaN fails both
+        if not ok:
+            rng = "[0, 1]" if closed else "(0, 1)"
+            raise SarvesselError(f"{name} must be in {rng}, got {v}")
+
+    prob("--eval-conf", eval_conf, closed=False)
+    prob("--conf", conf_threshold, closed=False)
+    prob("--iou", iou_threshold, closed=True)
+    if overlap < 0:
+        raise SarvesselError(f"--overlap must be >= 0, got {overlap}")
+    if threads is not None and threads < 1:
+        raise SarvesselError(f"--threads must be >= 1, got {threads}")
+    lo, hi = INPUT_SCALE_RANGE
+    if input_scale is not None and not (math.isfinite(input_scale) and lo <= input_scale <= hi):
+        raise SarvesselError(f"--input-scale must be in [{lo:g}, {hi:g}], got {input_scale}")
 
 
 def evaluate_backend(
@@ -368,7 +396,13 @@ def parse_stretch(text: str) -> Stretch:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Handler of ``sarvessel eval``."""
+    """Handler of ``sarvessel eval``: options and output paths are checked before any work."""
+    check_options(eval_conf=args.eval_conf, conf_threshold=args.conf, iou_threshold=args.iou,
+                  overlap=args.overlap, threads=args.threads, input_scale=args.input_scale)
+    for option in ("json", "pr_png", "gallery"):
+        path = getattr(args, option)
+        if path is not None:
+            check_writable_file(path, option="--" + option.replace("_", "-"))
     result = evaluate(args.model, args.data, split=args.split, eval_conf=args.eval_conf,
                       conf_threshold=args.conf, iou_threshold=args.iou, overlap=args.overlap,
                       threads=args.threads, interpolation=args.interpolation, tta=args.tta,
@@ -385,8 +419,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("recall by longest side (px): " + "  ".join(
             f"{k} {v['recall']:.2f} (n {v['n']})" for k, v in result.recall_by_size.items()))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json(args.json, result.to_dict())
     if args.pr_png:
         save_pr_curve(r, args.pr_png)
     if args.gallery:

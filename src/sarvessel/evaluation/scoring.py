@@ -49,9 +49,9 @@ contours, each ``[N, 2]`` as (row, col) scene pixels, stacked with ``np.vstack``
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
+import pickle
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,7 +61,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import KDTree, distance_matrix
 
-from sarvessel.runtime.errors import LabelsError
+from sarvessel.runtime.errors import LabelsError, SarvesselError
+from sarvessel.runtime.io.outputs import check_writable_file, write_json
 from sarvessel.runtime.io.tables import FALSE_VALUES, NA_VALUES, TRUE_VALUES
 from sarvessel.runtime.io.xview3_csv import (
     LABEL_COLUMNS,
@@ -117,6 +118,8 @@ def score(
             (``--costly_dist``). The default is True.
         pixel_size_m: metres per pixel (upstream's ``PIX_TO_M``). The default is 10.
     """
+    check_options(distance_tolerance_m=distance_tolerance_m,
+                  shore_tolerance_km=shore_tolerance_km, pixel_size_m=pixel_size_m)
     pred = _Table.predictions(predictions)
     gt = _Table.labels(labels, need_confidence=not all_confidences)
     opts = _MatchOptions(float(distance_tolerance_m), bool(costly_dist), float(pixel_size_m))
@@ -252,21 +255,37 @@ def score_csv(
     )
 
 
+def check_options(*, distance_tolerance_m: float = 200.0, shore_tolerance_km: float = 2.0,
+                  pixel_size_m: float = 10.0) -> None:
+    """Refuse scoring options that mean nothing (negative or NaN distances), in one line."""
+    for name, value, low_ok in (("distance tolerance (m)", distance_tolerance_m, False),
+                                ("shore tolerance (km)", shore_tolerance_km, True),
+                                ("pixel size (m)", pixel_size_m, False)):
+        v = float(value)
+        if not math.isfinite(v) or v < 0 or (v == 0 and not low_ok):
+            need = ">= 0" if low_ok else "> 0"
+            raise SarvesselError(f"{name} must be a finite number {need}, got {value}")
+
+
 def load_shoreline(root: Path, scene_id: str) -> np.ndarray:
     """Shoreline points of a scene as float64 ``[K, 2]`` (row, col) pixels (``K`` may be 0).
 
     Reads ``<root>/<scene_id>_shoreline.npy`` (object array of ``[N, 2]`` contours) and stacks
-    the contours. Raises :class:`LabelsError` naming the file if it is missing or malformed.
+    the contours. The object array is a pickle; it is unpickled with only numpy's array
+    classes allowed (:class:`_ArrayUnpickler`), so a hostile file cannot run code. Raises
+    :class:`LabelsError` naming the file if it is missing or malformed.
     """
     path = Path(root) / f"{scene_id}_shoreline.npy"
     if not path.is_file():
         raise LabelsError(f"{path}: shoreline file not found (needed for every scored scene)")
     try:
-        contours = np.load(path, allow_pickle=True)
+        contours = _load_npy(path)
+        if contours.ndim == 0:
+            raise ValueError(f"a 0-d array of {contours.dtype}, not a list of contours")
         if len(contours) == 0:
             return np.zeros((0, 2), np.float64)
         points = np.vstack(contours).astype(np.float64)
-    except (OSError, ValueError, TypeError, EOFError) as exc:
+    except (OSError, ValueError, TypeError, EOFError, pickle.UnpicklingError) as exc:
         raise LabelsError(f"{path}: cannot read shoreline contours ({exc})") from exc
     if points.ndim != 2 or points.shape[1] != 2:
         raise LabelsError(f"{path}: shoreline points have shape {points.shape}, expected [N, 2]")
@@ -357,7 +376,8 @@ class XView3Score:
     scenes: tuple[SceneScore, ...] = field(default_factory=tuple)
 
     def as_dict(self, *, scenes: bool = True) -> dict[str, Any]:
-        """Plain dict (JSON-ready apart from NaN); ``scenes=False`` leaves out the breakdown."""
+        """Plain dict (:func:`~sarvessel.runtime.io.outputs.write_json` writes its NaN as
+        null); ``scenes=False`` leaves out the breakdown."""
         out = asdict(self)
         out["vessel_counts"] = list(self.vessel_counts)
         out["fishing_counts"] = list(self.fishing_counts)
@@ -365,6 +385,44 @@ class XView3Score:
         if not scenes:
             del out["scenes"]
         return out
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else (what ``np.save`` writes for object arrays)."""
+
+    _ALLOWED = frozenset({
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    })
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a shoreline file")
+        return super().find_class(module, name)
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    """An ``.npy`` file's array; object arrays through :class:`_ArrayUnpickler`."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if not dtype.hasobject:
+            fh.seek(0)
+            return fmt.read_array(fh, allow_pickle=False)
+        try:
+            data = _ArrayUnpickler(fh).load()
+        except (AttributeError, ImportError, IndexError, KeyError) as exc:  # a broken pickle
+            raise pickle.UnpicklingError(str(exc)) from exc
+    if not isinstance(data, np.ndarray):
+        raise ValueError(f"holds a {type(data).__name__}, not an array")
+    return data
 
 
 @dataclass(frozen=True)
@@ -423,13 +481,19 @@ class _Table:
                            ("detect_scene_row", "detect_scene_column")], axis=1)
         if not np.all(np.isfinite(points)):
             raise LabelsError(f"{what} have non-finite detect_scene_row/column values")
+        if np.any(points < 0):
+            raise LabelsError(f"{what} have negative detect_scene_row/column values (scene "
+                              "pixels start at 0)")
+        length = _floats(arrays["vessel_length_m"], what, "vessel_length_m")
+        if np.any(length < 0):  # NaN (unknown) compares False: allowed
+            raise LabelsError(f"{what} have negative vessel_length_m values")
         nan = np.full(n, np.nan)
         return cls(
             scene_id=arrays["scene_id"].astype(str).astype(object),
             points=points.reshape(n, 2),
             is_vessel=_tristate(arrays["is_vessel"], what, "is_vessel"),
             is_fishing=_tristate(arrays["is_fishing"], what, "is_fishing"),
-            length=_floats(arrays["vessel_length_m"], what, "vessel_length_m"),
+            length=length,
             confidence=(arrays["confidence"].astype(str).astype(object)
                         if "confidence" in arrays else np.full(n, "", object)),
             distance_from_shore_km=(_floats(arrays["distance_from_shore_km"], what,
@@ -540,22 +604,13 @@ def _ordered_unique(values: np.ndarray) -> list[str]:
     return list(dict.fromkeys(values.tolist()))
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
 def print_score(result: XView3Score, *, title: str = "xView3 score") -> None:
     """Print the metrics as a readable table on the terminal."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title), highlight=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("detail")
@@ -574,7 +629,7 @@ def print_score(result: XView3Score, *, title: str = "xView3 score") -> None:
     ]
     for name, value, detail in rows:
         table.add_row(name, f"{value:.4f}", detail)
-    console = Console()
+    console = Console(highlight=False)  # no colouring of "0x8000" inside scene ids
     console.print(table)
     console.print(
         f"{result.n_predictions} predictions ({result.n_low_dropped} matched LOW labels, "
@@ -584,6 +639,10 @@ def print_score(result: XView3Score, *, title: str = "xView3 score") -> None:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    check_options(distance_tolerance_m=args.distance_tolerance_m,
+                  shore_tolerance_km=args.shore_tolerance_km)
+    if args.json is not None:  # before any work: a folder or a path under a file is refused
+        check_writable_file(args.json, option="--json")
     result = score_csv(
         args.predictions, args.labels, shoreline_root=args.shoreline_dir,
         distance_tolerance_m=args.distance_tolerance_m,
@@ -592,7 +651,6 @@ def _cmd_score(args: argparse.Namespace) -> int:
     )
     print_score(result, title=f"xView3 score of {args.predictions.name}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_json_safe(result.as_dict()), indent=2) + "\n")
+        write_json(args.json, result.as_dict())  # NaN (e.g. length accuracy) as null
         log.info("wrote %s", args.json)
     return 0

@@ -15,7 +15,6 @@ This needs Vivado and Vitis HLS. :func:`check_tools` runs first and fails fast w
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 
 from sarvessel.hw.config import ESTIMATE_STEPS, HWConfig
 from sarvessel.hw.errors import HWError, ToolsMissingError
+from sarvessel.runtime.io.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,14 @@ def write_finn_flow_config(cfg: HWConfig, model_path: Path | None = None) -> Pat
     inner = cfg.replace(
         output_dir=(cfg.output_dir / "flow").resolve(), start_step=None, stop_step=None
     )
-    (finn_out / INNER_CONFIG_FILE).write_text(json.dumps(inner.to_dict(), indent=2))
+    write_json(finn_out / INNER_CONFIG_FILE, inner.to_dict())
     back = default_build_dataflow_steps[
         default_build_dataflow_steps.index("step_minimize_bit_width") + 1 :
     ]
     # finn-plus insists on a folding source; the folding is done by our set_folding step, so
     # hand it an empty config (step_apply_folding_config is not in the step list anyway)
     folding = finn_out / "folding_config_unused.json"
-    folding.write_text(json.dumps({"Defaults": {}}))
+    write_json(folding, {"Defaults": {}})
     steps = [f"{__name__}.finn_step_{n}" for n in FRONT_STEPS]
     steps += [s for s in back if s not in SKIPPED_FINN_STEPS]
     flow = {
@@ -197,7 +197,7 @@ def write_finn_flow_config(cfg: HWConfig, model_path: Path | None = None) -> Pat
             "verify_save_full_context": False,
         })
     path = finn_out / FLOW_CONFIG_FILE
-    path.write_text(json.dumps(flow, indent=2))
+    write_json(path, flow)
     return path
 
 
@@ -287,9 +287,9 @@ def build_accelerator(
         runtime_weights_dir=rw,
         finn_settings=settings,
     )
-    (pkg / "build_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    write_json(pkg / "build_config.json", cfg.to_dict())
     if verification:
-        (pkg / "rtlsim_verification.json").write_text(json.dumps(verification, indent=2))
+        write_json(pkg / "rtlsim_verification.json", verification)
     log.info("deploy package written to %s", pkg)
     return pkg
 

@@ -7,11 +7,12 @@ they are not installed.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
+
+from sarvessel.runtime.io.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         from sarvessel.hw.verify import verify_flow_outputs
 
         vr = verify_flow_outputs(model, cfg.output_dir, _load_tiles(args.verify_input))
-        (cfg.report_dir() / "verify.json").write_text(json.dumps(vr.to_dict(), indent=2))
+        write_json((cfg.report_dir() / "verify.json"), vr.to_dict())
     if vr is not None:
         console.print(
             f"verification on {len(vr.tiles)} tile(s): HW graphs bit-exact: {vr.hw_exact}; "

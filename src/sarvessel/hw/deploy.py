@@ -9,7 +9,6 @@ validates a folder.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from sarvessel.runtime.contract import (
     validate_deploy_package,
     validate_driver_config,
 )
+from sarvessel.runtime.io.outputs import write_json
 
 __all__ = ["BITFILE", "DRIVER_CONFIG", "HWH", "RUNTIME_WEIGHTS_DIR", "SCHEMA_VERSION",
            "make_driver_config", "read_deploy_package", "validate_deploy_package",
@@ -121,6 +121,6 @@ def write_deploy_package(
     if finn_settings is not None and finn_settings.is_file():
         shutil.copyfile(finn_settings, out_dir / "finn_settings.json")
         cfg["finn_settings"] = "finn_settings.json"
-    (out_dir / DRIVER_CONFIG).write_text(json.dumps(cfg, indent=2))
+    write_json(out_dir / DRIVER_CONFIG, cfg)
     validate_deploy_package(out_dir)
     return out_dir

@@ -45,6 +45,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.custom_op.registry import getCustomOp
 
 from sarvessel.hw.config import HWConfig
+from sarvessel.runtime.io.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -550,7 +551,7 @@ def write_report(report: EstimateReport, out_dir: Path) -> dict[str, Path]:
         "txt": out_dir / REPORT_TXT,
         "png": out_dir / REPORT_PNG,
     }
-    paths["json"].write_text(json.dumps(report.to_dict(), indent=2))
+    write_json(paths["json"], report.to_dict())
     paths["txt"].write_text(report_text(report))
     plot_report(report, paths["png"])
     log.info("estimate reports written to %s", out_dir)

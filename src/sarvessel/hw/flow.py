@@ -21,6 +21,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 from sarvessel.hw.config import HWConfig
 from sarvessel.hw.errors import ConversionError, HWError, StepError
 from sarvessel.hw.steps import Step, resolve_step
+from sarvessel.runtime.io.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ def run_flow(
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             model.save(str(ckpt))
             result.checkpoints[name] = ckpt
-        timings_path.write_text(json.dumps(timings, indent=2))
+        write_json(timings_path, timings)
     result.model = model
     if cfg.verify_tiles > 0:
         result.verification = _verify(cfg)
@@ -141,7 +142,7 @@ def _verify(cfg: HWConfig) -> Any:
     tiles = synthetic_sar_tiles(cfg.verify_tiles, channels=channels, tile=cfg.tile_size)
     report = verify_flow_outputs(ref, cfg.output_dir, tiles)
     cfg.report_dir().mkdir(parents=True, exist_ok=True)
-    (cfg.report_dir() / VERIFY_FILE).write_text(json.dumps(report.to_dict(), indent=2))
+    write_json(cfg.report_dir() / VERIFY_FILE, report.to_dict())
     log.info("verification: HW graphs bit-exact %s, vs QONNX bit-exact %s", report.hw_exact,
              report.bit_exact)
     return report

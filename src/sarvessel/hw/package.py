@@ -21,7 +21,6 @@ values, so the simulator, the hardware path and the CPU graph end in the same he
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 
 from sarvessel.hw.config import HWConfig
 from sarvessel.hw.errors import HWError
+from sarvessel.runtime.io.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def write_sim_package(
         driver["selftest"] = {"inputs": SELFTEST_INPUTS, "expected_acc": SELFTEST_EXPECTED}
     driver["build"] = {"flow": "estimate (no bitstream)", "source_model": Path(qonnx_path).name,
                        **_versions()}
-    (out / DRIVER_CONFIG).write_text(json.dumps(driver, indent=2) + "\n")
+    write_json(out / DRIVER_CONFIG, driver)
     load_package(out)
     write_manifest(out)
     log.info("simulator package written to %s (%.0f cycles per tile at %g MHz)", out,

@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``train`` and ``fit-second-stage`` commands."""
-    p = subparsers.add_parser("train", help="train the quantised (or float) detector",
-                              description=__doc__)
+    p = subparsers.add_parser(
+        "train", help="train the quantised (or float) detector",
+        description="Train the detector, quantised (Brevitas) or as its float twin, on SSDD, a "
+        "YOLO folder or xView3-format scene folders; writes checkpoints, metrics and curves to "
+        "--out. Needs the host tools (torch, Brevitas).")
     p.add_argument("--data", choices=["ssdd", "yolo", "xview3"], default="ssdd",
                    help="dataset kind (default ssdd); xview3: scene folders in "
                    "DATA_DIR/train and DATA_DIR/val with labels.csv")
@@ -34,10 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synth-size", type=int, default=4096, help="side of generated scenes")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics)")
     p.add_argument("--name", default="ssdd_w4a4", help="model name (default ssdd_w4a4)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch", type=int, default=16, help="samples per batch (default 16)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 0.002)")
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="epochs of linear learning-rate warm-up (default 1)")
     p.add_argument("--train-size", type=int, default=320, help="training crop side (px)")
     p.add_argument("--input-scale", type=float, default=1.0,
                    help="resample every image by this factor before tiling, in training and "
@@ -71,11 +75,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "sample (default 0: off)")
     p.add_argument("--close-mosaic", type=int, default=0, metavar="N",
                    help="train the last N epochs without mosaics (default 0)")
-    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--ema-decay", type=float, default=0.995,
+                   help="decay of the weights' exponential moving average (default 0.995: a "
+                   "window of ~200 steps)")
     p.add_argument("--lr-final", type=float, default=0.05, help="final lr as a fraction of --lr")
-    p.add_argument("--head-width", type=int, default=32)
-    p.add_argument("--head-kernel", type=int, default=1, choices=[1, 3])
-    p.add_argument("--reg-max", type=int, default=16)
+    p.add_argument("--head-width", type=int, default=32,
+                   help="width of each head branch, box and class (default 32)")
+    p.add_argument("--head-kernel", type=int, default=1, choices=[1, 3],
+                   help="kernel size of the first head conv (default 1)")
+    p.add_argument("--reg-max", type=int, default=16, help="DFL bins per box side (default 16)")
     p.add_argument("--subgrid", type=int, default=1, choices=SUBGRIDS,
                    help="anchors per output cell and axis (default 1; see ModelConfig.subgrid)")
     p.add_argument("--bits", default="",
@@ -128,8 +136,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "in the limit, so the lr schedule ends annealed rather than cut")
     run.add_argument("--channels-last", action="store_true",
                      help="channels-last memory order (faster for depthwise-separable bodies)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="evaluate every N epochs, and always after the last (default 1)")
     p.add_argument("--val-split", default="test", metavar="SPLIT",
                    help="SSDD split of the per-epoch quick AP50 (default test: SSDD has no "
                    "validation split; 'train' measures the fit, e.g. where only the training "

@@ -32,7 +32,6 @@ cross-fitted figures and writes nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from sarvessel.runtime.backends.onnx import OnnxBackend
 from sarvessel.runtime.contract import read_metadata, sidecar_path
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.detector import Detector, compose
+from sarvessel.runtime.io.outputs import write_json
 from sarvessel.runtime.post.nms import box_iou
 from sarvessel.runtime.post.refine import FEATURE_NAMES as REFINE_FEATURES
 from sarvessel.runtime.post.refine import MAX_SIDE, apply_offsets, candidates, refine_features
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         print("wrote " + ", ".join(f"{w} ({w.stat().st_size / 1024:.0f} KB)" for w in written)
               + f" and named them in {sidecar_path(args.model)}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from sarvessel.runtime.contract import CONF_THRESHOLD, IOU_THRESHOLD
+from sarvessel.runtime.io.outputs import write_json
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         for p in eq.pairs:
             print(f"{p.a} vs {p.b}: max |diff| {p.max_abs_diff:.2e}, accumulator mismatches "
                   f"{p.code_mismatches}")
-    (out / f"{name}_export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / f"{name}_export.json", summary)
     for key, r in reports.items():
         print(f"{key}: {r.path} ({r.file_bytes / 1e3:.0f} kB, {sum(r.op_counts.values())} nodes)")
     return 0

@@ -261,7 +261,8 @@ def _set_metadata_props(model_proto: Any, meta: ModelMetadata) -> None:
     keep = [p for p in model_proto.metadata_props if p.key != METADATA_KEY]
     del model_proto.metadata_props[:]
     model_proto.metadata_props.extend(keep)
-    model_proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta.to_dict()))
+    model_proto.metadata_props.add(key=METADATA_KEY,
+                                   value=json.dumps(meta.to_dict(), allow_nan=False))
 
 
 def _finish(path: Path, meta: ModelMetadata, fmt: ExportFormat, t0: float) -> ExportReport:

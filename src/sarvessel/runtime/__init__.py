@@ -7,7 +7,8 @@ One tile flows one way::
 
 - :mod:`~sarvessel.runtime.detect`: ``detect_scene``, the library entry the CLI, server jobs and
   archive tasks call; :mod:`~sarvessel.runtime.pipeline` streams a scene through it by tile rows,
-  journaled so a killed run resumes;
+  journaled so a killed run resumes; :mod:`~sarvessel.runtime.journal`: the job lock that makes
+  one run own a scene's journal and outputs in a folder;
 - :mod:`~sarvessel.runtime.contract`: the model sidecar and the deploy package (one reader, one
   writer, the shared defaults);
 - :mod:`~sarvessel.runtime.backends`: noop, CFAR, onnxruntime (and test-time augmentation);

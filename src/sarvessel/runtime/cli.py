@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -20,12 +21,11 @@ from sarvessel.runtime.backends.tta import TTA_SETS
 from sarvessel.runtime.bench.latency import LatencyRecorder, timed_detector
 from sarvessel.runtime.bench.measure import available_kinds
 from sarvessel.runtime.bench.memory import peak_rss_bytes, reset_peak_rss
-from sarvessel.runtime.detect import check_writable_file, detect_scene
+from sarvessel.runtime.detect import detect_scene
 from sarvessel.runtime.detector import Detector, make_detector
 from sarvessel.runtime.errors import SarvesselError
-from sarvessel.runtime.io.outputs import write_json
+from sarvessel.runtime.io.outputs import check_writable_file, write_json
 from sarvessel.runtime.io.scene import open_scene
-from sarvessel.runtime.io.xview3_csv import read_labels_csv
 from sarvessel.runtime.pipeline import PipelineConfig, SceneResult, run_scene
 from sarvessel.runtime.power import DEFAULT_WINDOW_S, PowerGovernor, detect_sensor
 from sarvessel.runtime.prescreen import PrescreenConfig, db_to_u8
@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out)")
     p.add_argument("--labels", type=Path, help="xView3 labels CSV: also score the result")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing journal")
+    p.add_argument("--wait", action="store_true",
+                   help="if another run is writing this scene into --out, wait for it to end "
+                   "(default: refuse at once, naming its pid)")
     add_backend_args(p)
     p.set_defaults(func=cmd_detect)
 
@@ -91,18 +94,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_detect(args: argparse.Namespace) -> int:
     detector = make_cli_detector(args)
     config = pipeline_config(args, detector.tile_size)
-    labels = None
-    if args.labels:  # a bad labels file is reported before the scene runs, not after
-        labels = read_labels_csv(args.labels)
+    scorer = None
+    if args.labels:  # bad labels or shorelines are reported before the scene runs, not after
+        prepare = getattr(args, "prepare_score", None)
+        if prepare is None:  # pragma: no cover - sarvessel.evaluation ships with the runtime
+            raise SarvesselError("--labels needs sarvessel.evaluation, which is not installed")
+        scorer = prepare(args.labels, Path(os.path.abspath(args.scene)))
     with make_governor(args) as governor:
         result, paths = run_with_progress(args.scene, detector, out_dir=args.out, config=config,
-                                          resume=not args.no_resume, governor=governor)
+                                          resume=not args.no_resume, governor=governor,
+                                          wait_s=math.inf if args.wait else 0.0)
     report(result, detector.name, paths)
-    score_fn = getattr(args, "score_fn", None)
-    if labels is not None:
-        if score_fn is None:  # pragma: no cover - sarvessel.evaluation ships with the runtime
-            raise SarvesselError("--labels needs sarvessel.evaluation, which is not installed")
-        score_fn(paths["csv"], labels, Path(os.path.abspath(args.scene)))
+    if scorer is not None:
+        scorer(paths["csv"])
     return 0
 
 
@@ -126,7 +130,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.repeat < 0:
         raise SarvesselError(f"--repeat must be >= 0, got {args.repeat}")
     if args.json:
-        check_writable_file(args.json)
+        check_writable_file(args.json, option="--json")
     detector = make_cli_detector(args)
     config = pipeline_config(args, detector.tile_size)
     rows = []
@@ -147,7 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                          **res.timings.as_dict(), "latency_ms_per_tile": recorder.summary(),
                          "peak_rss_mb": peak_rss_bytes() / 1e6, "power": power.to_dict()})
             log.info("%s run: %s", rows[-1]["run"], power.summary_line())
-    warm = [r["mpx_per_s"] for r in rows[1:]]
+    warm = [r["mpx_per_s"] for r in rows[1:] if r["mpx_per_s"] is not None]
     summary = {"scene": str(args.scene), "backend": detector.name, "runs": rows,
                "cold_mpx_per_s": rows[0]["mpx_per_s"],
                "warm_mpx_per_s_best": max(warm) if warm else None,
@@ -266,6 +270,9 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Backe
                    "model's simulator package; /opt/sarvessel/deploy on a board)")
     g.add_argument("--paced", action="store_true",
                    help="--backend sim: hold each tile to the accelerator's estimated time")
+    g.add_argument("--conf", type=float,
+                   help="score threshold of a network backend, in (0, 1) (default: the "
+                   "model's)")
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
     g.add_argument("--tta", type=int, default=1, choices=sorted(TTA_SETS),
                    help="dihedral views averaged per tile, network backends only (default 1: "
@@ -283,11 +290,19 @@ def add_backend_args(p: argparse.ArgumentParser, *, default: BackendKind = Backe
 
 
 def make_cli_detector(args: argparse.Namespace) -> Detector:
-    """The detector the backend options name."""
+    """The detector the backend options name (options checked before anything loads)."""
     if args.threads is not None and args.threads < 1:
         raise SarvesselError(f"--threads must be >= 1, got {args.threads}")
-    return make_detector(args.backend, model=args.model, threads=args.threads, tta=args.tta,
-                         package=args.package, paced=args.paced)
+    conf = getattr(args, "conf", None)
+    if conf is not None and not 0.0 < conf < 1.0:  # NaN fails too
+        raise SarvesselError(f"--conf must be in (0, 1), got {conf}")
+    _batch(args)
+    detector = make_detector(args.backend, model=args.model, threads=args.threads, tta=args.tta,
+                             package=args.package, paced=args.paced, conf_threshold=conf)
+    if conf is not None and detector.metadata is None:
+        raise SarvesselError(f"--conf is for network backends; --backend {detector.name} has "
+                             "no score threshold")
+    return detector
 
 
 def pipeline_config(args: argparse.Namespace, tile_size: int) -> PipelineConfig:
@@ -312,21 +327,24 @@ def _batch(args: argparse.Namespace) -> int:
 
 def report(result: SceneResult, backend: str, paths: dict[str, Path]) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    c = Console()
+    # no highlighting: it colours "0x8000" inside a scene id as a hex number
+    c = Console(highlight=False)
     t = result.timings
-    c.print(f"[bold]{result.scene_id}[/]: {len(result.detections)} detections by {backend} in "
-            f"{result.megapixels:.1f} MPx, {t.total:.2f} s → [bold]{result.mpx_per_s:.1f} MPx/s"
-            f"[/] (read {t.read:.2f} s, preprocess {t.preprocess:.2f} s, infer {t.infer:.2f} s, "
-            f"post {t.post:.2f} s, merge {t.merge:.2f} s, write {t.write:.2f} s, throttled "
-            f"{t.throttle:.2f} s; {result.tiles_run} tiles run, "
+    rate = "n/a (every row resumed)" if result.mpx_per_s is None else \
+        f"{result.mpx_per_s:.1f} MPx/s"
+    c.print(f"[bold]{escape(result.scene_id)}[/]: {len(result.detections)} detections by "
+            f"{escape(backend)} in {result.megapixels:.1f} MPx, {t.total:.2f} s → "
+            f"[bold]{rate}[/] (read {t.read:.2f} s, preprocess {t.preprocess:.2f} s, "
+            f"infer {t.infer:.2f} s, post {t.post:.2f} s, merge {t.merge:.2f} s, write "
+            f"{t.write:.2f} s, throttled {t.throttle:.2f} s; {result.tiles_run} tiles run, "
             f"{result.tiles_skipped_nodata} all-nodata, {result.tiles_skipped_land} land and "
-            f"{result.tiles_skipped_dark} dark skipped, {result.tiles_resumed} resumed)",
-            highlight=False)
+            f"{result.tiles_skipped_dark} dark skipped, {result.tiles_resumed} resumed)")
     if result.power is not None:
-        c.print(result.power.summary_line(), highlight=False)
+        c.print(escape(result.power.summary_line()))
     for kind, path in paths.items():
-        c.print(f"  {kind:8s} {path}")
+        c.print(f"  {kind:8s} {escape(str(path))}")
 
 
 def _print_bench(summary: dict) -> None:
@@ -334,18 +352,19 @@ def _print_bench(summary: dict) -> None:
     from rich.table import Table
 
     tab = Table(title=f"pipeline throughput, backend {summary['backend']}, "
-                f"{summary['cpu_count']} cores")
+                f"{summary['cpu_count']} cores", highlight=False)
     for col in ("run", "MPx", "MPx/s", "read s", "preprocess s", "infer s", "post s", "merge s",
                 "total s", "infer p50/p99 ms/tile", "peak RSS MB"):
         tab.add_column(col, justify="right")
     for r in summary["runs"]:
         inf = r["latency_ms_per_tile"].get("infer")
-        tab.add_row(r["run"], f"{r['mpx']:.0f}", f"{r['mpx_per_s']:.1f}", f"{r['read']:.2f}",
+        rate = "n/a" if r["mpx_per_s"] is None else f"{r['mpx_per_s']:.1f}"
+        tab.add_row(r["run"], f"{r['mpx']:.0f}", rate, f"{r['read']:.2f}",
                     f"{r['preprocess']:.2f}", f"{r['infer']:.2f}", f"{r['post']:.2f}",
                     f"{r['merge']:.2f}", f"{r['total']:.2f}",
                     f"{inf['p50_ms']:.1f} / {inf['p99_ms']:.1f}" if inf else "",
                     f"{r['peak_rss_mb']:.0f}")
-    Console().print(tab)
+    Console(highlight=False).print(tab)
 
 
 def _specs(text: str) -> list[str]:
@@ -374,22 +393,23 @@ def _evict_page_cache(scene: Path) -> bool:
 
 def run_with_progress(scene: Path, detector: Detector, *, out_dir: Path,
                       config: PipelineConfig, resume: bool = True,
-                      governor: PowerGovernor | None = None,
+                      governor: PowerGovernor | None = None, wait_s: float = 0.0,
                       ) -> tuple[SceneResult, dict[str, Path]]:
     """:func:`~sarvessel.runtime.detect.detect_scene` with a progress bar on the terminal."""
     with progress_bar(f"detecting in {Path(scene).name}") as cb:
         return detect_scene(scene, detector, out_dir=out_dir, config=config, resume=resume,
-                            progress=cb, governor=governor)
+                            progress=cb, governor=governor, wait_s=wait_s)
 
 
 @contextmanager
 def progress_bar(label: str):
     """A rich progress bar fed by (done, total) callbacks; silent when not on a terminal."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), transient=True) as prog:
-        task = prog.add_task(label, total=None)
+        task = prog.add_task(escape(label), total=None)
 
         def update(done: int, total: int) -> None:
             prog.update(task, completed=done, total=total)

@@ -216,7 +216,7 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         """The JSON sidecar text."""
-        return json.dumps(self.to_dict(), indent=2) + "\n"
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
 
     def write_sidecar(self, model_path: Path | str) -> Path:
         """Write the sidecar ``<name>.json`` of ``model_path`` atomically; returns its path."""

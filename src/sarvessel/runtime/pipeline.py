@@ -6,13 +6,15 @@ size. Rows shared by two overlapping tile rows are read and preprocessed once. E
 row is appended to an optional journal (JSON lines, flushed and fsynced), so a run that dies —
 power, input or process — resumes where it stopped and loses no detection already made.
 Per-stage timings are returned for benchmarks.
+
+Before any tile runs and before the journal is written, a sampled pre-scan
+(:func:`prescan_scene`) judges the units (dB) and finds valid pixels; a scene without any
+is refused after one read pass, so refusals leave nothing behind.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -28,9 +30,9 @@ from sarvessel.runtime.backends.base import Backend
 from sarvessel.runtime.contract import OVERLAP
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.detector import Detector, compose
-from sarvessel.runtime.errors import SceneError
-from sarvessel.runtime.io.outputs import atomic_open
+from sarvessel.runtime.errors import ModelError, SceneError
 from sarvessel.runtime.io.scene import Scene
+from sarvessel.runtime.journal import JobLock, Journal, lock_path
 from sarvessel.runtime.post.nms import SceneMerger
 from sarvessel.runtime.preprocess import (
     BATHYMETRY,
@@ -64,6 +66,13 @@ class Pacer(Protocol):
 
 #: Fewest newly read rows on which a band's missing data is judged (:func:`_combine_valid`).
 BAND_CHECK_MIN_ROWS = 32
+#: The pre-scan reads a grid of this many windows down and across the scene ...
+PRESCAN_GRID = 6
+#: ... each this many pixels square (fewer on a smaller scene): 36 windows of 64² px give
+#: 147,456 samples for the units check, read from at most 36 tiles of a tiled file.
+PRESCAN_WINDOW = 64
+#: Rows per read when the pre-scan has found no valid pixel and looks at every row.
+VALIDITY_SCAN_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -137,19 +146,22 @@ class SceneResult:
     #: The energy report of the run (:class:`~sarvessel.runtime.power.EnergyReport`), set by
     #: :func:`~sarvessel.runtime.detect.detect_scene` when a governor measured it.
     power: Any = None
+    #: Detections a backend placed outside their tile (dropped; a healthy backend makes none).
+    detections_outside_tile: int = 0
 
     @property
     def megapixels(self) -> float:
         return self.height * self.width / 1e6
 
     @property
-    def mpx_per_s(self) -> float:
+    def mpx_per_s(self) -> float | None:
         """Scene megapixels per second of this run, counting only the share of tiles it ran
-        (rows resumed from a journal cost no inference and would inflate the rate)."""
+        (rows resumed from a journal cost no inference and would inflate the rate); None when
+        this run measured nothing (every row resumed), never NaN."""
         if self.timings.total <= 0:
-            return float("nan")
+            return None
         share = 1.0 - self.tiles_resumed / self.tiles_total if self.tiles_total else 1.0
-        return self.megapixels * share / self.timings.total if share > 0 else float("nan")
+        return self.megapixels * share / self.timings.total if share > 0 else None
 
 
 def run_scene(
@@ -157,7 +169,7 @@ def run_scene(
     detector: Detector | Backend,
     *,
     config: PipelineConfig = PipelineConfig(),
-    journal: Path | None = None,
+    journal: Path | Journal | None = None,
     progress: ProgressFn | None = None,
     pacer: Pacer | None = None,
     on_row: RowHook | None = None,
@@ -167,10 +179,14 @@ def run_scene(
     ``detector``: a :class:`~sarvessel.runtime.detector.Detector`, or a bare backend, which is
     composed with the post stage its output needs (:func:`~sarvessel.runtime.detector.compose`).
 
-    ``journal``: a JSON-lines file recording finished tile rows; if it exists and belongs to the
-    same scene, backend and tiling, those rows are not run again. The caller deletes it after the
-    outputs are safely written. The default is no journal. ``pacer``: paces the backend calls
-    (the power governor); the default is none.
+    ``journal``: finished tile rows; if it holds rows of the same job (scene files, detector and
+    tiling: :func:`journal_key`), they are not run again. A path: the journal file, whose lock
+    (:func:`~sarvessel.runtime.journal.lock_path`) this call holds while it runs. A
+    :class:`~sarvessel.runtime.journal.Journal` built with :func:`journal_key`: the caller
+    holds its lock (as :func:`~sarvessel.runtime.detect.detect_scene` does, until its outputs
+    are written). Nothing is written to it before the scene passed its checks. The caller
+    deletes it after the outputs are safely written. The default is no journal. ``pacer``:
+    paces the backend calls (the power governor); the default is none.
 
     ``on_row``: called after each tile row (:data:`RowHook`); the default is none.
     """
@@ -187,27 +203,46 @@ def run_scene(
     col_starts = tile_starts(scene.width, tile, config.overlap)
     n_total = len(row_starts) * len(col_starts)
     timings = StageTimings()
-    # the land pre-screen is exact only while land detections are dropped
-    screen = config.prescreen if config.mask_land else replace(config.prescreen, skip_land=False)
+    screen = _effective_screen(config)
     counts = PrescreenCounts()
-    jr = (_Journal(journal, _journal_key(scene, detector, tile, config, screen))
-          if journal else None)
-    done_rows = jr.load() if jr else {}
-
-    f = max(1, -(-max(scene.height, scene.width) // config.thumbnail_max_side))
-    rows = _RowSource(scene, row_starts, col_starts, tile, ranges, timings, done_rows,
-                      batch_size=config.batch_size, thumb_step=f, screen=screen,
-                      counts=counts)
-    merge = _RowSink(scene, detector, config, timings, jr, n_total, len(col_starts), progress,
-                     pacer, on_row=on_row)
-    if config.concurrent:
-        _run_concurrently(rows, detector, merge, timings, pacer)
-    else:
-        for row in rows:
-            merge(_infer_row(detector, row, timings, pacer))
-    n_skip, n_run, n_resumed = rows.skipped, merge.ran, merge.resumed
-    if n_skip == n_total:
-        raise SceneError(f"{scene.source}: scene holds no valid pixels (all nodata or NaN)")
+    key = journal_key(scene, detector, config)
+    lock: JobLock | None = None
+    jr: Journal | None = None
+    if isinstance(journal, Journal):
+        if journal.key != key:
+            raise ValueError("journal was built for another job (use journal_key)")
+        jr = journal
+    elif journal is not None:
+        jr = Journal(Path(journal), key)
+        lock = JobLock(lock_path(jr.path), job=jr.job).acquire()
+    try:
+        t0 = time.perf_counter()
+        scan = prescan_scene(scene, ranges)  # refuses bad units before any tile or journal
+        timings.read += time.perf_counter() - t0
+        done_rows = jr.load() if jr else {}
+        f = max(1, -(-max(scene.height, scene.width) // config.thumbnail_max_side))
+        rows = _RowSource(scene, row_starts, col_starts, tile, ranges, timings, done_rows,
+                          batch_size=config.batch_size, thumb_step=f, screen=screen,
+                          counts=counts, units_checked=scan.units_checked)
+        merge = _RowSink(scene, detector, config, timings, jr, n_total, len(col_starts),
+                         progress, pacer, on_row=on_row, passed=lambda: rows.units_checked)
+        if config.concurrent:
+            _run_concurrently(rows, detector, merge, timings, pacer)
+        else:
+            for row in rows:
+                merge(_infer_row(detector, row, timings, pacer))
+        n_skip, n_run, n_resumed = rows.skipped, merge.ran, merge.resumed
+        if n_skip == n_total:
+            raise SceneError(f"{scene.source}: scene holds no valid pixels (all nodata or NaN)")
+        merge.flush()  # rows held back until the scene passed its checks
+    finally:
+        if jr is not None and jr is not journal:
+            jr.close()
+        if lock is not None:
+            lock.release()
+    if merge.outside:
+        log.warning("%s: backend %s placed %d detection(s) outside their tile; dropped",
+                    scene.scene_id, detector.name, merge.outside)
     t0 = time.perf_counter()
     merged = merge.merger.finish()
     timings.merge += time.perf_counter() - t0
@@ -219,7 +254,81 @@ def run_scene(
         tiles_total=n_total, tiles_run=n_run, tiles_skipped_nodata=n_skip,
         tiles_resumed=n_resumed, timings=timings, thumbnail=thumb, thumbnail_scale=float(f),
         tiles_skipped_land=counts.land, tiles_skipped_dark=counts.dark,
+        detections_outside_tile=merge.outside,
     )
+
+
+def journal_key(scene: Scene, detector: Detector, config: PipelineConfig) -> dict:
+    """What makes a finished row reusable: the same files (path, size, mtime), the same
+    detector (its fingerprint: model bytes and thresholds), the same tiling and pre-screen."""
+    return {"scene_id": scene.scene_id, "height": scene.height, "width": scene.width,
+            "files": scene.fingerprint(),
+            "backend": detector.fingerprint, "tile": int(detector.tile_size),
+            "overlap": config.overlap, "mask_land": config.mask_land,
+            "prescreen": asdict(_effective_screen(config))}
+
+
+def _effective_screen(config: PipelineConfig) -> PrescreenConfig:
+    """The pre-screen a run applies: the land screen is exact only while land detections are
+    dropped, so it is off without ``mask_land``."""
+    return (config.prescreen if config.mask_land
+            else replace(config.prescreen, skip_land=False))
+
+
+@dataclass(frozen=True)
+class Prescan:
+    """What the pre-scan saw: valid samples, and whether it settled the units question."""
+
+    valid_samples: int
+    units_checked: bool
+
+
+def prescan_scene(scene: Scene, ranges: tuple[BandRange, ...]) -> Prescan:
+    """Check a scene before any tile runs: units (dB) and the bands' data on a sampled grid of
+    windows, and that it holds a valid pixel at all.
+
+    Why: a refusal must come before the journal exists and before tiles run, not rows later.
+    The grid (:data:`PRESCAN_GRID` ² windows of :data:`PRESCAN_WINDOW` px) costs a few tiles
+    of reading. Sampling cannot prove a scene empty, so when no window holds data every row
+    is read (band by band, stopping at the first valid pixel) before the scene is refused:
+    one read pass, no tile run, nothing written. Raises :class:`SceneError`.
+    """
+    n_img = min(len(ranges), len(scene.band_names))
+    win_h, win_w = min(PRESCAN_WINDOW, scene.height), min(PRESCAN_WINDOW, scene.width)
+    rows = np.unique(np.linspace(0, scene.height - win_h, PRESCAN_GRID).astype(int))
+    cols = np.unique(np.linspace(0, scene.width - win_w, PRESCAN_GRID).astype(int))
+    samples: list[list[np.ndarray]] = [[] for _ in range(n_img)]
+    n_first = 0  # valid samples of the first band, and of it with each other band
+    n_with = np.zeros(n_img, np.int64)
+    for r0 in rows.tolist():
+        for c0 in cols.tolist():
+            raw = [scene.read_band_window(c, r0, r0 + win_h, c0, c0 + win_w)
+                   for c in range(n_img)]
+            band_valid = [valid_mask(b) for b in raw]
+            n_first += int(np.count_nonzero(band_valid[0]))
+            for c in range(n_img):
+                n_with[c] += int(np.count_nonzero(band_valid[0] & band_valid[c]))
+            valid = np.logical_and.reduce(band_valid)
+            for c in range(n_img):
+                samples[c].append(to_uint8(raw[c], ranges[c])[valid])
+    n_valid = sum(len(a) for a in samples[0])
+    where = f"{len(rows) * len(cols)} windows sampled over the scene"
+    if n_first >= UNITS_CHECK_MIN_SAMPLES:  # as _combine_valid: a band without data is broken
+        for c in range(1, n_img):
+            if n_with[c] < 0.01 * n_first:
+                raise SceneError(
+                    f"{scene.source}: band {scene.band_names[c]} holds no data (nodata or NaN) "
+                    f"in {where}, where {scene.band_names[0]} has {n_first} valid pixels")
+    if n_valid >= UNITS_CHECK_MIN_SAMPLES:
+        for c in range(n_img):
+            u8 = np.concatenate(samples[c])
+            problem = db_units_problem(u8, np.ones(u8.shape, bool), ranges[c])
+            if problem:
+                raise SceneError(f"{scene.source}: {where}: {problem}")
+        return Prescan(valid_samples=n_valid, units_checked=True)
+    if n_valid == 0 and not _any_valid_pixel(scene, n_img):
+        raise SceneError(f"{scene.source}: scene holds no valid pixels (all nodata or NaN)")
+    return Prescan(valid_samples=n_valid, units_checked=False)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -369,7 +478,7 @@ class _RowSource:
                  ranges: tuple[BandRange, ...], timings: StageTimings,
                  done_rows: dict[int, Detections], *, batch_size: int, thumb_step: int,
                  screen: PrescreenConfig | None = None,
-                 counts: PrescreenCounts | None = None) -> None:
+                 counts: PrescreenCounts | None = None, units_checked: bool = False) -> None:
         self.scene, self.tile = scene, tile
         self.row_starts, self.col_starts = row_starts, col_starts
         self.ranges, self.timings, self.done_rows = ranges, timings, done_rows
@@ -377,15 +486,16 @@ class _RowSource:
         self.thumb_rows: list[np.ndarray] = []
         self.skipped = 0
         self.screen, self.counts = screen, counts
+        #: The units were judged fine (by the pre-scan, or on a row with enough data).
+        self.units_checked = units_checked
 
     def __iter__(self) -> Iterator[_Row]:
         scene, tile, f = self.scene, self.tile, self.f
-        units_checked = False
         next_thumb_row = 0
         for i, (r0, u8, valid) in enumerate(
                 _row_bands(scene, self.row_starts, tile, self.ranges, self.timings)):
-            if not units_checked:
-                units_checked = _check_units(scene, u8, valid, r0, self.ranges)
+            if not self.units_checked:
+                self.units_checked = _check_units(scene, u8, valid, r0, self.ranges)
             rows_here = range(max(next_thumb_row, r0 + (-r0) % f), min(r0 + tile, scene.height),
                               f)
             if len(rows_here):
@@ -429,14 +539,19 @@ class _RowSink:
     """Post-process → shift → drop nodata and land → merge → journal, strictly in row order."""
 
     def __init__(self, scene: Scene, detector: Detector, config: PipelineConfig,
-                 timings: StageTimings, journal: _Journal | None, n_total: int, per_row: int,
+                 timings: StageTimings, journal: Journal | None, n_total: int, per_row: int,
                  progress: ProgressFn | None, pacer: Pacer | None, *,
-                 on_row: RowHook | None = None) -> None:
+                 on_row: RowHook | None = None,
+                 passed: Callable[[], bool] = lambda: True) -> None:
         self.scene, self.detector, self.config, self.timings = scene, detector, config, timings
         self.journal, self.n_total, self.per_row = journal, n_total, per_row
         self.progress, self.pacer, self.on_row = progress, pacer, on_row
         self.merger = SceneMerger(radius_px=config.nms_radius_px)
-        self.ran = self.resumed = self.done = 0
+        self.ran = self.resumed = self.done = self.outside = 0
+        #: Whether the scene passed its units check: rows are journaled only then, and wait in
+        #: ``pending`` until it did, so a refused scene leaves no journal.
+        self.passed = passed
+        self.pending: list[tuple[int, Detections]] = []
 
     def __call__(self, row: _Row) -> None:
         if row.resumed is not None:
@@ -449,11 +564,13 @@ class _RowSink:
                 results = self.detector.post(raw, batch)
                 t3 = time.perf_counter()
                 if len(results) != len(cols):
-                    raise RuntimeError(f"backend {self.detector.name} returned {len(results)} "
-                                       f"results for {len(cols)} tiles")
+                    raise ModelError(f"backend {self.detector.name} returned {len(results)} "
+                                     f"results for {len(cols)} tiles")
                 for c, dets in zip(cols, results, strict=True):
                     if len(dets):
-                        found.append(dets.select(_on_valid(dets, row.valid[c])).shifted(row.r0, c))
+                        inside, on_valid = _inside_on_valid(dets, row.valid[c])
+                        self.outside += int(np.count_nonzero(~inside))
+                        found.append(dets.select(on_valid).shifted(row.r0, c))
                 self.timings.post += t3 - t2
                 self.timings.merge += time.perf_counter() - t3
             t0 = time.perf_counter()
@@ -461,10 +578,12 @@ class _RowSink:
             if self.config.mask_land:
                 row_dets = _drop_on_land(self.scene, row_dets)
             self.merger.add(row_dets, row0=row.r0)
-            if self.journal:
-                self.journal.append(row.index, row_dets)
-            self.timings.merge += time.perf_counter() - t0
             self.ran += sum(len(cols) for cols, _ in row.batches)
+            if self.journal:
+                self.pending.append((row.index, row_dets))
+                if self.ran and self.passed():
+                    self.flush()
+            self.timings.merge += time.perf_counter() - t0
         self.done += self.per_row
         if self.pacer:
             self.pacer.mark_row(row.index)
@@ -472,6 +591,14 @@ class _RowSink:
             self.progress(self.done, self.n_total)
         if self.on_row:
             self.on_row(row.index, self.done, self.timings)
+
+    def flush(self) -> None:
+        """Journal the rows held back (the scene passed its checks, or had too little data for
+        them ever to refuse it)."""
+        if self.journal:
+            for index, dets in self.pending:
+                self.journal.append(index, dets)
+        self.pending.clear()
 
 
 #: Seconds a stage waits on a full or empty queue before it looks whether another stage failed.
@@ -553,82 +680,37 @@ def _run_concurrently(rows: _RowSource, detector: Detector, sink: _RowSink,
         raise failure
 
 
-def _on_valid(dets: Detections, valid: np.ndarray) -> np.ndarray:
-    r = np.clip(dets.rows.astype(np.intp), 0, valid.shape[0] - 1)
-    c = np.clip(dets.cols.astype(np.intp), 0, valid.shape[1] - 1)
-    return valid[r, c]
+def _inside_on_valid(dets: Detections, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of detections whose centre lies inside the tile, and inside on valid pixels.
+
+    Why not clip: a centre outside the tile is a broken backend or decode (a head map larger
+    than the contract), and clipping moved such detections onto the tile's edge.
+    """
+    h, w = valid.shape
+    rows, cols = dets.rows, dets.cols
+    with np.errstate(invalid="ignore"):
+        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)  # NaN: outside
+    on_valid = inside.copy()
+    on_valid[inside] = valid[rows[inside].astype(np.intp), cols[inside].astype(np.intp)]
+    return inside, on_valid
+
+
+def _any_valid_pixel(scene: Scene, n_img: int) -> bool:
+    """Whether any pixel holds data in every image band (read :data:`VALIDITY_SCAN_ROWS` rows
+    at a time, stopping at the first)."""
+    for r0 in range(0, scene.height, VALIDITY_SCAN_ROWS):
+        r1 = min(r0 + VALIDITY_SCAN_ROWS, scene.height)
+        valid = valid_mask(scene.read_band_rows(0, r0, r1))
+        for c in range(1, n_img):
+            if not valid.any():
+                break
+            valid &= valid_mask(scene.read_band_rows(c, r0, r1))
+        if valid.any():
+            return True
+    return False
 
 
 def _drop_on_land(scene: Scene, dets: Detections) -> Detections:
     if not len(dets):
         return dets
     return dets.select(~scene.on_land(dets.rows, dets.cols))
-
-
-def _journal_key(scene: Scene, detector: Detector, tile: int, config: PipelineConfig,
-                 screen: PrescreenConfig) -> dict:
-    """What makes a finished row reusable: the same files (path, size, mtime), the same
-    detector (its fingerprint: model bytes and thresholds) and the same tiling."""
-    return {"scene_id": scene.scene_id, "height": scene.height, "width": scene.width,
-            "files": scene.fingerprint(),
-            "backend": detector.fingerprint, "tile": tile,
-            "overlap": config.overlap, "mask_land": config.mask_land,
-            "prescreen": asdict(screen)}
-
-
-class _Journal:
-    """Append-only JSON lines: a header, then one line per finished tile row."""
-
-    def __init__(self, path: Path, key: dict) -> None:
-        self.path = Path(path)
-        self.key = key
-
-    def load(self) -> dict[int, Detections]:
-        """Finished rows of a previous run of the same job (empty if none or another job)."""
-        if not self.path.is_file():
-            self._write_header()
-            return {}
-        done: dict[int, Detections] = {}
-        with self.path.open() as fh:
-            lines = fh.read().splitlines()
-        try:
-            header = json.loads(lines[0]) if lines else None
-        except json.JSONDecodeError:
-            header = None
-        if header != {"journal": self.key}:
-            log.warning("%s belongs to another job (other files, detector or tiling); "
-                        "starting afresh", self.path)
-            self._write_header()
-            return {}
-        good = [lines[0]]
-        for line in lines[1:]:
-            try:
-                rec = json.loads(line)
-                d = rec["dets"]
-                done[int(rec["row"])] = Detections(d["rows"], d["cols"], d["scores"],
-                                                   d["classes"], d["boxes"], d["lengths_px"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # a record torn by a kill or power cut mid-write: run that row again
-            good.append(line)
-        if len(good) != len(lines):
-            log.warning("%s: dropped %d damaged record(s); their rows run again", self.path,
-                        len(lines) - len(good))
-        self._rewrite(good)  # appends then start on a fresh line after the last good record
-        log.info("resuming from %s: %d tile rows already done", self.path, len(done))
-        return done
-
-    def append(self, row: int, dets: Detections) -> None:
-        rec = {"row": row, "dets": {k: getattr(dets, k).tolist() for k in
-                                    ("rows", "cols", "scores", "classes", "boxes", "lengths_px")}}
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def _write_header(self) -> None:
-        self._rewrite([json.dumps({"journal": self.key})])
-
-    def _rewrite(self, lines: list[str]) -> None:
-        """Replace the journal with ``lines`` atomically (a temporary file, then a rename)."""
-        with atomic_open(self.path) as fh:
-            fh.write("".join(line + "\n" for line in lines))

@@ -12,12 +12,14 @@ import pytest
 from PIL import Image
 
 from sarvessel.runtime.detections import Detections
+from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.io import outputs
 from sarvessel.runtime.io.outputs import (
     SINGLE_CLASS_VESSEL_CLASSES,
     SUBMISSION_COLUMNS,
     quicklook_zoom,
     write_geojson,
+    write_json,
     write_quicklook_png,
     write_submission_csv,
     write_submissions_csv,
@@ -121,17 +123,21 @@ def test_geojson_round_trip_georeferenced(tmp_path: Path) -> None:
     assert "NaN" not in path.read_text()
 
 
-def test_geojson_without_georef(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_geojson_without_georef_is_refused_not_written_in_pixels(tmp_path: Path) -> None:
+    """It once held pixel positions as if they were lon/lat (issue #34, 7)."""
     path = tmp_path / "d.geojson"
-    with caplog.at_level(logging.WARNING):
+    with pytest.raises(SarvesselError, match="no georeferencing"):
         write_geojson(path, "s9", _dets(), to_lonlat=None)
-    assert "georeferencing" in caplog.text
-    doc = json.loads(path.read_text())
-    assert doc["coordinate_system"] == "pixel"
-    x, y = doc["features"][0]["geometry"]["coordinates"]
-    assert (x, y) == pytest.approx((7.2, -10.4))
-    write_geojson(path, "s9", Detections(), to_lonlat=None)
-    assert json.loads(path.read_text())["features"] == []
+    assert not path.exists()
+
+
+def test_write_json_writes_null_for_nan_and_is_strict_json(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "s.json", {"a": float("nan"), "b": [np.float32(1.5), -np.inf],
+                                            "c": (1, 2)})
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "a": None, "b": [1.5, None], "c": [1, 2]}
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sarvessel.runtime.board.tools import DEFAULT_INSTALL, CheckBackend
+from sarvessel.runtime.io.outputs import json_safe
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     r = check(args.package, backend=args.backend, batch_size=args.batch)
     if args.json:
-        print(json.dumps(r.to_dict(), indent=2))
+        print(json.dumps(json_safe(r.to_dict()), indent=2, allow_nan=False))
     else:
         power = "no sensor" if r.power_w is None else f"{r.power_w:.2f} W"
         sha = (r.bitstream_sha256 or "none")[:16]
@@ -86,7 +87,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     data = info(args.path)
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(json.dumps(json_safe(data), indent=2, allow_nan=False))
         return 0
     print(f"{data['path']}: board present {data['board_present']} ({data['machine']}); "
           f"recovery: {data['recovery']}")

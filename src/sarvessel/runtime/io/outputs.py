@@ -31,6 +31,7 @@ from typing import IO
 import numpy as np
 
 from sarvessel.runtime.detections import CLASS_NAMES, Detections
+from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ __all__ = [
     "SUBMISSION_COLUMNS",
     "XVIEW3_FISHING_CLASSES",
     "XVIEW3_VESSEL_CLASSES",
+    "atomic_open",
+    "check_out_dir",
+    "check_writable_file",
+    "json_safe",
+    "write_json",
     "write_geojson",
     "write_quicklook_png",
     "write_submission_csv",
@@ -138,30 +144,30 @@ def write_geojson(
     vessel_classes: Collection[int] = XVIEW3_VESSEL_CLASSES,
     fishing_classes: Collection[int] = XVIEW3_FISHING_CLASSES,
     class_names: Sequence[str] = CLASS_NAMES,
+    run_id: str | None = None,
 ) -> Path:
     """Write detections as a GeoJSON FeatureCollection of Points (opens in QGIS).
 
     to_lonlat: maps scene pixel (rows, cols) to WGS84 (lon, lat) degrees, e.g.
-    :meth:`Scene.to_lonlat`; with None the points are written in pixel coordinates
-    (x = column, y = -row, so the layout looks like the image in a GIS), the top-level member
-    ``"coordinate_system"`` says ``"pixel"`` and a warning is logged. Each feature's properties:
-    scene_id, score, class (int), class_name, is_vessel, is_fishing, length_m (null if
-    unknown), row, col (scene pixels). Returns the path written.
+    :meth:`Scene.to_lonlat`. None (a scene without georeferencing) is refused with a
+    :class:`~sarvessel.runtime.errors.SarvesselError`: GeoJSON coordinates are WGS84 lon/lat
+    by definition (RFC 7946 §4), so pixel positions in one would be drawn as places on Earth.
+    Each feature's properties: scene_id, score, class (int), class_name, is_vessel, is_fishing,
+    length_m (null if unknown), row, col (scene pixels). run_id: the run whose output set this
+    file belongs to (a top-level ``"run_id"`` member; the default None leaves it out). Returns
+    the path written.
     """
     path = Path(path)
     rows = dets.rows.astype(np.float64)
     cols = dets.cols.astype(np.float64)
     if to_lonlat is None:
-        log.warning("%s: scene %s has no georeferencing; writing pixel coordinates", path,
-                    scene_id)
-        xs, ys = cols, -rows
-        system = "pixel"
-    else:
-        lon, lat = to_lonlat(rows, cols)
-        xs, ys = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
-        if xs.shape != rows.shape or ys.shape != rows.shape:
-            raise ValueError(f"to_lonlat returned shapes {xs.shape}, {ys.shape} for {rows.shape}")
-        system = "EPSG:4326"
+        raise SarvesselError(f"{path}: scene {scene_id} has no georeferencing; a GeoJSON holds "
+                             "lon/lat (RFC 7946), so none is written")
+    lon, lat = to_lonlat(rows, cols)
+    xs, ys = np.asarray(lon, np.float64), np.asarray(lat, np.float64)
+    if xs.shape != rows.shape or ys.shape != rows.shape:
+        raise ValueError(f"to_lonlat returned shapes {xs.shape}, {ys.shape} for {rows.shape}")
+    system = "EPSG:4326"
     is_vessel, is_fishing = _class_flags(dets.classes, vessel_classes, fishing_classes)
     lengths = dets.lengths_px.astype(np.float64) * pixel_size_m
     features = []
@@ -188,8 +194,8 @@ def write_geojson(
         "type": "FeatureCollection",
         "name": scene_id,
         "coordinate_system": system,  # not "coordinates": RFC 7946 §7.1 forbids it here
-        "note": ("lon/lat degrees, WGS84" if to_lonlat is not None else
-                 "no georeferencing: x = column, y = -row in scene pixels"),
+        "note": "lon/lat degrees, WGS84",
+        **({} if run_id is None else {"run_id": run_id}),
         "features": features,
     }
     with atomic_open(path) as fh:
@@ -212,6 +218,7 @@ def write_quicklook_png(
     pixel_size_m: float = 10.0,
     vessel_classes: Collection[int] = XVIEW3_VESSEL_CLASSES,
     fishing_classes: Collection[int] = XVIEW3_FISHING_CLASSES,
+    run_id: str | None = None,
 ) -> Path:
     """Draw a quicklook: grey scene, detections as circles, ground truth as hollow squares.
 
@@ -224,9 +231,10 @@ def write_quicklook_png(
     bar; the default names the counts. The image is resized to fit ``max_side`` (the default is
     2048) and, if smaller, enlarged to ``min_side`` (the default is 768) so that markers and
     text stay readable. pixel_size_m: scene pixel spacing for the scale note (m); the default is
-    10. Returns the path written.
+    10. run_id: stored as the PNG text chunk ``sarvessel:run_id`` (the output set it belongs
+    to); the default None stores none. Returns the path written.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, PngImagePlugin
 
     path = Path(path)
     thumb = np.asarray(thumbnail)
@@ -303,32 +311,105 @@ def write_quicklook_png(
                    (220, 220, 220), None))
     lh = _line_height(font)
     _text_box(draw, (8, img.size[1] - 8 - lh * len(legend) - 8), legend, font, img.size)
+    info = PngImagePlugin.PngInfo()
+    if run_id is not None:
+        info.add_text("sarvessel:run_id", run_id)
     with atomic_open(path, binary=True) as fh:
         # Level 3: half the time of the default 6 and a smaller file on speckled scenes.
-        img.convert("RGB").save(fh, format="PNG", compress_level=3)
+        img.convert("RGB").save(fh, format="PNG", compress_level=3, pnginfo=info)
     log.info("wrote %s (%d x %d px)", path, img.size[0], img.size[1])
     return path
 
 
 def write_json(path: Path | str, data: object) -> Path:
-    """Write ``data`` as indented JSON, atomically (a kill never leaves half a file)."""
+    """Write ``data`` as indented JSON, atomically (a kill never leaves half a file).
+
+    NaN and infinities become null (:func:`json_safe`): strict JSON has neither, and strict
+    parsers (JavaScript's ``JSON.parse``, Go, jq) reject the ``NaN`` token Python would write.
+    """
     path = Path(path)
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False)
     with atomic_open(path) as fh:
-        fh.write(json.dumps(data, indent=2))
+        fh.write(text + "\n")
     return path
 
 
-def remove_stale_temporaries(folder: Path, targets: Collection[Path]) -> None:
+def json_safe(obj: object) -> object:
+    """``obj`` with every non-finite float as None, numpy scalars and arrays as Python values,
+    tuples as lists: what ``json.dumps(..., allow_nan=False)`` accepts.
+
+    >>> json_safe({"a": float("nan"), "b": [1.5, float("inf")], "c": np.float32(2)})
+    {'a': None, 'b': [1.5, None], 'c': 2.0}
+    """
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    elif isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k) if not isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create the output folder, or say in one line why it cannot be used."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SarvesselError(f"--out {out_dir}: exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SarvesselError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") \
+            from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise SarvesselError(f"--out {out_dir}: folder is not writable")
+
+
+def check_writable_file(path: Path, *, option: str | None = None) -> None:
+    """Refuse, in one line, an output path that is a folder, lies under a file or in a folder
+    that cannot be written; create missing parent folders. Call it before any work.
+
+    option: the command-line option that named the path (e.g. ``"--json"``), for the message.
+    """
+    path = Path(path)
+    name = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise SarvesselError(f"{name}: is a folder; an output file is written here")
+    parent = path.parent
+    for up in [parent, *parent.parents]:  # a file where a folder must be: say which
+        if up.exists():
+            if not up.is_dir():
+                raise SarvesselError(f"{name}: {up} is a file, not a folder")
+            break
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SarvesselError(f"{name}: cannot create the folder {parent} "
+                                 f"({exc.strerror})") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SarvesselError(f"{name}: cannot write {path.name} in {parent}")
+
+
+def remove_stale_temporaries(folder: Path, targets: Collection[Path], *,
+                             owned: bool = False) -> None:
     """Delete temporaries that a killed writer of ``targets`` left in ``folder``.
 
     :func:`atomic_open` writes ``.<name>.<pid>.tmp`` beside each output and renames it; a
-    SIGKILL between the two leaves it behind. Only names of ``targets`` are touched, and only
-    when no process of that pid is alive (another run writing into the same folder keeps its).
+    SIGKILL between the two leaves it behind. Only names of ``targets`` are touched. owned:
+    the caller holds the job lock of these targets (:mod:`sarvessel.runtime.journal`), so any
+    temporary of theirs is a dead writer's and is removed; the default (False) removes only
+    those whose pid is not alive.
     """
     for target in targets:
         for tmp in Path(folder).glob(f".{glob.escape(Path(target).name)}.*.tmp"):
             pid = tmp.name[len(Path(target).name) + 2 : -len(".tmp")]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and (owned or not _pid_alive(int(pid))):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 

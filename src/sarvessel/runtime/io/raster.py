@@ -6,6 +6,11 @@ faster than ``aszarr`` (docs/references.md §6). This module reads the segments 
 that intersect a band of rows in one sequential ``read`` and decodes them with ``TiffPage.decode``
 (which handles every compression and predictor tifffile knows), with a zero-copy fast path for
 uncompressed data. Uncompressed, contiguous strip files are memory-mapped instead.
+
+The raw bytes go through one reused buffer per reader of at most :data:`READ_CHUNK_BYTES`
+(or one segment, if larger): segments are read in runs that fit it, so the buffer does not
+grow with the scene's width (it once held two full-width tile rows per band and thread,
+~27 KB per scene column).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import tifffile
 from sarvessel.runtime.errors import SceneError
 
 log = logging.getLogger(__name__)
+
+#: Most bytes read in one go (a run of adjacent segments); also the size of the reused buffer.
+READ_CHUNK_BYTES = 8 << 20
 
 
 class RasterReader:
@@ -62,29 +70,34 @@ class RasterReader:
         self._raw = page.compression == 1 and page.predictor == 1 and page.fillorder == 1
         self._check_segment_table()
         self._memmap = self._open_memmap()
-        self._local = threading.local()  # per-thread reusable raw-read buffer
+        self._buffers: list[bytearray] = []  # reusable raw-read buffers, one per concurrent read
 
     # -- public ---------------------------------------------------------------------------
-    def read_rows(self, r0: int, r1: int, *, out: np.ndarray | None = None) -> np.ndarray:
+    def read_rows(self, r0: int, r1: int, *, out: np.ndarray | None = None,
+                  cols: tuple[int, int] | None = None) -> np.ndarray:
         """Return rows ``r0:r1`` (clipped to the image) as ``float32 [bands, rows, width]``.
 
         ``out``, if given, is a float32 array of at least that shape whose leading part is
         filled and returned: streaming callers reuse one buffer per band instead of allocating
-        (and page-faulting) tens of megabytes per row band.
+        (and page-faulting) tens of megabytes per row band. ``cols``: only columns
+        ``c0:c1`` (clipped), e.g. a window of a tiled file read from the tiles it touches;
+        the default is every column.
         """
         r0, r1 = max(0, r0), min(self.height, r1)
-        shape = (self.bands, max(0, r1 - r0), self.width)
+        c0, c1 = (0, self.width) if cols is None else (max(0, cols[0]),
+                                                       min(self.width, cols[1]))
+        shape = (self.bands, max(0, r1 - r0), max(0, c1 - c0))
         if out is None:
             out = np.empty(shape, np.float32)
         else:
             out = out.reshape(-1)[: np.prod(shape)].reshape(shape)
-        if r1 <= r0:
+        if r1 <= r0 or c1 <= c0:
             return out
         if self._memmap is not None:
-            block = self._memmap[r0:r1]
+            block = self._memmap[r0:r1, c0:c1]
             out[...] = block[np.newaxis] if block.ndim == 2 else np.moveaxis(block, -1, 0)
             return out
-        return self._read_segments(r0, r1, out)
+        return self._read_segments(r0, r1, c0, c1, out)
 
     def close(self) -> None:
         """Close the file."""
@@ -139,40 +152,76 @@ class RasterReader:
         dtype = np.dtype(self.dtype).newbyteorder(self._tif.byteorder)
         return np.memmap(self.path, dtype=dtype, mode="r", offset=offsets[0], shape=shape)
 
-    def _read_segments(self, r0: int, r1: int, out: np.ndarray) -> np.ndarray:
+    def _read_segments(self, r0: int, r1: int, c0: int, c1: int, out: np.ndarray
+                       ) -> np.ndarray:
         s0, s1 = r0 // self.seg_h, (r1 - 1) // self.seg_h + 1
+        k0, k1 = c0 // self.seg_w, (c1 - 1) // self.seg_w + 1
         planes = self.bands if self._planar_separate else 1
         per_plane = self.segs_across * self.segs_down
-        offsets, counts = self.page.dataoffsets, self.page.databytecounts
-        fh = self._tif.filehandle
         for plane in range(planes):
-            first = plane * per_plane + s0 * self.segs_across
-            last = plane * per_plane + s1 * self.segs_across  # exclusive
-            idx = range(first, last)
-            lo = min(offsets[i] for i in idx)
-            hi = max(offsets[i] + counts[i] for i in idx)
-            store = getattr(self._local, "buf", None)
-            if store is None or len(store) < hi - lo:
-                store = self._local.buf = bytearray(hi - lo)
-            buf = memoryview(store)[: hi - lo]
-            with self._lock:
-                fh.seek(lo)
-                got = fh.readinto(buf)
-            if got != hi - lo:
-                raise SceneError(f"{self.path}: file ended while reading rows {r0}:{r1}")
-            for i in idx:
-                seg = self._decode(buf, offsets[i] - lo, counts[i], i)
-                k = i - plane * per_plane
-                sr, sc = (k // self.segs_across) * self.seg_h, (k % self.segs_across) * self.seg_w
-                # rows of this segment that fall inside r0:r1, cols inside the image
-                a, b = max(sr, r0), min(sr + self.seg_h, r1, self.height)
-                w = min(self.seg_w, self.width - sc)
-                part = seg[:, a - sr : b - sr, :w]
-                if planes > 1:
-                    out[plane, a - r0 : b - r0, sc : sc + w] = part[0]
-                else:
-                    out[:, a - r0 : b - r0, sc : sc + w] = part
+            idx = [plane * per_plane + s * self.segs_across + k
+                   for s in range(s0, s1) for k in range(k0, k1)]
+            store = self._take_buffer()
+            try:
+                for run in self._runs(idx):
+                    store = self._read_run(run, r0, r1, c0, c1, plane, per_plane, store, out)
+            finally:
+                self._buffers.append(store)
         return out
+
+    def _runs(self, idx: list[int]) -> list[list[int]]:
+        """``idx`` cut into runs of segments whose bytes span at most :data:`READ_CHUNK_BYTES`
+        (a run holds at least one segment)."""
+        offsets, counts = self.page.dataoffsets, self.page.databytecounts
+        runs: list[list[int]] = []
+        lo = hi = 0
+        for i in idx:
+            a, b = offsets[i], offsets[i] + counts[i]
+            if runs and max(hi, b) - min(lo, a) <= READ_CHUNK_BYTES:
+                runs[-1].append(i)
+                lo, hi = min(lo, a), max(hi, b)
+            else:
+                runs.append([i])
+                lo, hi = a, b
+        return runs
+
+    def _take_buffer(self) -> bytearray:
+        try:
+            return self._buffers.pop()  # list.pop is atomic: each read gets its own buffer
+        except IndexError:
+            return bytearray()
+
+    def _read_run(self, run: list[int], r0: int, r1: int, c0: int, c1: int, plane: int,
+                  per_plane: int, store: bytearray, out: np.ndarray) -> bytearray:
+        """Read the segments ``run`` in one ``read`` and decode them into ``out``; return the
+        (possibly grown) buffer."""
+        offsets, counts = self.page.dataoffsets, self.page.databytecounts
+        lo = min(offsets[i] for i in run)
+        hi = max(offsets[i] + counts[i] for i in run)
+        if len(store) < hi - lo:
+            store = bytearray(hi - lo)
+        buf = memoryview(store)[: hi - lo]
+        with self._lock:
+            fh = self._tif.filehandle
+            fh.seek(lo)
+            got = fh.readinto(buf)
+        if got != hi - lo:
+            raise SceneError(f"{self.path}: file ended while reading rows {r0}:{r1}")
+        planes = self.bands if self._planar_separate else 1
+        for i in run:
+            seg = self._decode(buf, offsets[i] - lo, counts[i], i)
+            k = i - plane * per_plane
+            sr, sc = (k // self.segs_across) * self.seg_h, (k % self.segs_across) * self.seg_w
+            # rows of this segment inside r0:r1, columns inside c0:c1 (and the image)
+            a, b = max(sr, r0), min(sr + self.seg_h, r1, self.height)
+            x0, x1 = max(sc, c0), min(sc + self.seg_w, c1, self.width)
+            part = seg[:, a - sr : b - sr, x0 - sc : x1 - sc]
+            if planes > 1:
+                out[plane, a - r0 : b - r0, x0 - c0 : x1 - c0] = part[0]
+            else:
+                out[:, a - r0 : b - r0, x0 - c0 : x1 - c0] = part
+        del buf
+        return store
 
     def _decode(self, buf: memoryview, start: int, count: int, index: int) -> np.ndarray:
         """One segment as ``[samples, seg_h, seg_w]`` (the last strip may be shorter)."""

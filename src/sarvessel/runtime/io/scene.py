@@ -134,6 +134,13 @@ class Scene:
                 return self._block[index]
         return self._readers[index].read_rows(r0, r1, out=out)[0]
 
+    def read_band_window(self, index: int, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows ``r0:r1``, columns ``c0:c1`` of band ``index`` as ``float32 [rows, cols]``
+        (a tiled file decodes only the tiles the window touches)."""
+        if len(self._readers) == 1:
+            return self._readers[0].read_rows(r0, r1, cols=(c0, c1))[index]
+        return self._readers[index].read_rows(r0, r1, cols=(c0, c1))[0]
+
     def read_aux_rows(self, name: str, r0: int, r1: int) -> np.ndarray:
         """Auxiliary raster ``name`` resampled to scene rows ``r0:r1``: ``float32 [rows, width]``.
 

@@ -105,10 +105,12 @@ def read_csv_table(path: Path) -> CsvTable:
     return CsvTable(path, tuple(header), tuple(rows), tuple(lines))
 
 
-def float_column(table: CsvTable, name: str, *, allow_missing: bool, finite: bool) -> np.ndarray:
+def float_column(table: CsvTable, name: str, *, allow_missing: bool, finite: bool,
+                 nonnegative: bool = False) -> np.ndarray:
     """Column ``name`` as float64; missing cells become NaN when ``allow_missing``.
 
-    ``finite`` rejects ``inf``. Raises :class:`LabelsError` with file, line and value otherwise.
+    ``finite`` rejects ``inf``; ``nonnegative`` rejects values below 0 (pixel positions,
+    lengths). Raises :class:`LabelsError` with file, line and value otherwise.
     """
     out = np.empty(len(table), np.float64)
     for i, cell in enumerate(table.cells(name)):
@@ -126,6 +128,8 @@ def float_column(table: CsvTable, name: str, *, allow_missing: bool, finite: boo
             ok = not math.isnan(value) and (math.isfinite(value) or not finite)
         if not ok:
             raise table.bad_value(i, name, cell, "a finite number" if finite else "a number")
+        if nonnegative and value < 0:
+            raise table.bad_value(i, name, cell, "a number >= 0")
         out[i] = value
     return out
 

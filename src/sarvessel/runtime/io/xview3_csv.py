@@ -49,13 +49,13 @@ def read_predictions_csv(path: Path) -> dict[str, np.ndarray]:
     cols = {
         "scene_id": str_column(table, "scene_id"),
         "detect_scene_row": float_column(table, "detect_scene_row", allow_missing=False,
-                                         finite=True),
+                                         finite=True, nonnegative=True),
         "detect_scene_column": float_column(table, "detect_scene_column", allow_missing=False,
-                                            finite=True),
+                                            finite=True, nonnegative=True),
         "is_vessel": bool_column(table, "is_vessel", allow_missing=True),
         "is_fishing": bool_column(table, "is_fishing", allow_missing=True),
         "vessel_length_m": float_column(table, "vessel_length_m", allow_missing=True,
-                                        finite=True),
+                                        finite=True, nonnegative=True),
     }
     if "score" in table.header:
         cols["score"] = float_column(table, "score", allow_missing=True, finite=True)
@@ -77,13 +77,13 @@ def read_labels_csv(path: Path) -> dict[str, np.ndarray]:
     return {
         "scene_id": str_column(table, "scene_id"),
         "detect_scene_row": float_column(table, "detect_scene_row", allow_missing=False,
-                                         finite=True),
+                                         finite=True, nonnegative=True),
         "detect_scene_column": float_column(table, "detect_scene_column", allow_missing=False,
-                                            finite=True),
+                                            finite=True, nonnegative=True),
         "is_vessel": bool_column(table, "is_vessel", allow_missing=True),
         "is_fishing": bool_column(table, "is_fishing", allow_missing=True),
         "vessel_length_m": float_column(table, "vessel_length_m", allow_missing=True,
-                                        finite=True),
+                                        finite=True, nonnegative=True),
         "confidence": str_column(table, "confidence", allowed=[c.value for c in Confidence]),
         "distance_from_shore_km": float_column(table, "distance_from_shore_km",
                                                allow_missing=True, finite=False),

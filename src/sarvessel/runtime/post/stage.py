@@ -23,6 +23,7 @@ import numpy as np
 
 from sarvessel.runtime.contract import ModelMetadata
 from sarvessel.runtime.detections import Detections
+from sarvessel.runtime.errors import ModelError
 from sarvessel.runtime.post.decode import decode
 from sarvessel.runtime.post.length import measure_lengths
 from sarvessel.runtime.post.refine import BoxRefiner
@@ -30,6 +31,23 @@ from sarvessel.runtime.post.rescore import Rescorer, RescorerSpec, valid_extent
 
 #: Most detections kept per tile.
 MAX_DET = 300
+
+
+def check_head_map(raw: np.ndarray, metadata: ModelMetadata, tiles: int) -> None:
+    """Refuse a head map whose shape is not the contract's ``[tiles, 4*reg_max + nc,
+    subgrid*T/stride, subgrid*T/stride]``.
+
+    Why: a graph with symbolic output dims passes the load-time check, and a larger map
+    decodes into boxes far outside the tile (thousands of them, rows past the scene's end).
+    A tuple compare, so it runs on every batch, the first one included.
+    """
+    m = metadata
+    want = (tiles, m.out_channels, m.out_size, m.out_size)
+    if tuple(raw.shape) != want:
+        raise ModelError(
+            f"model {m.name}: the backend returned a head map of shape {list(raw.shape)} for "
+            f"{tiles} tile(s); its contract says {list(want)} ([B, 4*{m.reg_max}+{m.nc}, "
+            f"{m.subgrid}*{m.tile_size}/{m.stride}, ...]): wrong model or sidecar")
 
 
 class PostStage(Protocol):
@@ -80,9 +98,9 @@ class HeadMapPost:
         self.iou_threshold = float(
             metadata.iou_threshold if iou_threshold is None else iou_threshold)
         if not 0.0 < self.conf_threshold < 1.0:
-            raise ValueError(f"conf_threshold must be in (0, 1), got {self.conf_threshold}")
+            raise ModelError(f"conf_threshold must be in (0, 1), got {self.conf_threshold}")
         if not 0.0 <= self.iou_threshold <= 1.0:
-            raise ValueError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
+            raise ModelError(f"iou_threshold must be in [0, 1], got {self.iou_threshold}")
         self.max_det = int(max_det)
         spec = (RescorerSpec.from_dict(metadata.rescorer)
                 if second_stage and metadata.rescorer is not None else None)
@@ -122,8 +140,9 @@ class HeadMapPost:
         """Detections of each tile of ``batch`` (``uint8 [B, C, T, T]``) from its head map."""
         if not isinstance(raw, np.ndarray):
             raise TypeError("HeadMapPost takes a head map, not detections")
-        t0 = time.perf_counter()
         m = self.metadata
+        check_head_map(raw, m, len(batch))
+        t0 = time.perf_counter()
         conf = self.conf_threshold
         if self.rescorer is not None:  # the rescorer sees every box down to its pre_conf
             conf = min(conf, self.rescorer.spec.pre_conf)
