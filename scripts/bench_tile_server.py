@@ -13,7 +13,6 @@ no-op backend's requests/s (1 tile each) and tiles/s (batches of ``--batch``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sarvessel.runtime.detector import make_detector
+from sarvessel.runtime.io.outputs import write_json
 from sarvessel.runtime.io.scene import open_scene
 from sarvessel.runtime.preprocess import preprocess
 from sarvessel.runtime.server.client import ServerClient
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                    threads=args.threads)
     _print(figures)
     if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+        write_json(args.json, figures)
     return 0
 
 

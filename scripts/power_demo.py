@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                                       out_dir=args.out / ("budget" if budget else "free"),
                                       governor=gov)
         print(f"{'budget' if budget else 'free'}: {res.power.summary_line()}")
-        print(json.dumps(json.loads(paths["json"].read_text())["power"], indent=1))
+        print(json.dumps(json.loads(paths["json"].read_text())["power"], indent=1,
+                         allow_nan=False))
     return 0
 
 

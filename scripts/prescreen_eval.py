@@ -45,6 +45,7 @@ from sarvessel.evaluation.evaluate import image_tiles, load_dataset
 from sarvessel.runtime.contract import OVERLAP, TILE_SIZE
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.detector import Detector, make_detector
+from sarvessel.runtime.io.outputs import write_json
 from sarvessel.runtime.io.scene import Scene, open_scene
 from sarvessel.runtime.pipeline import PipelineConfig, run_scene
 from sarvessel.runtime.post.nms import SceneMerger
@@ -435,8 +436,7 @@ def main() -> int:
 
     def save() -> None:
         if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=1))
+            write_json(args.json, result)
         if args.markdown:
             args.markdown.parent.mkdir(parents=True, exist_ok=True)
             args.markdown.write_text(markdown(result))

@@ -158,7 +158,7 @@ def _write_outputs(scene: Scene, result: SceneResult, backend: str, job: str,
         write_submission_csv(staged["csv"], sid, dets, pixel_size_m=scene.pixel_size_m)
         if scene.georef is not None:
             write_geojson(staged["geojson"], sid, dets, to_lonlat=scene.to_lonlat,
-                          pixel_size_m=scene.pixel_size_m, run_id=run_id)
+                          pixel_size_m=scene.pixel_size_m)
         else:
             del staged["geojson"]
             notes.append("no GeoJSON: the scene has no georeferencing (GeoJSON coordinates "
@@ -166,7 +166,7 @@ def _write_outputs(scene: Scene, result: SceneResult, backend: str, job: str,
             log.warning("%s: %s", sid, notes[-1])
         write_quicklook_png(staged["png"], result.thumbnail, scale=result.thumbnail_scale,
                             detections=dets, labels=scene_labels(scene.source, sid),
-                            title=f"{sid}  {backend}  {len(dets)} detections", run_id=run_id)
+                            title=f"{sid}  {backend}  {len(dets)} detections")
         if governor is not None and power is not None and power.samples >= 2:
             write_power_trace_png(staged["power_png"], governor.sampler.trace, start=t_power,
                                   budget_w=governor.budget_w, idle_w=governor.idle_w,

@@ -32,7 +32,7 @@ def _start_and_interrupt(start_server, scenes: Path, backend: str):
 
 def _journal_rows(path: Path) -> int:
     lines = path.read_text().splitlines()
-    assert json.loads(lines[0]).keys() == {"journal"}
+    assert json.loads(lines[0]).keys() == {"job", "journal"}
     return len(lines) - 1
 
 

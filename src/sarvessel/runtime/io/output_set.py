@@ -13,9 +13,9 @@ run (``run_id``) and lists each output's file name, size and SHA-256. :func:`com
 A kill before step 1 leaves the previous set whole; a kill between 1 and 3 leaves no summary;
 after 3 the new set is whole. :func:`read_output_set` tells these apart: a summary whose listed
 files all match is a complete set; a missing summary or a file that differs from its listing
-is an :class:`OutputSetError`. The GeoJSON (member ``run_id``) and the PNG (text chunk
-``sarvessel:run_id``) also carry the run id; the CSV cannot (its format is fixed), its hash in
-the summary stands for it. The caller holds the scene's job lock throughout
+is an :class:`OutputSetError`. The run id lives in the summary only: the other files stay
+byte-identical for the same job (a resumed run's equal an uninterrupted run's), and their
+hashes in the summary tie them to it. The caller holds the scene's job lock throughout
 (:mod:`sarvessel.runtime.journal`), so no other run stages or commits the same names.
 """
 

@@ -144,7 +144,6 @@ def write_geojson(
     vessel_classes: Collection[int] = XVIEW3_VESSEL_CLASSES,
     fishing_classes: Collection[int] = XVIEW3_FISHING_CLASSES,
     class_names: Sequence[str] = CLASS_NAMES,
-    run_id: str | None = None,
 ) -> Path:
     """Write detections as a GeoJSON FeatureCollection of Points (opens in QGIS).
 
@@ -153,9 +152,7 @@ def write_geojson(
     :class:`~sarvessel.runtime.errors.SarvesselError`: GeoJSON coordinates are WGS84 lon/lat
     by definition (RFC 7946 §4), so pixel positions in one would be drawn as places on Earth.
     Each feature's properties: scene_id, score, class (int), class_name, is_vessel, is_fishing,
-    length_m (null if unknown), row, col (scene pixels). run_id: the run whose output set this
-    file belongs to (a top-level ``"run_id"`` member; the default None leaves it out). Returns
-    the path written.
+    length_m (null if unknown), row, col (scene pixels). Returns the path written.
     """
     path = Path(path)
     rows = dets.rows.astype(np.float64)
@@ -195,7 +192,6 @@ def write_geojson(
         "name": scene_id,
         "coordinate_system": system,  # not "coordinates": RFC 7946 §7.1 forbids it here
         "note": "lon/lat degrees, WGS84",
-        **({} if run_id is None else {"run_id": run_id}),
         "features": features,
     }
     with atomic_open(path) as fh:
@@ -218,7 +214,6 @@ def write_quicklook_png(
     pixel_size_m: float = 10.0,
     vessel_classes: Collection[int] = XVIEW3_VESSEL_CLASSES,
     fishing_classes: Collection[int] = XVIEW3_FISHING_CLASSES,
-    run_id: str | None = None,
 ) -> Path:
     """Draw a quicklook: grey scene, detections as circles, ground truth as hollow squares.
 
@@ -231,10 +226,9 @@ def write_quicklook_png(
     bar; the default names the counts. The image is resized to fit ``max_side`` (the default is
     2048) and, if smaller, enlarged to ``min_side`` (the default is 768) so that markers and
     text stay readable. pixel_size_m: scene pixel spacing for the scale note (m); the default is
-    10. run_id: stored as the PNG text chunk ``sarvessel:run_id`` (the output set it belongs
-    to); the default None stores none. Returns the path written.
+    10. Returns the path written.
     """
-    from PIL import Image, ImageDraw, PngImagePlugin
+    from PIL import Image, ImageDraw
 
     path = Path(path)
     thumb = np.asarray(thumbnail)
@@ -311,12 +305,9 @@ def write_quicklook_png(
                    (220, 220, 220), None))
     lh = _line_height(font)
     _text_box(draw, (8, img.size[1] - 8 - lh * len(legend) - 8), legend, font, img.size)
-    info = PngImagePlugin.PngInfo()
-    if run_id is not None:
-        info.add_text("sarvessel:run_id", run_id)
     with atomic_open(path, binary=True) as fh:
         # Level 3: half the time of the default 6 and a smaller file on speckled scenes.
-        img.convert("RGB").save(fh, format="PNG", compress_level=3, pnginfo=info)
+        img.convert("RGB").save(fh, format="PNG", compress_level=3)
     log.info("wrote %s (%d x %d px)", path, img.size[0], img.size[1])
     return path
 

@@ -276,7 +276,7 @@ class RequestMetrics:
 
 
 async def _send_json(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"status": status, "detail": detail}).encode()
+    body = json.dumps({"status": status, "detail": detail}, allow_nan=False).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode()),

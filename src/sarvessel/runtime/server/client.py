@@ -73,7 +73,8 @@ class ServerClient:
             files = {SCENE_FIELD: scene}
         else:
             raise ClientError(f"{scene}: no such scene folder or file")
-        fields = {"options": json.dumps(options), "scene_id": scene_id or scene.stem}
+        fields = {"options": json.dumps(options, allow_nan=False),
+                  "scene_id": scene_id or scene.stem}
         boundary = secrets.token_hex(16)
         return self._json_reply("POST", "/v1/jobs/upload",
                                 _MultipartBody(boundary, fields, files),
@@ -182,7 +183,7 @@ class ServerClient:
     # -- helpers ------------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, payload: object = None) -> Any:
-        body = None if payload is None else json.dumps(payload).encode()
+        body = None if payload is None else json.dumps(payload, allow_nan=False).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
         return self._json_reply(method, path, body, headers)
 

@@ -383,7 +383,7 @@ def _row(job: JobRecord) -> dict[str, object]:
         if isinstance(v, JobState):
             v = v.value
         elif name == "options":
-            v = json.dumps(v, sort_keys=True)
+            v = json.dumps(v, sort_keys=True, allow_nan=False)
         elif isinstance(v, bool):
             v = int(v)
         out[name] = v

@@ -357,7 +357,8 @@ class JobRunner:
                                    eta_s=0.0, watts=self.power.watts(),
                                    tiles_resumed=result.tiles_resumed)
         self._end(job, JobState.DONE, detections=n)
-        log.info("job %s: done, %d detections, %.2f MPx/s", job.id, n, result.mpx_per_s)
+        log.info("job %s: done, %d detections, %s MPx/s", job.id, n,
+                 "n/a" if result.mpx_per_s is None else f"{result.mpx_per_s:.2f}")
 
     def _end(self, job: JobRecord, state: JobState, *, detections: int | None = None,
              error: str | None = None, note: str | None = None) -> None:
