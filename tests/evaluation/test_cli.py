@@ -152,3 +152,14 @@ def test_pr_curve_is_written_to_exactly_the_path_given(tmp_path):
     out = save_pr_curve(rep, tmp_path / "curve")  # no suffix: matplotlib would add .png
     assert out == tmp_path / "curve" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curve"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+    (["--json", "."], "--json .: is a folder; an output file is written here"),
+])
+def test_eval_proxy_checks_options_and_output_before_any_work(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "sarvessel", "eval-proxy",
+                           str(tmp_path / "none.onnx"), *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert_one_line(proc, needle)

@@ -40,7 +40,6 @@ split as #41 describes; ``split="train"`` gives a version that touches no test i
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -77,6 +76,8 @@ from sarvessel.evaluation.evaluate import detect_for_scoring, merge_tiles, ssdd_
 from sarvessel.runtime.backends.onnx import OnnxBackend
 from sarvessel.runtime.contract import OVERLAP
 from sarvessel.runtime.detector import Detector, compose
+from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.io.outputs import check_writable_file, write_json
 from sarvessel.runtime.preprocess import VH, VV, percentile_stretch, preprocess
 from sarvessel.runtime.tiling import tile_grid
 
@@ -654,7 +655,13 @@ def _parse_variants(text: str) -> list[ProxyVariant]:
 
 
 def cmd_eval_proxy(args: argparse.Namespace) -> int:
-    """Handler of ``sarvessel eval-proxy``."""
+    """Handler of ``sarvessel eval-proxy``: options and the output path checked first."""
+    if args.threads is not None and args.threads < 1:
+        raise SarvesselError(f"--threads must be >= 1, got {args.threads}")
+    if args.limit is not None and args.limit < 1:
+        raise SarvesselError(f"--limit must be >= 1, got {args.limit}")
+    if args.json:
+        check_writable_file(args.json, option="--json")
     report = run_proxy(args.model, variants=args.variants, ssdd=args.ssdd,
                        opensarship=args.opensarship, split=args.split, limit=args.limit,
                        second_stage=not args.no_second_stage, threads=args.threads)
@@ -665,6 +672,5 @@ def cmd_eval_proxy(args: argparse.Namespace) -> int:
     for k, why in report.skipped.items():
         print(f"skipped {k}: {why}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        write_json(args.json, report.to_dict())
     return 0 if report.results else 2
