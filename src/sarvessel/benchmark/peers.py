@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sarvessel.runtime.io.outputs import write_json
+
 log = logging.getLogger(__name__)
 
 __all__ = ["PUBLISHED", "PeerExport", "PeerUnavailable", "check_architecture", "export_peers"]
@@ -58,7 +60,7 @@ def export_peers(cache: Path, tiles: Sequence[int]) -> PeerExport:
             log.info("exporting the YOLOv8n peer at %d px to %s", t, path)
             _export(peer, path, t)
         if not arch_path.is_file():
-            arch_path.write_text(json.dumps(check_architecture(peer), indent=2))
+            write_json(arch_path, check_architecture(peer))
     for t in tiles:
         out.paths[f"yolov8n-{t}"] = cache / f"yolov8n_{t}.onnx"
     out.architecture = json.loads(arch_path.read_text())

@@ -176,7 +176,8 @@ def measure_scene(scene: Path, spec: RunSpec, *, out_dir: Path, warmup: bool = T
         "detections": len(result.detections),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "wall_s": round(wall, 3),
-        "pipeline_mpx_per_s": round(result.mpx_per_s, 3),
+        "pipeline_mpx_per_s": (None if result.mpx_per_s is None
+                               else round(result.mpx_per_s, 3)),
         "mpx_per_s": round(result.megapixels / wall, 3) if wall > 0 else None,
         "tiles_per_s": round(result.tiles_run / wall, 3) if wall > 0 else None,
         "latency_ms_per_tile": recorder.summary(),
