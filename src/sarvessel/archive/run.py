@@ -15,7 +15,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import math
 import threading
 import time
 import uuid
@@ -41,7 +40,7 @@ from sarvessel.archive.task import (
 from sarvessel.runtime.detect import check_out_dir, output_paths
 from sarvessel.runtime.detections import Detections
 from sarvessel.runtime.errors import SarvesselError
-from sarvessel.runtime.io.outputs import write_json, write_submissions_csv
+from sarvessel.runtime.io.outputs import json_safe, write_json, write_submissions_csv
 from sarvessel.runtime.io.xview3_csv import read_predictions_csv
 
 if TYPE_CHECKING:
@@ -115,7 +114,7 @@ class ArchiveReport:
         done = self.count(SceneStatus.DONE)
         wall = self.wall_s
         c = self.cluster
-        return _json_safe({
+        return json_safe({
             "out_dir": str(self.out_dir),
             "submission": self.submission.name,
             "started": self.started, "finished": self.finished,
@@ -366,14 +365,3 @@ class _Tracker:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _json_safe(obj: Any) -> Any:
-    """NaN and infinities become null (strict JSON has neither)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj

@@ -19,7 +19,7 @@ import numpy as np
 
 from sarvessel.runtime.bench.latency import Stage
 from sarvessel.runtime.bench.plots import bar_chart, scaling_chart, stacked_bar_chart
-from sarvessel.runtime.io.outputs import atomic_open, write_json
+from sarvessel.runtime.io.outputs import atomic_open, json_safe, write_json
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str, *, plots: bool 
     paths: dict[str, Path] = {}
     if plots:
         paths |= write_plots(report, out)
-    paths["json"] = write_json(out / "bench.json", _json_safe(dict(report)))
+    paths["json"] = write_json(out / "bench.json", json_safe(dict(report)))
     md = render_markdown(report, plots={k: p.name for k, p in paths.items() if k != "json"})
     with atomic_open(out / "bench.md") as fh:
         fh.write(md)
@@ -439,21 +439,6 @@ def _skip(d: Mapping[str, Any]) -> str:
 def _md(text: str) -> str:
     return str(text).replace("|", "/").replace("\n", " ")
 
-
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def load_report(path: Path | str) -> dict[str, Any]:
