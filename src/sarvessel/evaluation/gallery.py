@@ -37,7 +37,7 @@ def save_gallery(
     from PIL import Image, ImageDraw
 
     from sarvessel.evaluation.datasets import load_image_grey
-    from sarvessel.runtime.io.outputs import _font
+    from sarvessel.runtime.io.drawing import default_font
 
     if not len(paths) == len(detections) == len(truths):
         raise ValueError("paths, detections and truths differ in length")
@@ -51,7 +51,7 @@ def save_gallery(
         idx.sort(key=lambda i: -counts[i])
     idx = idx[:n]
     rows = max(1, -(-len(idx) // columns))
-    font = _font(13)
+    font = default_font(13)
     sheet = Image.new("RGB", (columns * panel, rows * (panel + 20)), (24, 24, 24))
     for k, i in enumerate(idx):
         grey = load_image_grey(paths[i], stretch=stretch)

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sarvessel.runtime.io.drawing import anchored_text, default_font
 from sarvessel.runtime.io.outputs import atomic_open
 
 __all__ = ["bar_chart", "scaling_chart", "stacked_bar_chart"]
@@ -36,7 +37,7 @@ def bar_chart(
     note: a line of small print under the chart."""
     from PIL import Image, ImageDraw
 
-    font, small = _font(14), _font(12)
+    font, small = default_font(14), default_font(12)
     row, top, left = 30, 46, _label_width(bars, font) + 20
     bottom = 50 + (18 if note else 0)
     height = top + row * max(1, len(bars)) + bottom
@@ -48,19 +49,19 @@ def bar_chart(
     for x in _nice_ticks(0.0, vmax):
         px = left + x / vmax * pw
         d.line((px, top - 4, px, top + row * len(bars)), fill=_GRID)
-        _text(d, (px, top + row * len(bars) + 4), _fmt(x), small, _MUTED, "mt")
+        anchored_text(d, (px, top + row * len(bars) + 4), _fmt(x), small, _MUTED, "mt")
     for i, (label, value) in enumerate(bars):
         y = top + i * row
-        _text(d, (left - 10, y + row / 2), label, font, _INK, "rm")
+        anchored_text(d, (left - 10, y + row / 2), label, font, _INK, "rm")
         colour = PALETTE[(colours[i] if colours else 0) % len(PALETTE)]
         if value is None or not math.isfinite(value):
-            _text(d, (left + 4, y + row / 2), "n/a", font, _MUTED, "lm")
+            anchored_text(d, (left + 4, y + row / 2), "n/a", font, _MUTED, "lm")
             continue
         x1 = left + max(1.0, value / vmax * pw)
         d.rectangle((left, y + 5, x1, y + row - 5), fill=colour)
-        _text(d, (x1 + 6, y + row / 2), _fmt(value), font, _INK, "lm")
-    d.text((left, 12), title, fill=_INK, font=_font(16))
-    _text(d, (left + pw / 2, top + row * len(bars) + 24), unit, small, _MUTED, "mt")
+        anchored_text(d, (x1 + 6, y + row / 2), _fmt(value), font, _INK, "lm")
+    d.text((left, 12), title, fill=_INK, font=default_font(16))
+    anchored_text(d, (left + pw / 2, top + row * len(bars) + 24), unit, small, _MUTED, "mt")
     if note:
         d.text((10, height - 22), note, fill=_MUTED, font=small)
     return _save(img, path)
@@ -80,7 +81,7 @@ def stacked_bar_chart(
     (series name → value per label), a legend on top and the total at each bar's end."""
     from PIL import Image, ImageDraw
 
-    font, small = _font(14), _font(12)
+    font, small = default_font(14), default_font(12)
     row, top = 30, 70
     left = _label_width([(s, 0) for s in labels], font) + 20
     bottom = 50 + (18 if note else 0)
@@ -94,24 +95,24 @@ def stacked_bar_chart(
     for x in _nice_ticks(0.0, vmax):
         px = left + x / vmax * pw
         d.line((px, top - 4, px, top + row * len(labels)), fill=_GRID)
-        _text(d, (px, top + row * len(labels) + 4), _fmt(x), small, _MUTED, "mt")
+        anchored_text(d, (px, top + row * len(labels) + 4), _fmt(x), small, _MUTED, "mt")
     for i, label in enumerate(labels):
         y = top + i * row
-        _text(d, (left - 10, y + row / 2), label, font, _INK, "rm")
+        anchored_text(d, (left - 10, y + row / 2), label, font, _INK, "rm")
         x = float(left)
         for k, values in enumerate(stacks.values()):
             w = max(0.0, float(values[i])) / vmax * pw
             if w > 0:
                 d.rectangle((x, y + 5, x + w, y + row - 5), fill=PALETTE[k % len(PALETTE)])
             x += w
-        _text(d, (x + 6, y + row / 2), _fmt(totals[i]), font, _INK, "lm")
+        anchored_text(d, (x + 6, y + row / 2), _fmt(totals[i]), font, _INK, "lm")
     lx = float(left)
     for k, name in enumerate(stacks):
         d.rectangle((lx, 44, lx + 12, 56), fill=PALETTE[k % len(PALETTE)])
         d.text((lx + 16, 43), name, fill=_INK, font=small)
         lx += 16 + d.textlength(name, font=small) + 18
-    d.text((left, 12), title, fill=_INK, font=_font(16))
-    _text(d, (left + pw / 2, top + row * len(labels) + 24), unit, small, _MUTED, "mt")
+    d.text((left, 12), title, fill=_INK, font=default_font(16))
+    anchored_text(d, (left + pw / 2, top + row * len(labels) + 24), unit, small, _MUTED, "mt")
     if note:
         d.text((10, height - 22), note, fill=_MUTED, font=small)
     return _save(img, path)
@@ -135,8 +136,8 @@ def scaling_chart(
     width, height = size
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    small = _font(12)
-    d.text((20, 10), title, fill=_INK, font=_font(16))
+    small = default_font(12)
+    d.text((20, 10), title, fill=_INK, font=default_font(16))
     pts = [p for p in points if p.get("wall_s") is not None]
     xmax = max([p["megapixels"] for p in pts] or [1.0]) * 1.05
     panel_w = (width - 60) // 2
@@ -157,26 +158,27 @@ def scaling_chart(
         for yv in _nice_ticks(0.0, ymax):
             _, py = xy(0, yv)
             d.line((x0, py, x0 + pw, py), fill=_GRID)
-            _text(d, (x0 - 6, py), _fmt(yv), small, _MUTED, "rm")
+            anchored_text(d, (x0 - 6, py), _fmt(yv), small, _MUTED, "rm")
         for xv in _nice_ticks(0.0, xmax):
             px, _ = xy(xv, 0)
             d.line((px, top + ph, px, top + ph + 4), fill=_MUTED)
-            _text(d, (px, top + ph + 6), _fmt(xv), small, _MUTED, "mt")
+            anchored_text(d, (px, top + ph + 6), _fmt(xv), small, _MUTED, "mt")
         d.rectangle((x0, top, x0 + pw, top + ph), outline=_MUTED)
         if line is not None:
             d.line([xy(0, line(0)), xy(xmax, line(xmax))], fill=PALETTE[1], width=2)
         if limit:
             _, py = xy(0, limit)
             d.line((x0, py, x0 + pw, py), fill=(210, 30, 30), width=2)
-            _text(d, (x0 + pw - 4, py - 3), f"limit {_fmt(limit)}", small, (210, 30, 30), "rb")
+            anchored_text(d, (x0 + pw - 4, py - 3), f"limit {_fmt(limit)}", small,
+                          (210, 30, 30), "rb")
         for p in pts:
             if p.get(key) is None:
                 continue
             cx, cy = xy(p["megapixels"], p[key])
             d.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), fill=PALETTE[0])
-            _text(d, (cx + 8, cy - 2), _fmt(p[key]), small, _INK, "lb")
-        d.text((x0, top - 18), ylabel, fill=_INK, font=_font(13))
-        _text(d, (x0 + pw / 2, top + ph + 24), "scene megapixels", small, _MUTED, "mt")
+            anchored_text(d, (cx + 8, cy - 2), _fmt(p[key]), small, _INK, "lb")
+        d.text((x0, top - 18), ylabel, fill=_INK, font=default_font(13))
+        anchored_text(d, (x0 + pw / 2, top + ph + 24), "scene megapixels", small, _MUTED, "mt")
     if note:
         d.text((20, height - 22), note, fill=_MUTED, font=small)
     return _save(img, path)
@@ -216,25 +218,8 @@ def _label_width(items: Sequence[tuple[str, Any]], font: Any) -> int:
     return int(max([d.textlength(s, font=font) for s, _ in items] or [40]))
 
 
-def _text(draw: Any, xy: tuple[float, float], text: str, font: Any,
-          fill: tuple[int, int, int], anchor: str) -> None:
-    """Text placed by a two-letter anchor (l/m/r, t/m/b), computed here: Pillow's own
-    ``anchor`` needs a TrueType font, and Pillow < 10.1 (the board's) has only a bitmap one."""
-    w = draw.textlength(text, font=font)
-    h = getattr(font, "size", 11)
-    x, y = xy
-    x -= {"l": 0.0, "m": w / 2, "r": w}[anchor[0]]
-    y -= {"t": 0.0, "m": h / 2, "b": h}[anchor[1]]
-    draw.text((x, y), text, fill=fill, font=font)
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed bitmap font
-        return ImageFont.load_default()
 
 
 def _save(img: Any, path: Path | str) -> Path:

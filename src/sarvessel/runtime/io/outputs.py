@@ -32,6 +32,7 @@ import numpy as np
 
 from sarvessel.runtime.detections import CLASS_NAMES, Detections
 from sarvessel.runtime.errors import SarvesselError
+from sarvessel.runtime.io.drawing import default_font
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def write_quicklook_png(
     resampling = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the bare constants
     img = Image.fromarray(grey).resize(
         size, resampling.BOX if f < 1 else resampling.NEAREST).convert("RGBA")
-    font = _font(max(12, round(max(img.size) / 70)))
+    font = default_font(max(12, round(max(img.size) / 70)))
     ox = oy = 0  # canvas columns left of / rows above the scene
     if min(img.size) < _MIN_CANVAS:  # a long thin scene: room for the title and legend
         if img.size[1] < _MIN_CANVAS:  # wide: the strip under the title, the legend below
@@ -504,13 +505,6 @@ def _stretch(thumb: np.ndarray) -> np.ndarray:
     return out
 
 
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed bitmap font
-        return ImageFont.load_default()
 
 
 def _line_height(font) -> int:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sarvessel.runtime.io.drawing import anchored_text, default_font
 from sarvessel.runtime.io.outputs import atomic_open
 from sarvessel.runtime.power.sensors import NO_SENSOR, NullSensor, SensorKind
 from sarvessel.runtime.power.trace import PowerTrace, max_window_average
@@ -192,7 +193,7 @@ def write_power_trace_png(
 
     img = Image.new("RGB", size, (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font = _font(13)
+    font = default_font(13)
     for p in pauses:
         a, b = max(p.t, t0), min(p.t + p.seconds, t1)
         if b > a:
@@ -200,11 +201,11 @@ def write_power_trace_png(
     for yv in _nice_ticks(0.0, ymax):
         y = y_of(yv)
         draw.line((left, y, left + pw, y), fill=(235, 235, 235))
-        _text(draw, (left - 8, y), f"{yv:g}", font, (60, 60, 60), "rm")
+        anchored_text(draw, (left - 8, y), f"{yv:g}", font, (60, 60, 60), "rm")
     for xv in _nice_ticks(0.0, t1 - t0):
         x = x_of(t0 + xv)
         draw.line((x, top + ph, x, top + ph + 4), fill=(60, 60, 60))
-        _text(draw, (x, top + ph + 6), f"{xv:g}", font, (60, 60, 60), "mt")
+        anchored_text(draw, (x, top + ph + 6), f"{xv:g}", font, (60, 60, 60), "mt")
     pts = []
     for i, wv in enumerate(col_w):
         y = y_of(float(wv))
@@ -225,8 +226,8 @@ def write_power_trace_png(
             x = x_of(tr)
             draw.line((x, top + ph - 10, x, top + ph), fill=(240, 140, 0), width=2)
     draw.rectangle((left, top, left + pw, top + ph), outline=(60, 60, 60))
-    draw.text((left, 10), title or "power trace", fill=(0, 0, 0), font=_font(15))
-    _text(draw, (left + pw // 2, height - 18), "seconds", font, (60, 60, 60), "mm")
+    draw.text((left, 10), title or "power trace", fill=(0, 0, 0), font=default_font(15))
+    anchored_text(draw, (left + pw // 2, height - 18), "seconds", font, (60, 60, 60), "mm")
     draw.text((8, top - 20), "W", fill=(60, 60, 60), font=font)
     legend = [("mean W per column", (110, 110, 110))]
     if window_s:
@@ -299,25 +300,8 @@ def _dashed(draw: Any, x0: float, x1: float, y: float, colour: tuple[int, int, i
         x += 10
 
 
-def _text(draw: Any, xy: tuple[float, float], text: str, font: Any,
-          fill: tuple[int, int, int], anchor: str) -> None:
-    """Text placed by a two-letter anchor (l/m/r, t/m), computed here: Pillow's own ``anchor``
-    needs a TrueType font, and Pillow < 10.1 (the board's) only has a bitmap default."""
-    w = draw.textlength(text, font=font)
-    h = getattr(font, "size", 11)
-    x, y = xy
-    x -= {"l": 0.0, "m": w / 2, "r": w}[anchor[0]]
-    y -= {"t": 0.0, "m": h / 2, "b": h}[anchor[1]]
-    draw.text((x, y), text, fill=fill, font=font)
 
 
-def _font(size: int) -> Any:
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1: fixed bitmap font
-        return ImageFont.load_default()
 
 
 def _png_bytes(img: Any) -> bytes:
