@@ -30,6 +30,7 @@ from sarvessel.model.augment import (
     resize,
     rot90,
 )
+from sarvessel.runtime.contract import TILE_SIZE
 from sarvessel.runtime.errors import SarvesselError
 from sarvessel.runtime.preprocess import DEFAULT_BANDS, BandRange, preprocess
 
@@ -89,7 +90,7 @@ class ImageDataset(Dataset):
     ``train_size``; evaluation samples are letterboxed to ``tile_size`` at the top-left.
     """
 
-    def __init__(self, items: Sequence[LabeledImage], *, tile_size: int = 512,
+    def __init__(self, items: Sequence[LabeledImage], *, tile_size: int = TILE_SIZE,
                  train_size: int | None = None, augment: AugmentConfig | None = None,
                  seed: int = 0, channels: int = 1, input_scale: float = 1.0,
                  stretch: tuple[float, float] | None = None) -> None:
@@ -257,8 +258,8 @@ class SceneChipDataset(Dataset):
     """Chips of xView3-style scenes: one around each label (random offset) plus hard negatives
     (random windows, ``negatives`` per scene per epoch), augmented, ``chip`` x ``chip`` px."""
 
-    def __init__(self, scenes: Sequence[tuple[np.ndarray, list[ChipLabel]]], *, chip: int = 512,
-                 negatives: int = 4, augment: AugmentConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, scenes: Sequence[tuple[np.ndarray, list[ChipLabel]]], *,
+                 chip: int = TILE_SIZE, negatives: int = 4, augment: AugmentConfig | None = None, seed: int = 0) -> None:
         self.scenes = list(scenes)
         self.chip, self.augment, self.seed, self.epoch = chip, augment, seed, 0
         self.index: list[tuple[int, int]] = []

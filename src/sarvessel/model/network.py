@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sarvessel.model.config import ModelConfig
+from sarvessel.runtime.contract import TILE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class OpsReport:
         return 2.0 * self.macs / 1e9
 
 
-def count_ops(model: nn.Module, tile: int = 512, channels: int = 2) -> OpsReport:
+def count_ops(model: nn.Module, tile: int = TILE_SIZE, channels: int = 2) -> OpsReport:
     """Count conv MACs of one ``[1, channels, tile, tile]`` forward pass and the parameters.
 
     ``channels`` overrides the model's input channels for the first conv's cost (a 1-channel

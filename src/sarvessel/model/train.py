@@ -36,6 +36,7 @@ from sarvessel.model.loader import default_workers, epoch_loader, resolve_device
 from sarvessel.model.loss import DetectionLoss
 from sarvessel.model.network import SarYolo, build_model, count_ops
 from sarvessel.model.warm_start import init_from_checkpoint
+from sarvessel.runtime.contract import TILE_SIZE
 from sarvessel.runtime.errors import SarvesselError
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig, *,
         log.info("initialised from %s: %d tensors copied, %d start fresh (fresh activation "
                  "scales are set from statistics)", cfg.init, len(copied), len(fresh))
     ops = count_ops(model, model_cfg.tile_size, model_cfg.in_channels)
-    ops2 = count_ops(model, 512, 2)
+    ops2 = count_ops(model, TILE_SIZE, 2)
     log.info("model %s: %d params, %.3f GOP per %d px %d-ch tile (%.3f GOP at 512x512x2)",
              model_cfg.name, ops.params, ops.gops, ops.tile, ops.channels, ops2.gops)
     model = model.to(device)
