@@ -259,7 +259,8 @@ class SceneChipDataset(Dataset):
     (random windows, ``negatives`` per scene per epoch), augmented, ``chip`` x ``chip`` px."""
 
     def __init__(self, scenes: Sequence[tuple[np.ndarray, list[ChipLabel]]], *,
-                 chip: int = TILE_SIZE, negatives: int = 4, augment: AugmentConfig | None = None, seed: int = 0) -> None:
+                 chip: int = TILE_SIZE, negatives: int = 4,
+                 augment: AugmentConfig | None = None, seed: int = 0) -> None:
         self.scenes = list(scenes)
         self.chip, self.augment, self.seed, self.epoch = chip, augment, seed, 0
         self.index: list[tuple[int, int]] = []
