@@ -9,6 +9,7 @@ docs, "Performance" table): 3.2 M parameters (3,151,904 with BatchNorm folded), 
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Sequence
@@ -86,9 +87,9 @@ def check_architecture(peer: Any) -> dict[str, Any]:
 
 
 def _peer_module() -> Any:
-    try:
-        from sarvessel.model import peer
-    except ImportError as exc:  # the module (branch cpugraph) or torch is not installed
+    try:  # import_module looks in sys.modules first, as `from package import name` does not
+        peer = importlib.import_module("sarvessel.model.peer")
+    except ImportError as exc:  # torch (a host tool) is not installed
         raise PeerUnavailable(
             f"the YOLOv8n peer needs sarvessel.model.peer and torch ({exc.name or exc} is not "
             "importable here): install the host tools (`make test`'s .venv) on a checkout that "
