@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sarvessel.runtime.io.drawing import anchored_text, default_font
+from sarvessel.runtime.io.drawing import anchored_text, default_font, nice_ticks
 from sarvessel.runtime.io.outputs import atomic_open
 
 __all__ = ["bar_chart", "scaling_chart", "stacked_bar_chart"]
@@ -46,7 +46,7 @@ def bar_chart(
     right = 110
     pw = width - left - right
     vmax = max([v for _, v in bars if v is not None and math.isfinite(v)] or [1.0]) or 1.0
-    for x in _nice_ticks(0.0, vmax):
+    for x in nice_ticks(0.0, vmax):
         px = left + x / vmax * pw
         d.line((px, top - 4, px, top + row * len(bars)), fill=_GRID)
         anchored_text(d, (px, top + row * len(bars) + 4), _fmt(x), small, _MUTED, "mt")
@@ -92,7 +92,7 @@ def stacked_bar_chart(
     pw = width - left - right
     totals = [sum(max(0.0, float(v[i])) for v in stacks.values()) for i in range(len(labels))]
     vmax = max(totals or [1.0]) or 1.0
-    for x in _nice_ticks(0.0, vmax):
+    for x in nice_ticks(0.0, vmax):
         px = left + x / vmax * pw
         d.line((px, top - 4, px, top + row * len(labels)), fill=_GRID)
         anchored_text(d, (px, top + row * len(labels) + 4), _fmt(x), small, _MUTED, "mt")
@@ -155,11 +155,11 @@ def scaling_chart(
                ph: float = ph, ymax: float = ymax) -> tuple[float, float]:
             return x0 + x / xmax * pw, top + ph - y / ymax * ph
 
-        for yv in _nice_ticks(0.0, ymax):
+        for yv in nice_ticks(0.0, ymax):
             _, py = xy(0, yv)
             d.line((x0, py, x0 + pw, py), fill=_GRID)
             anchored_text(d, (x0 - 6, py), _fmt(yv), small, _MUTED, "rm")
-        for xv in _nice_ticks(0.0, xmax):
+        for xv in nice_ticks(0.0, xmax):
             px, _ = xy(xv, 0)
             d.line((px, top + ph, px, top + ph + 4), fill=_MUTED)
             anchored_text(d, (px, top + ph + 6), _fmt(xv), small, _MUTED, "mt")
@@ -200,15 +200,6 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
-    span = hi - lo
-    if span <= 0:
-        return [lo]
-    raw = span / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [round(first + k * step, 10) for k in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def _label_width(items: Sequence[tuple[str, Any]], font: Any) -> int:

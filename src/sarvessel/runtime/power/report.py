@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sarvessel.runtime.io.drawing import anchored_text, default_font
+from sarvessel.runtime.io.drawing import anchored_text, default_font, nice_ticks
 from sarvessel.runtime.io.outputs import atomic_open
 from sarvessel.runtime.power.sensors import NO_SENSOR, NullSensor, SensorKind
 from sarvessel.runtime.power.trace import PowerTrace, max_window_average
@@ -198,11 +198,11 @@ def write_power_trace_png(
         a, b = max(p.t, t0), min(p.t + p.seconds, t1)
         if b > a:
             draw.rectangle((x_of(a), top, x_of(b), top + ph), fill=(214, 230, 250))
-    for yv in _nice_ticks(0.0, ymax):
+    for yv in nice_ticks(0.0, ymax):
         y = y_of(yv)
         draw.line((left, y, left + pw, y), fill=(235, 235, 235))
         anchored_text(draw, (left - 8, y), f"{yv:g}", font, (60, 60, 60), "rm")
-    for xv in _nice_ticks(0.0, t1 - t0):
+    for xv in nice_ticks(0.0, t1 - t0):
         x = x_of(t0 + xv)
         draw.line((x, top + ph, x, top + ph + 4), fill=(60, 60, 60))
         anchored_text(draw, (x, top + ph + 6), f"{xv:g}", font, (60, 60, 60), "mt")
@@ -282,15 +282,6 @@ def _interval_peak(t: np.ndarray, e: np.ndarray, lo: float, hi: float) -> float 
     return float((np.diff(ee) / np.diff(tt)).max())
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 6) -> list[float]:
-    span = hi - lo
-    if span <= 0:
-        return [lo]
-    raw = span / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    first = math.ceil(lo / step) * step
-    return [round(first + k * step, 10) for k in range(int((hi - first) / step) + 1)]
 
 
 def _dashed(draw: Any, x0: float, x1: float, y: float, colour: tuple[int, int, int]) -> None:
