@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from sarvessel.runtime.errors import LabelsError
-from sarvessel.runtime.io.tables import bool_column, float_column, read_csv_table, str_column
+from sarvessel.runtime.io.tables import (
+    CsvTable,
+    bool_column,
+    float_column,
+    read_csv_table,
+    str_column,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +52,7 @@ def read_predictions_csv(path: Path) -> dict[str, np.ndarray]:
     """
     table = read_csv_table(path)
     table.require(PREDICTION_COLUMNS, what="predictions")
-    cols = {
-        "scene_id": str_column(table, "scene_id"),
-        "detect_scene_row": float_column(table, "detect_scene_row", allow_missing=False,
-                                         finite=True, nonnegative=True),
-        "detect_scene_column": float_column(table, "detect_scene_column", allow_missing=False,
-                                            finite=True, nonnegative=True),
-        "is_vessel": bool_column(table, "is_vessel", allow_missing=True),
-        "is_fishing": bool_column(table, "is_fishing", allow_missing=True),
-        "vessel_length_m": float_column(table, "vessel_length_m", allow_missing=True,
-                                        finite=True, nonnegative=True),
-    }
+    cols = _object_columns(table)
     if "score" in table.header:
         cols["score"] = float_column(table, "score", allow_missing=True, finite=True)
     if len(table) == 0:
@@ -75,6 +71,16 @@ def read_labels_csv(path: Path) -> dict[str, np.ndarray]:
     if len(table) == 0:
         raise LabelsError(f"{table.path}: no labels (the file has only a header)")
     return {
+        **_object_columns(table),
+        "confidence": str_column(table, "confidence", allowed=[c.value for c in Confidence]),
+        "distance_from_shore_km": float_column(table, "distance_from_shore_km",
+                                               allow_missing=True, finite=False),
+    }
+
+
+def _object_columns(table: CsvTable) -> dict[str, np.ndarray]:
+    """The columns predictions and labels share: scene, position, classes, length."""
+    return {
         "scene_id": str_column(table, "scene_id"),
         "detect_scene_row": float_column(table, "detect_scene_row", allow_missing=False,
                                          finite=True, nonnegative=True),
@@ -84,7 +90,4 @@ def read_labels_csv(path: Path) -> dict[str, np.ndarray]:
         "is_fishing": bool_column(table, "is_fishing", allow_missing=True),
         "vessel_length_m": float_column(table, "vessel_length_m", allow_missing=True,
                                         finite=True, nonnegative=True),
-        "confidence": str_column(table, "confidence", allowed=[c.value for c in Confidence]),
-        "distance_from_shore_km": float_column(table, "distance_from_shore_km",
-                                               allow_missing=True, finite=False),
     }
